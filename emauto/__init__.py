@@ -1,0 +1,20 @@
+"""emauto: an automation agent for (scanning) transmission electron microscopes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from emauto.microscope import Microscope
+
+
+def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
+    """Open a microscope by URI (see `emauto.drivers.connect`)."""
+    from emauto.drivers import connect as _connect
+
+    return _connect(uri, **kwargs)
+
+
+__all__ = ["__version__", "connect"]

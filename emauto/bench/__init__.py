@@ -1,0 +1,1 @@
+"""What `emauto bench` runs. Every figure is measured in the run that prints it."""

@@ -1,0 +1,124 @@
+"""`emauto bench sim`: speed of the twin and the fast path's error against multislice.
+
+Figures (one run, one machine, medians over repeats):
+
+- ``fast_ronchigram_per_s``: 128x128 Ronchigrams per second through `Microscope.acquire`
+  on the fast twin (noise, drift, lag and all), optics changed before every frame.
+- ``multislice_ronchigram_per_s``: the same frame by the abTEM multislice reference engine.
+- ``speedup``: the ratio of the two.
+- ``fast_vs_multislice_rel_error``: median over random aberration states of
+  ||I_fast - I_multislice||_2 / ||I_multislice||_2 on noise-free camera images.
+- ``adf_image_256_per_s``: 256x256 ADF rasters per second through `acquire`, the probe
+  changed before every image so nothing is reused from the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from emauto import optics
+from emauto.config import EffectsConfig, SimConfig
+from emauto.drivers.sim import SimulatedMicroscope
+from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
+from emauto.drivers.sim.probe import ProbeOptics
+from emauto.microscope import ImageRequest, RasterScan, RonchigramRequest
+
+
+def _progress(message: str) -> None:
+    print(f"[bench sim] {message}", file=sys.stderr, flush=True)
+
+
+def random_probe(rng: np.random.Generator, convergence_rad: float = 0.03) -> ProbeOptics:
+    """A probe with aberrations drawn like the probe-tuning task's starting states."""
+    values = {
+        "C10": rng.uniform(-50e-9, 50e-9),
+        "C12a": rng.uniform(-20e-9, 20e-9),
+        "C12b": rng.uniform(-20e-9, 20e-9),
+        "C21a": rng.uniform(-300e-9, 300e-9),
+        "C21b": rng.uniform(-300e-9, 300e-9),
+        "C23a": rng.uniform(-300e-9, 300e-9),
+        "C23b": rng.uniform(-300e-9, 300e-9),
+        "C30": rng.uniform(-1e-6, 1e-6),
+    }
+    coefficients = tuple(values.get(name, 0.0) for name in optics.ABERRATION_NAMES)
+    return ProbeOptics(coefficients, convergence_rad, (0.0, 0.0))
+
+
+def _rate(timings: list[float]) -> float:
+    return 1.0 / statistics.median(timings)
+
+
+def run_sim_benchmark(seed: int = 0, repeats: int | None = None) -> dict[str, Any]:
+    """Measure the twin; return the figures as one JSON-ready dict."""
+    rng = np.random.default_rng(seed)
+    n_fast = repeats or 300
+    n_multi = max(3, (repeats or 300) // 60)
+    n_adf = max(3, (repeats or 300) // 30)
+
+    _progress("loading the amorphous-carbon twin ...")
+    scope = SimulatedMicroscope(SimConfig(specimen="amorphous_carbon", seed=seed))
+    request = RonchigramRequest(exposure_s=0.01)
+    scope.acquire(request)
+    _progress(f"{n_fast} fast Ronchigrams through acquire() ...")
+    fast_times = []
+    for _ in range(n_fast):
+        scope.set({"C10": float(rng.uniform(-50e-9, 50e-9))})
+        start = time.perf_counter()
+        scope.acquire(request)
+        fast_times.append(time.perf_counter() - start)
+
+    _progress("loading the multislice reference (thin slices, cached after the first run) ...")
+    ideal = SimConfig(specimen="amorphous_carbon", seed=seed, effects=EffectsConfig.none())
+    twin = SimulatedMicroscope(ideal)
+    fast_engine = twin._ronchigram_engine
+    multi_engine = MultisliceRonchigramEngine(
+        "amorphous_carbon", twin.grid, ideal.energy_eV, slice_m=ideal.multislice_slice_m
+    )
+    lx, ly = twin.specimen.extent_m
+    multi_times, errors = [], []
+    _progress(f"{n_multi} multislice Ronchigrams and their fast twins ...")
+    for _ in range(n_multi):
+        probe = random_probe(rng)
+        position = (float(rng.uniform(0, lx)), float(rng.uniform(0, ly)))
+        start = time.perf_counter()
+        reference = multi_engine.ronchigram(probe, position)
+        multi_times.append(time.perf_counter() - start)
+        approx = fast_engine.ronchigram(probe, position)
+        errors.append(float(np.linalg.norm(approx - reference) / np.linalg.norm(reference)))
+
+    _progress("loading the SrTiO3 twin for ADF images ...")
+    adf_scope = SimulatedMicroscope(SimConfig(specimen="srtio3", seed=seed))
+    adf_scope.set({"scan_fov": 4e-9})
+    adf_request = ImageRequest(detector="adf", scan=RasterScan(shape=(256, 256)))
+    adf_scope.acquire(adf_request)
+    adf_times = []
+    _progress(f"{n_adf} 256x256 ADF images ...")
+    for _ in range(n_adf):
+        adf_scope.set({"C10": float(rng.uniform(-5e-9, 5e-9))})
+        start = time.perf_counter()
+        adf_scope.acquire(adf_request)
+        adf_times.append(time.perf_counter() - start)
+
+    fast_rate = _rate(fast_times)
+    multi_rate = _rate(multi_times)
+    return {
+        "fast_ronchigram_per_s": round(fast_rate, 1),
+        "multislice_ronchigram_per_s": round(multi_rate, 3),
+        "speedup": round(fast_rate / multi_rate, 1),
+        "fast_vs_multislice_rel_error": round(statistics.median(errors), 4),
+        "fast_vs_multislice_rel_error_max": round(max(errors), 4),
+        "adf_image_256_per_s": round(_rate(adf_times), 2),
+        "ronchigram_shape": list(scope.describe().detectors["ronchigram"].shape or ()),
+        "simulation_grid": scope.grid.gpts,
+        "specimen_thickness_m": twin.specimen.thickness_m,
+        "multislice_slice_m": ideal.multislice_slice_m,
+        "repeats": {"fast": n_fast, "multislice": n_multi, "adf": n_adf},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }

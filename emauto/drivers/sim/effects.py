@@ -1,0 +1,101 @@
+"""Instrument imperfections of the twin: lens lag, hysteresis, drift, scan jitter, noise.
+
+All randomness comes from one `numpy.random.Generator` owned by the twin (seeded), and all
+time is the twin's simulated clock, so the same seed gives the same frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emauto.config import EffectsConfig
+
+
+@dataclass
+class _LensChannel:
+    setpoint: float
+    band_centre: float  # output of the backlash (play) operator
+    start_value: float  # optical value when the last change began
+    start_time_s: float
+
+
+@dataclass
+class LensModel:
+    """Optical values that trail their setpoints: backlash hysteresis, then exponential lag.
+
+    The backlash (play) operator of width ``w`` keeps its output unless the setpoint leaves
+    the band ``[out - w/2, out + w/2]``; so after a move the optics sit ``w/2`` short of the
+    setpoint on the side they came from. The optics then approach that output with time
+    constant ``tau_s``.
+    """
+
+    tau_s: float
+    widths: dict[str, float]
+    channels: dict[str, _LensChannel] = field(default_factory=dict)
+
+    def reset(self, values: dict[str, float], time_s: float) -> None:
+        """Put every channel at rest at ``values``."""
+        self.channels = {
+            name: _LensChannel(value, value, value, time_s)
+            for name, value in values.items()
+            if name in self.widths
+        }
+
+    def command(self, name: str, setpoint: float, time_s: float) -> None:
+        """A new setpoint for one lens channel at simulated time ``time_s``."""
+        channel = self.channels[name]
+        current = self.value(name, time_s)
+        half = self.widths[name] / 2
+        centre = min(max(channel.band_centre, setpoint - half), setpoint + half)
+        self.channels[name] = _LensChannel(setpoint, centre, current, time_s)
+
+    def value(self, name: str, time_s: float) -> float:
+        """The optical value of a channel at ``time_s``."""
+        channel = self.channels[name]
+        if self.tau_s <= 0:
+            return channel.band_centre
+        elapsed = max(time_s - channel.start_time_s, 0.0)
+        decay = math.exp(-elapsed / self.tau_s)
+        return channel.band_centre + (channel.start_value - channel.band_centre) * decay
+
+    def values(self, time_s: float) -> dict[str, float]:
+        """Every channel's optical value at ``time_s``."""
+        return {name: self.value(name, time_s) for name in self.channels}
+
+
+class Effects:
+    """Seeded imperfections applied by the twin; each can be switched off in the config."""
+
+    def __init__(self, config: EffectsConfig, rng: np.random.Generator) -> None:
+        self.config = config
+        self.rng = rng
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        speed = config.drift_speed_m_per_s if config.drift else 0.0
+        self.drift_velocity_m_per_s = np.array([math.cos(angle), math.sin(angle)]) * speed
+
+    def drift_offset(self, times_s: np.ndarray) -> np.ndarray:
+        """Specimen displacement (N, 2) in m at the given simulated times."""
+        return np.outer(np.asarray(times_s, dtype=np.float64), self.drift_velocity_m_per_s)
+
+    def jitter(self, positions_m: np.ndarray) -> np.ndarray:
+        """Positions with Gaussian scan noise added (a copy)."""
+        if not self.config.scan_jitter or self.config.scan_jitter_m == 0:
+            return positions_m
+        noise = self.rng.normal(0.0, self.config.scan_jitter_m, size=positions_m.shape)
+        return positions_m + noise
+
+    def detect(
+        self, expected_e: np.ndarray, gain_counts_per_e: float, read_noise_counts: float
+    ) -> np.ndarray:
+        """Detector counts (float32) for an expected number of electrons per pixel."""
+        expected = np.clip(np.asarray(expected_e, dtype=np.float64), 0.0, None)
+        electrons = (
+            self.rng.poisson(expected).astype(np.float64) if self.config.poisson else expected
+        )
+        counts = gain_counts_per_e * electrons
+        if self.config.detector_noise and read_noise_counts > 0:
+            counts = counts + self.rng.normal(0.0, read_noise_counts, size=counts.shape)
+        return counts.astype(np.float32)

@@ -1,0 +1,429 @@
+"""The simulated microscope: the Microscope contract over the abTEM digital twin.
+
+The twin keeps a simulated clock: commands cost ``command_latency_s``, acquisitions cost
+their exposure, dwell, settling and flyback time. Lens lag, drift and stage motion follow
+that clock, so the same seed and the same command sequence give the same frames.
+
+Ground truth for training (``true_aberrations``, ``true_probe``) is twin-only: it reads
+the optics as they are, after lag and hysteresis, not as they were set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from emauto import optics
+from emauto.config import SimConfig
+from emauto.drivers.sim.adf import FastADFEngine
+from emauto.drivers.sim.effects import Effects, LensModel
+from emauto.drivers.sim.fast import FastRonchigramEngine
+from emauto.drivers.sim.knobs import ABERRATION_KNOBS, default_values, twin_knobs
+from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid
+from emauto.drivers.sim.specimens import Specimen, load_specimen
+from emauto.errors import BeamBlankedError, ClosedError, InvalidRequestError
+from emauto.microscope import (
+    Calibration,
+    DetectorSpec,
+    Frame,
+    ImageRequest,
+    MicroscopeDescription,
+    MicroscopeState,
+    PositionsScan,
+    RasterScan,
+    RonchigramRequest,
+    ScanLimits,
+    SegmentsScan,
+    validate_setpoints,
+)
+
+ELECTRON_CHARGE_C = 1.602176634e-19
+
+#: Knobs whose optical value lags and shows hysteresis (lenses and deflectors).
+LENS_KNOBS = (
+    *ABERRATION_KNOBS,
+    "beam_shift_x",
+    "beam_shift_y",
+    "beam_tilt_x",
+    "beam_tilt_y",
+)
+
+
+class SimulatedMicroscope:
+    """An abTEM digital twin behind the Microscope contract (`sim://`)."""
+
+    def __init__(self, config: SimConfig | None = None, *, specimen: Specimen | None = None):
+        self.config = config or SimConfig()
+        cfg = self.config
+        self._rng = np.random.default_rng(cfg.seed)
+        self._knob_specs = twin_knobs()
+        sampling = RonchigramGrid.requested_sampling(cfg.ronchigram, cfg.energy_eV)
+        self.specimen = specimen or load_specimen(
+            cfg.specimen, sampling_m=sampling, n_slabs=cfg.fast_slabs, cache_dir=cfg.cache_dir
+        )
+        self.grid = RonchigramGrid.for_camera(
+            cfg.ronchigram, cfg.energy_eV, self.specimen.sampling_m
+        )
+        self._ronchigram_engine: Any = self._make_ronchigram_engine()
+        self._adf_engine: Any = self._make_adf_engine()
+        self._description = self._describe()
+        values = default_values()
+        values.update(validate_setpoints(self._description, values, cfg.initial))
+        self._knobs = values
+        self._time_s = 0.0
+        self._dose_e = 0.0
+        self._closed = False
+        self._effects = Effects(cfg.effects, self._rng)
+        widths = {
+            name: cfg.effects.hysteresis_fraction * self._knob_specs[name].max_step
+            if cfg.effects.hysteresis
+            else 0.0
+            for name in LENS_KNOBS
+        }
+        tau = cfg.effects.lens_tau_s if cfg.effects.lens_lag else 0.0
+        self._lenses = LensModel(tau_s=tau, widths=widths)
+        self._lenses.reset(values, 0.0)
+        self._stage = np.array([values["stage_x"], values["stage_y"]])
+        self._stage_target = self._stage.copy()
+
+    # ------------------------------------------------------------------ engines
+
+    def _make_ronchigram_engine(self) -> Any:
+        if self.config.fidelity == "multislice":
+            from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
+
+            return MultisliceRonchigramEngine(
+                self.config.specimen,
+                self.grid,
+                self.config.energy_eV,
+                slice_m=self.config.multislice_slice_m,
+                cache_dir=self.config.cache_dir,
+            )
+        return FastRonchigramEngine(self.specimen, self.grid, self.config.energy_eV)
+
+    def _make_adf_engine(self) -> Any:
+        adf = self.config.adf
+        return FastADFEngine(
+            self.specimen, self.config.energy_eV, adf.inner_angle_rad, adf.outer_angle_rad
+        )
+
+    # ------------------------------------------------------------------ contract
+
+    def _describe(self) -> MicroscopeDescription:
+        cfg = self.config
+        camera = cfg.ronchigram
+        return MicroscopeDescription(
+            backend=f"sim:{cfg.fidelity}:{self.specimen.name}",
+            energy_eV=cfg.energy_eV,
+            beam_current_A=cfg.beam_current_A,
+            knobs=self._knob_specs,
+            detectors={
+                "ronchigram": DetectorSpec(
+                    name="ronchigram",
+                    kind="camera",
+                    shape=camera.shape,
+                    pixel_angle_rad=self.grid.camera_pixel_rad,
+                    gain_counts_per_e=camera.gain_counts_per_e,
+                    read_noise_counts=camera.read_noise_counts,
+                ),
+                "adf": DetectorSpec(
+                    name="adf",
+                    kind="scan",
+                    inner_angle_rad=cfg.adf.inner_angle_rad,
+                    outer_angle_rad=cfg.adf.outer_angle_rad,
+                    gain_counts_per_e=cfg.adf.gain_counts_per_e,
+                    read_noise_counts=cfg.adf.read_noise_counts,
+                ),
+            },
+            scan=ScanLimits(
+                max_fov_m=self._knob_specs["scan_fov"].upper,
+                max_offset_m=self._knob_specs["scan_fov"].upper,
+                min_dwell_s=self._knob_specs["scan_dwell"].lower,
+                max_dwell_s=self._knob_specs["scan_dwell"].upper,
+                max_positions=4096 * 4096,
+                min_exposure_s=1e-4,
+                max_exposure_s=10.0,
+                settle_s=2e-6,
+                flyback_s=20e-6,
+            ),
+        )
+
+    def describe(self) -> MicroscopeDescription:
+        """Knobs, detectors, scan limits and beam of the twin."""
+        return self._description
+
+    def read(self) -> MicroscopeState:
+        """Knob setpoints, beam and stage status, simulated time, delivered dose."""
+        self._check_open()
+        self._advance_stage(self._time_s)
+        moving = bool(np.any(self._stage != self._stage_target))
+        knobs = dict(self._knobs)
+        knobs["stage_x"], knobs["stage_y"] = (float(v) for v in self._stage)
+        return MicroscopeState(
+            knobs=knobs,
+            beam_blanked=self._knobs["beam_blank"] == 1.0,
+            stage_moving=moving,
+            time_s=self._time_s,
+            dose_e=self._dose_e,
+        )
+
+    def set(self, setpoints: Mapping[str, float]) -> MicroscopeState:
+        """Apply absolute setpoints atomically; invalid input raises and changes nothing."""
+        self._check_open()
+        checked = validate_setpoints(self._description, self._knobs, setpoints)
+        self._time_s += self.config.command_latency_s
+        for name, value in checked.items():
+            if name in self._lenses.channels:
+                self._lenses.command(name, value, self._time_s)
+            if name in ("stage_x", "stage_y"):
+                self._advance_stage(self._time_s)
+                self._stage_target[0 if name == "stage_x" else 1] = value
+            self._knobs[name] = value
+        return self.read()
+
+    def safe(self) -> None:
+        """Blank the beam and stop the stage where it is."""
+        if self._closed:
+            return
+        self._advance_stage(self._time_s)
+        self._stage_target = self._stage.copy()
+        self._knobs["stage_x"], self._knobs["stage_y"] = (float(v) for v in self._stage)
+        self._knobs["beam_blank"] = 1.0
+
+    def close(self) -> None:
+        """Go safe and release the twin."""
+        self.safe()
+        self._closed = True
+
+    def __enter__(self) -> SimulatedMicroscope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
+        """Take a Ronchigram or a scanned ADF image (see `emauto.microscope`)."""
+        self._check_open()
+        if not isinstance(request, RonchigramRequest | ImageRequest):
+            raise InvalidRequestError(
+                f"expected a RonchigramRequest or ImageRequest, got {type(request).__name__}"
+            )
+        if self._knobs["beam_blank"] == 1.0:
+            raise BeamBlankedError("the beam is blanked; set beam_blank to 0 to acquire")
+        if isinstance(request, RonchigramRequest):
+            return self._acquire_ronchigram(request)
+        return self._acquire_image(request)
+
+    # ------------------------------------------------------------------ twin-only truth
+
+    def true_aberrations(self) -> optics.Aberrations:
+        """The optical aberrations now (after lag and hysteresis). Twin-only ground truth."""
+        lens = self._lenses.values(self._time_s)
+        return optics.Aberrations.from_mapping({name: lens[name] for name in ABERRATION_KNOBS})
+
+    def true_probe(self, time_s: float | None = None) -> ProbeOptics:
+        """The probe-forming optics at ``time_s`` (default: now). Twin-only ground truth."""
+        lens = self._lenses.values(self._time_s if time_s is None else time_s)
+        coefficients = tuple(lens.get(name, 0.0) for name in optics.ABERRATION_NAMES)
+        return ProbeOptics(
+            coefficients_m=coefficients,
+            convergence_rad=self._knobs["convergence_angle"],
+            tilt_rad=(lens["beam_tilt_x"], lens["beam_tilt_y"]),
+        )
+
+    def strehl_ratio(self) -> float:
+        """Strehl ratio of the true probe over the probe-forming aperture. Twin-only."""
+        return optics.strehl_ratio(
+            self.true_aberrations(), self.grid.wavelength_m, self._knobs["convergence_angle"]
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this simulated microscope has been closed")
+
+    def _advance_stage(self, time_s: float) -> None:
+        """Move the stage towards its target at the configured speed up to ``time_s``."""
+        elapsed = time_s - getattr(self, "_stage_time_s", 0.0)
+        self._stage_time_s = time_s
+        delta = self._stage_target - self._stage
+        distance = float(np.hypot(*delta))
+        if distance == 0.0:
+            return
+        step = self.config.stage_speed_m_per_s * max(elapsed, 0.0)
+        if step >= distance:
+            self._stage = self._stage_target.copy()
+        else:
+            self._stage = self._stage + delta * (step / distance)
+
+    def _specimen_points(self, scan_positions_m: np.ndarray, times_s: np.ndarray) -> np.ndarray:
+        """Specimen coordinates (N, 2) under the probe for scan-frame positions and times."""
+        rotation = self._knobs["scan_rotation"]
+        c, s = math.cos(rotation), math.sin(rotation)
+        rotated = scan_positions_m @ np.array([[c, s], [-s, c]])
+        lens = self._lenses.values(self._time_s)
+        shift = np.array([lens["beam_shift_x"], lens["beam_shift_y"]])
+        drift = self._effects.drift_offset(times_s)
+        return self._effects.jitter(rotated + self._stage + shift - drift)
+
+    def _check_positions(self, positions_m: np.ndarray) -> None:
+        limit = self._description.scan.max_offset_m
+        if positions_m.shape[0] > self._description.scan.max_positions:
+            raise InvalidRequestError(
+                f"{positions_m.shape[0]} positions requested, at most "
+                f"{self._description.scan.max_positions} allowed"
+            )
+        worst = float(np.max(np.abs(positions_m)))
+        if worst > limit:
+            raise InvalidRequestError(
+                f"scan position {worst:.3g} m from the centre exceeds the limit {limit:.3g} m"
+            )
+
+    def _acquire_ronchigram(self, request: RonchigramRequest) -> Frame:
+        if request.detector != "ronchigram":
+            raise InvalidRequestError(
+                f"unknown camera {request.detector!r}; this twin has 'ronchigram'"
+            )
+        limits = self._description.scan
+        if not limits.min_exposure_s <= request.exposure_s <= limits.max_exposure_s:
+            raise InvalidRequestError(
+                f"exposure {request.exposure_s:g} s outside "
+                f"[{limits.min_exposure_s:g}, {limits.max_exposure_s:g}] s"
+            )
+        parked = np.array([request.probe_position_m], dtype=np.float64)
+        self._check_positions(parked)
+        self._advance_stage(self._time_s)
+        state = self.read()
+        mid_time = self._time_s + limits.settle_s + request.exposure_s / 2
+        point = self._specimen_points(parked, np.array([mid_time]))[0]
+        probe = self.true_probe(mid_time)
+        probability = self._ronchigram_engine.ronchigram(probe, (float(point[0]), float(point[1])))
+        electrons = self.config.beam_current_A * request.exposure_s / ELECTRON_CHARGE_C
+        camera = self.config.ronchigram
+        data = self._effects.detect(
+            probability * electrons, camera.gain_counts_per_e, camera.read_noise_counts
+        )
+        duration = limits.settle_s + request.exposure_s
+        self._time_s += duration
+        self._dose_e += electrons
+        pixel = self.grid.camera_pixel_rad
+        offset = ((self.grid.oversample - 1) / 2 - self.grid.crop / 2) * self.grid.angular_pixel_rad
+        radius = max(
+            abs(probe.coefficients_m[0]) * probe.convergence_rad, self.grid.wavelength_m / 0.03
+        )
+        return Frame(
+            kind="ronchigram",
+            detector=request.detector,
+            data=data,
+            calibrations=(
+                Calibration(name="theta_y", units="rad", scale=pixel, offset=offset),
+                Calibration(name="theta_x", units="rad", scale=pixel, offset=offset),
+            ),
+            dose_e=electrons,
+            dose_e_per_m2=electrons / (math.pi * radius**2),
+            exposure_s=request.exposure_s,
+            duration_s=duration,
+            state=state,
+            request=request,
+        )
+
+    def _scan_positions(self, request: ImageRequest) -> tuple[np.ndarray, np.ndarray, float]:
+        """Scan-frame positions (N, 2), their beam-on start times (N,), and the pixel size."""
+        limits = self._description.scan
+        fov = self._knobs["scan_fov"]
+        dwell = request.dwell_s if request.dwell_s is not None else self._knobs["scan_dwell"]
+        if not limits.min_dwell_s <= dwell <= limits.max_dwell_s:
+            raise InvalidRequestError(
+                f"dwell {dwell:g} s outside [{limits.min_dwell_s:g}, {limits.max_dwell_s:g}] s"
+            )
+        scan = request.scan
+        if isinstance(scan, RasterScan):
+            ny, nx = scan.shape
+            pixel = fov / nx
+            xs = (np.arange(nx) - (nx - 1) / 2) * pixel
+            ys = (np.arange(ny) - (ny - 1) / 2) * pixel
+            gx, gy = np.meshgrid(xs, ys, indexing="xy")
+            positions = np.stack([gx.ravel(), gy.ravel()], axis=1)
+            line = nx * dwell + limits.flyback_s
+            times = (np.arange(ny)[:, None] * line + np.arange(nx)[None, :] * dwell).ravel()
+            return positions, times + limits.settle_s, pixel
+        if isinstance(scan, PositionsScan):
+            positions = np.asarray(scan.positions_m)
+            jumps = np.r_[0.0, np.hypot(*np.diff(positions, axis=0).T)]
+            settle = np.where(jumps > 0, limits.settle_s, 0.0)
+            settle[0] = limits.settle_s
+            times = np.cumsum(settle) + np.arange(len(positions)) * dwell
+            pixel = self._typical_spacing(positions, fov)
+            return positions, times, pixel
+        assert isinstance(scan, SegmentsScan)
+        positions = scan.positions()
+        starts = np.cumsum([0] + [s.n_points for s in scan.segments[:-1]])
+        settle = np.zeros(len(positions))
+        settle[starts] = limits.settle_s
+        times = np.cumsum(settle) + np.arange(len(positions)) * dwell
+        return positions, times, self._typical_spacing(positions, fov)
+
+    @staticmethod
+    def _typical_spacing(positions: np.ndarray, fov: float) -> float:
+        """A pixel size for sparse positions: their median step, at most the field of view."""
+        if len(positions) < 2:
+            return fov / 256
+        steps = np.hypot(*np.diff(positions, axis=0).T)
+        steps = steps[steps > 0]
+        return float(min(np.median(steps), fov)) if len(steps) else fov / 256
+
+    def _acquire_image(self, request: ImageRequest) -> Frame:
+        if request.detector != "adf":
+            raise InvalidRequestError(
+                f"unknown scan detector {request.detector!r}; this twin has 'adf'"
+            )
+        positions, times, pixel = self._scan_positions(request)
+        self._check_positions(positions)
+        dwell = request.dwell_s if request.dwell_s is not None else self._knobs["scan_dwell"]
+        self._advance_stage(self._time_s)
+        state = self.read()
+        absolute_times = self._time_s + times + dwell / 2
+        points = self._specimen_points(positions, absolute_times)
+        probe = self.true_probe(float(absolute_times[len(absolute_times) // 2]))
+        fraction = self._adf_engine.signal(probe, points, pixel)
+        per_position_e = self.config.beam_current_A * dwell / ELECTRON_CHARGE_C
+        adf = self.config.adf
+        data = self._effects.detect(
+            fraction * per_position_e, adf.gain_counts_per_e, adf.read_noise_counts
+        )
+        electrons = per_position_e * len(positions)
+        duration = float(times[-1] + dwell)
+        self._time_s += duration
+        self._dose_e += electrons
+        scan = request.scan
+        if isinstance(scan, RasterScan):
+            data = data.reshape(scan.shape)
+            ny, nx = scan.shape
+            area = (pixel * nx) * (pixel * ny)
+            calibrations: tuple[Calibration, ...] = (
+                Calibration(name="y", units="m", scale=pixel, offset=-(ny - 1) / 2 * pixel),
+                Calibration(name="x", units="m", scale=pixel, offset=-(nx - 1) / 2 * pixel),
+            )
+            frame_positions = None
+        else:
+            span = np.ptp(positions, axis=0)
+            area = max(float(span[0] * span[1]), pixel**2 * len(positions))
+            calibrations = (Calibration(name="index", units="", scale=1.0),)
+            frame_positions = positions
+        return Frame(
+            kind="image",
+            detector=request.detector,
+            data=data,
+            calibrations=calibrations,
+            positions_m=frame_positions,
+            dose_e=electrons,
+            dose_e_per_m2=electrons / area,
+            exposure_s=len(positions) * dwell,
+            duration_s=duration,
+            state=state,
+            request=request,
+        )
