@@ -49,6 +49,7 @@ class ScanDetectorConfig(BaseModel):
     outer_angle_rad: float = Field(default=0.200, gt=0)
     gain_counts_per_e: float = Field(default=1.0, gt=0)
     read_noise_counts: float = Field(default=0.2, ge=0)
+    source_fwhm_m: float = Field(default=0.5e-10, ge=0, description="effective source blur")
 
     @model_validator(mode="after")
     def _ordered(self) -> ScanDetectorConfig:
@@ -64,8 +65,9 @@ class EffectsConfig(BaseModel):
     - ``detector_noise``: detector gain and Gaussian read noise.
     - ``drift``: constant specimen drift at ``drift_speed_m_per_s`` in a seeded direction.
     - ``lens_lag``: optics settle exponentially to a new setpoint with ``lens_tau_s``.
-    - ``hysteresis``: backlash of width ``hysteresis_fraction`` x the knob's max step; the
-      optical value trails the setpoint on the side it was approached from.
+    - ``hysteresis``: backlash of width ``hysteresis_scale`` x the knob's band in
+      `emauto.drivers.sim.knobs.HYSTERESIS_WIDTH`; the optical value trails the setpoint on
+      the side it was approached from.
     - ``scan_jitter``: Gaussian probe-position noise ``scan_jitter_m`` (rms, per axis).
     """
 
@@ -78,7 +80,7 @@ class EffectsConfig(BaseModel):
     scan_jitter: bool = True
     drift_speed_m_per_s: float = Field(default=5e-12, ge=0)
     lens_tau_s: float = Field(default=0.02, ge=0)
-    hysteresis_fraction: float = Field(default=0.002, ge=0, le=0.5)
+    hysteresis_scale: float = Field(default=1.0, ge=0, le=100)
     scan_jitter_m: float = Field(default=5e-12, ge=0)
 
     @classmethod

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import emauto
+from emauto.drivers.sim.twin import SimulatedMicroscope
 from emauto.imaging import save_frame_png
 from emauto.microscope import ImageRequest, RasterScan, RonchigramRequest
 
 
 def _say(message: str) -> None:
     print(f"[emauto demo] {message}", file=sys.stderr, flush=True)
+
+
+def _twin(uri: str) -> SimulatedMicroscope:
+    scope = emauto.connect(uri)
+    assert isinstance(scope, SimulatedMicroscope)
+    return scope
 
 
 def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
@@ -30,7 +37,7 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     summary: dict[str, Any] = {"emauto": emauto.__version__, "seed": seed, "files": []}
 
     _say("building the amorphous-carbon twin (cached after the first run) ...")
-    with emauto.connect(f"sim://?specimen=amorphous_carbon&seed={seed}") as scope:
+    with _twin(f"sim://?specimen=amorphous_carbon&seed={seed}") as scope:
         aberrated = {"C10": -40e-9, "C12a": 15e-9, "C21b": 200e-9, "C23a": 150e-9}
         scope.set(aberrated)
         frame = scope.acquire(RonchigramRequest(exposure_s=0.01))
@@ -43,19 +50,20 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
         summary["files"].append(str(path))
         _say(f"wrote {path}")
 
-        scope.set({name: 0.0 for name in aberrated} | {"C10": -20e-9})
+        scope.set({name: 0.0 for name in aberrated})
+        scope.acquire(RonchigramRequest(exposure_s=0.1))  # let the lenses settle
         frame = scope.acquire(RonchigramRequest(exposure_s=0.01))
         path = save_frame_png(
             frame,
             out / "ronchigram.png",
-            f"Ronchigram, C1 = -20 nm, Strehl {scope.strehl_ratio():.2f}",
+            f"Ronchigram, aligned, Strehl {scope.strehl_ratio():.2f}",
         )
         summary["strehl_aligned"] = round(scope.strehl_ratio(), 4)
         summary["files"].append(str(path))
         _say(f"wrote {path}")
 
     _say("building the SrTiO3 [001] twin (cached after the first run) ...")
-    with emauto.connect(f"sim://?specimen=srtio3&seed={seed}") as scope:
+    with _twin(f"sim://?specimen=srtio3&seed={seed}") as scope:
         scope.set({"scan_fov": 4e-9, "scan_dwell": 4e-6})
         frame = scope.acquire(ImageRequest(detector="adf", scan=RasterScan(shape=(256, 256))))
         path = save_frame_png(frame, out / "adf_srtio3.png", "HAADF, SrTiO3 [001], 4 nm")

@@ -36,8 +36,15 @@ def description() -> MicroscopeDescription:
         knobs=twin_knobs(),
         detectors={},
         scan=ScanLimits(
-            max_fov_m=1e-6, max_offset_m=1e-6, min_dwell_s=1e-7, max_dwell_s=1e-3,
-            max_positions=100, min_exposure_s=1e-4, max_exposure_s=1.0, settle_s=0, flyback_s=0,
+            max_fov_m=1e-6,
+            max_offset_m=1e-6,
+            min_dwell_s=1e-7,
+            max_dwell_s=1e-3,
+            max_positions=100,
+            min_exposure_s=1e-4,
+            max_exposure_s=1.0,
+            settle_s=0,
+            flyback_s=0,
         ),
     )
 

@@ -22,6 +22,16 @@ ABERRATION_KNOBS: dict[str, tuple[float, float]] = {
     "C34b": (500e-6, 100e-6),
 }
 
+#: Width of each lens channel's backlash (hysteresis) band at ``hysteresis_scale = 1``: about
+#: pi/16 of phase at the edge of a 30 mrad aperture at 200 kV, small against the pi/4 rule.
+HYSTERESIS_WIDTH: dict[str, float] = {
+    "C10": 0.2e-9, "C12a": 0.2e-9, "C12b": 0.2e-9,
+    "C21a": 8e-9, "C21b": 8e-9, "C23a": 8e-9, "C23b": 8e-9,
+    "C30": 0.4e-6, "C32a": 0.4e-6, "C32b": 0.4e-6, "C34a": 0.4e-6, "C34b": 0.4e-6,
+    "beam_shift_x": 0.05e-9, "beam_shift_y": 0.05e-9,
+    "beam_tilt_x": 20e-6, "beam_tilt_y": 20e-6,
+}  # fmt: skip
+
 _DESCRIPTIONS = {
     "C10": "defocus C1 (positive = overfocus, Krivanek)",
     "C12": "twofold astigmatism A1",

@@ -9,6 +9,7 @@ the fast engine's error is measured against; it is slow (tens to hundreds of ms 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +74,8 @@ class MultisliceRonchigramEngine:
             energy=self.energy_eV,
             sampling=sampling_A,
         )
-        exit_wave = waves.multislice(potential).compute(scheduler="synchronous")
-        return np.asarray(exit_wave.array).T
+        exit_wave: Any = waves.multislice(potential)
+        return np.asarray(exit_wave.compute(scheduler="synchronous").array).T
 
     def ronchigram(self, probe: ProbeOptics, position_m: tuple[float, float]) -> np.ndarray:
         """Camera image (float64, [y, x]): the fraction of beam electrons in each pixel."""

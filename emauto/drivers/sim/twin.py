@@ -21,7 +21,7 @@ from emauto.config import SimConfig
 from emauto.drivers.sim.adf import FastADFEngine
 from emauto.drivers.sim.effects import Effects, LensModel
 from emauto.drivers.sim.fast import FastRonchigramEngine
-from emauto.drivers.sim.knobs import ABERRATION_KNOBS, default_values, twin_knobs
+from emauto.drivers.sim.knobs import ABERRATION_KNOBS, HYSTERESIS_WIDTH, default_values, twin_knobs
 from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid
 from emauto.drivers.sim.specimens import Specimen, load_specimen
 from emauto.errors import BeamBlankedError, ClosedError, InvalidRequestError
@@ -77,12 +77,8 @@ class SimulatedMicroscope:
         self._dose_e = 0.0
         self._closed = False
         self._effects = Effects(cfg.effects, self._rng)
-        widths = {
-            name: cfg.effects.hysteresis_fraction * self._knob_specs[name].max_step
-            if cfg.effects.hysteresis
-            else 0.0
-            for name in LENS_KNOBS
-        }
+        scale = cfg.effects.hysteresis_scale if cfg.effects.hysteresis else 0.0
+        widths = {name: scale * HYSTERESIS_WIDTH[name] for name in LENS_KNOBS}
         tau = cfg.effects.lens_tau_s if cfg.effects.lens_lag else 0.0
         self._lenses = LensModel(tau_s=tau, widths=widths)
         self._lenses.reset(values, 0.0)
@@ -107,7 +103,11 @@ class SimulatedMicroscope:
     def _make_adf_engine(self) -> Any:
         adf = self.config.adf
         return FastADFEngine(
-            self.specimen, self.config.energy_eV, adf.inner_angle_rad, adf.outer_angle_rad
+            self.specimen,
+            self.config.energy_eV,
+            adf.inner_angle_rad,
+            adf.outer_angle_rad,
+            source_fwhm_m=adf.source_fwhm_m,
         )
 
     # ------------------------------------------------------------------ contract
