@@ -52,7 +52,7 @@ class FastRonchigramEngine:
         self._basis_full = optics.chi_basis(alpha_x.ravel(), alpha_y.ravel()).astype(np.float64)
         self._aperture_key: tuple[float, float, float] | None = None
         self._inside = np.zeros(0, dtype=np.int64)
-        self._basis = np.zeros((len(optics.ABERRATION_NAMES), 0))
+        self._basis = torch.zeros((len(optics.ABERRATION_NAMES), 0), dtype=torch.float64)
         k2 = (alpha_x**2 + alpha_y**2) / grid.wavelength_m**2
         nyquist = 1.0 / (2.0 * grid.sampling_m)
         antialias = k2 <= (2.0 / 3.0 * nyquist) ** 2
@@ -66,11 +66,9 @@ class FastRonchigramEngine:
         if key != self._aperture_key:
             alpha_x, alpha_y = self._alpha
             self._inside = aperture_pixels(alpha_x, alpha_y, probe.convergence_rad, probe.tilt_rad)
-            self._basis = self._basis_full[:, self._inside]
-            self._k_inside = (
-                alpha_x[self._inside] / self.grid.wavelength_m,
-                alpha_y[self._inside] / self.grid.wavelength_m,
-            )
+            self._basis = torch.from_numpy(self._basis_full[:, self._inside])
+            wavenumbers = np.stack([alpha_x[self._inside], alpha_y[self._inside]])
+            self._k_inside = torch.from_numpy(wavenumbers / self.grid.wavelength_m)
             self._index = torch.from_numpy(self._inside)
             self._aperture_key = key
 
@@ -95,20 +93,21 @@ class FastRonchigramEngine:
         """
         self._aperture(probe)
         window, wx, wy = self._window(position_m)
-        coefficients = np.asarray(probe.coefficients_m, dtype=np.float64)
-        phase = (2 * math.pi / self.grid.wavelength_m) * (coefficients @ self._basis)
-        kx, ky = self._k_inside
-        phase += 2 * math.pi * (kx * wx + ky * wy)
+        coefficients = torch.tensor(probe.coefficients_m, dtype=torch.float64)
+        used = torch.nonzero(coefficients).ravel()
+        phase = (2 * math.pi / self.grid.wavelength_m) * (coefficients[used] @ self._basis[used])
+        shift = torch.tensor([wx, wy], dtype=torch.float64)
+        phase += (2 * math.pi) * (shift @ self._k_inside)
         n = self.grid.gpts
-        values = torch.from_numpy(np.exp(-1j * phase).astype(np.complex64))
+        amplitude = torch.full_like(phase, 1.0 / math.sqrt(max(len(phase), 1)))
         wave_k = torch.zeros(n * n, dtype=torch.complex64)
-        wave_k[self._index] = values / math.sqrt(max(len(values), 1))
-        # ifft2 (norm="forward") of a unit-norm spectrum scaled by n gives a unit-norm wave
+        wave_k[self._index] = torch.polar(amplitude, -phase).to(torch.complex64)
+        # a unit-norm spectrum and orthonormal FFTs give a unit-norm wave
         wave = torch.fft.ifft2(wave_k.reshape(n, n), norm="ortho")
         for slab in range(self.n_slabs):
             wave = wave * window[slab]
             if slab < self.n_slabs - 1:
                 wave = torch.fft.ifft2(torch.fft.fft2(wave) * self._propagator)
         far_field = torch.fft.fft2(wave, norm="ortho")
-        intensity = torch.fft.fftshift(far_field.real**2 + far_field.imag**2)
-        return self.grid.camera_from_far_field(intensity.numpy().astype(np.float64))
+        intensity = torch.fft.fftshift(far_field.real.square() + far_field.imag.square())
+        return self.grid.camera_from_far_field(intensity).numpy().astype(np.float64)

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from emauto import optics
 from emauto.config import RonchigramCameraConfig
+
+ArrayT = TypeVar("ArrayT", bound=Any)
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,15 @@ class RonchigramGrid:
         alpha_x, alpha_y = np.meshgrid(freq, freq, indexing="xy")
         return alpha_x, alpha_y
 
-    def camera_from_far_field(self, intensity_shifted: np.ndarray) -> np.ndarray:
-        """Crop the centred far field to the camera and bin it: (gpts, gpts) -> camera."""
+    def camera_from_far_field(self, intensity_shifted: ArrayT) -> ArrayT:
+        """Crop the centred far field to the camera and bin it: (gpts, gpts) -> camera.
+
+        Works on numpy arrays and torch tensors alike.
+        """
         start = (self.gpts - self.crop) // 2
         cropped = intensity_shifted[start : start + self.crop, start : start + self.crop]
         n, b = self.camera_pixels, self.oversample
-        return cropped.reshape(n, b, n, b).sum(axis=(1, 3))
+        return cropped.reshape(n, b, n, b).sum(3).sum(1)
 
 
 def aperture_pixels(
