@@ -39,28 +39,19 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     _say("building the amorphous-carbon twin (cached after the first run) ...")
     with _twin(f"sim://?specimen=amorphous_carbon&seed={seed}") as scope:
         aberrated = {"C10": -40e-9, "C12a": 15e-9, "C21b": 200e-9, "C23a": 150e-9}
-        scope.set(aberrated)
-        frame = scope.acquire(RonchigramRequest(exposure_s=0.01))
-        path = save_frame_png(
-            frame,
-            out / "ronchigram_aberrated.png",
-            f"Ronchigram, aberrated, Strehl {scope.strehl_ratio():.2f}",
-        )
-        summary["strehl_aberrated"] = round(scope.strehl_ratio(), 4)
-        summary["files"].append(str(path))
-        _say(f"wrote {path}")
-
-        scope.set({name: 0.0 for name in aberrated})
-        scope.acquire(RonchigramRequest(exposure_s=0.1))  # let the lenses settle
-        frame = scope.acquire(RonchigramRequest(exposure_s=0.01))
-        path = save_frame_png(
-            frame,
-            out / "ronchigram.png",
-            f"Ronchigram, aligned, Strehl {scope.strehl_ratio():.2f}",
-        )
-        summary["strehl_aligned"] = round(scope.strehl_ratio(), 4)
-        summary["files"].append(str(path))
-        _say(f"wrote {path}")
+        for label, setpoints in (
+            ("aberrated", aberrated),
+            ("aligned", {name: 0.0 for name in aberrated}),
+        ):
+            scope.set(setpoints)
+            scope.acquire(RonchigramRequest(exposure_s=0.1))  # let the lenses settle
+            frame = scope.acquire(RonchigramRequest(exposure_s=0.01))
+            strehl = scope.strehl_ratio()
+            name = "ronchigram.png" if label == "aligned" else f"ronchigram_{label}.png"
+            path = save_frame_png(frame, out / name, f"Ronchigram, {label}, Strehl {strehl:.2f}")
+            summary[f"strehl_{label}"] = round(strehl, 4)
+            summary["files"].append(str(path))
+            _say(f"wrote {path}")
 
     _say("building the SrTiO3 [001] twin (cached after the first run) ...")
     with _twin(f"sim://?specimen=srtio3&seed={seed}") as scope:

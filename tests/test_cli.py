@@ -1,0 +1,60 @@
+"""The `emauto` command: version, demo and the sim benchmark, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import emauto
+from emauto.cli import main
+
+
+def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "emauto.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"EMAUTO_CACHE_DIR": str(cache), "PATH": "/usr/bin:/bin"},
+        timeout=600,
+    )
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert emauto.__version__ in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_writes_pictures(tmp_path: Path, specimen_cache: Path) -> None:
+    result = run_cli("demo", "--out", str(tmp_path / "demo"), cache=specimen_cache)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    for name in ("ronchigram.png", "ronchigram_aberrated.png", "adf_srtio3.png"):
+        data = (tmp_path / "demo" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+    assert summary["strehl_aligned"] > 0.8 > summary["strehl_aberrated"]
+    assert summary["beam_blanked_at_exit"] is True
+
+
+@pytest.mark.slow
+def test_bench_sim_json(specimen_cache: Path) -> None:
+    result = run_cli("bench", "sim", "--json", "--repeats", "6", cache=specimen_cache)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in ("fast_ronchigram_per_s", "multislice_ronchigram_per_s", "speedup",
+                "fast_vs_multislice_rel_error", "adf_image_256_per_s"):  # fmt: skip
+        assert figures[key] > 0
+    assert figures["fast_vs_multislice_rel_error"] < 0.10
+
+
+def test_errors_are_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "nonsense"])
+    assert "invalid choice" in capsys.readouterr().err
