@@ -14,6 +14,7 @@ from emauto.config import EffectsConfig, SimConfig
 from emauto.drivers.sim import SimulatedMicroscope
 from emauto.drivers.sim.bench_states import random_probe
 from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
+from emauto.microscope import RonchigramRequest
 
 #: README: "fast vs multislice: relative L2 error <= 10% on 3 nm amorphous carbon"
 FAST_RONCHIGRAM_ERROR_BOUND = 0.10
@@ -56,3 +57,25 @@ def test_fast_and_multislice_agree_in_vacuum(specimen_cache: Path, tmp_path: Pat
     image = engine.ronchigram(probe, (0.0, 0.0))
     # the bright-field disc: all electrons inside the aperture, none outside
     assert image.sum() == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_multislice_twin_serves_the_contract(tiny_carbon: Path, specimen_cache: Path) -> None:
+    """`fidelity=multislice` behind the same contract gives the same noise-free frame shape
+    and close to the fast twin's data."""
+    frames = {}
+    for fidelity in ("fast", "multislice"):
+        scope = SimulatedMicroscope(
+            SimConfig(
+                specimen=str(tiny_carbon),
+                cache_dir=specimen_cache,
+                fidelity=fidelity,
+                effects=EffectsConfig.none(),
+            )
+        )
+        scope.set({"C10": -15e-9, "C12b": 5e-9})
+        scope.acquire(RonchigramRequest(exposure_s=0.001))
+        frames[fidelity] = scope.acquire(RonchigramRequest(exposure_s=0.01)).data
+    fast, multi = frames["fast"], frames["multislice"]
+    assert fast.shape == multi.shape == (128, 128)
+    assert np.linalg.norm(fast - multi) / np.linalg.norm(multi) < FAST_RONCHIGRAM_ERROR_BOUND
