@@ -84,6 +84,7 @@ class SimulatedMicroscope:
         self._lenses.reset(values, 0.0)
         self._stage = np.array([values["stage_x"], values["stage_y"]])
         self._stage_target = self._stage.copy()
+        self._stage_time_s = 0.0
 
     # ------------------------------------------------------------------ engines
 
@@ -248,7 +249,7 @@ class SimulatedMicroscope:
 
     def _advance_stage(self, time_s: float) -> None:
         """Move the stage towards its target at the configured speed up to ``time_s``."""
-        elapsed = time_s - getattr(self, "_stage_time_s", 0.0)
+        elapsed = time_s - self._stage_time_s
         self._stage_time_s = time_s
         delta = self._stage_target - self._stage
         distance = float(np.hypot(*delta))
