@@ -1,14 +1,52 @@
-"""The `emauto` command."""
+"""The `emauto` command.
+
+Each subcommand registers a handler with ``set_defaults(handler=...)``; a handler takes the
+parsed arguments and returns the process exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from emauto import __version__
 from emauto.errors import EmautoError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def print_result(result: dict[str, Any], as_json: bool) -> None:
+    """Print a benchmark result as one JSON object or as aligned ``key value`` lines."""
+    if as_json:
+        print(json.dumps(result))
+        return
+    for key, value in result.items():
+        print(f"{key:32s} {value}")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from emauto.demo import run_demo
+
+    print(json.dumps(run_demo(args.out, seed=args.seed), indent=2))
+    return 0
+
+
+def _bench_sim(args: argparse.Namespace) -> int:
+    from emauto.bench.sim import run_sim_benchmark
+
+    print_result(run_sim_benchmark(seed=args.seed, repeats=args.repeats), args.json)
+    return 0
+
+
+def _add_bench_parsers(bench_tasks: Any) -> None:
+    sim = bench_tasks.add_parser("sim", help="the twin: fast vs multislice speed and error")
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--repeats", type=int, default=None, help="override repetitions")
+    sim.set_defaults(handler=_bench_sim)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,39 +61,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="emauto-demo", help="output folder (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_demo)
 
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("task", choices=["sim"], help="what to benchmark")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--repeats", type=int, default=None, help="override repetitions")
+    _add_bench_parsers(bench.add_subparsers(dest="task", required=True, metavar="TASK"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `emauto` console command."""
     args = _parser().parse_args(argv)
+    handler: Handler = args.handler
     try:
-        if args.command == "demo":
-            from emauto.demo import run_demo
-
-            summary = run_demo(args.out, seed=args.seed)
-            print(json.dumps(summary, indent=2))
-            return 0
-        if args.command == "bench":
-            from emauto.bench.sim import run_sim_benchmark
-
-            result = run_sim_benchmark(seed=args.seed, repeats=args.repeats)
-            if args.json:
-                print(json.dumps(result))
-            else:
-                for key, value in result.items():
-                    print(f"{key:32s} {value}")
-            return 0
+        return handler(args)
     except EmautoError as exc:
         print(f"emauto: error: {exc}", file=sys.stderr)
         return 2
-    return 1
 
 
 if __name__ == "__main__":
