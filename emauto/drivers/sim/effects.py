@@ -92,10 +92,9 @@ class Effects:
     ) -> np.ndarray:
         """Detector counts (float32) for an expected number of electrons per pixel."""
         expected = np.clip(np.asarray(expected_e, dtype=np.float64), 0.0, None)
-        electrons = (
-            self.rng.poisson(expected).astype(np.float64) if self.config.poisson else expected
-        )
-        counts = gain_counts_per_e * electrons
+        electrons = self.rng.poisson(expected) if self.config.poisson else expected
+        counts = (gain_counts_per_e * electrons).astype(np.float32)
         if self.config.detector_noise and read_noise_counts > 0:
-            counts = counts + self.rng.normal(0.0, read_noise_counts, size=counts.shape)
-        return counts.astype(np.float32)
+            noise = self.rng.standard_normal(size=counts.shape, dtype=np.float32)
+            counts += np.float32(read_noise_counts) * noise
+        return counts

@@ -61,7 +61,7 @@ class RonchigramGrid:
         """The grid for a camera, given the specimen's actual pixel size."""
         crop = camera.shape[0] * camera.oversample
         return cls(
-            gpts=crop * 3 // 2,
+            gpts=2 * math.ceil(crop * 3 / 4),  # even, >= 1.5 x the camera crop
             sampling_m=sampling_m,
             wavelength_m=optics.wavelength(energy_eV),
             oversample=camera.oversample,

@@ -53,7 +53,7 @@ def test_fast_and_multislice_agree_in_vacuum(specimen_cache: Path, tmp_path: Pat
     )
     probe = random_probe(np.random.default_rng(1))
     engine = twin._ronchigram_engine
-    engine._padded[:] = 1.0  # vacuum: unit transmission everywhere
+    engine.load_transmission(np.ones((1, *twin.specimen.gpts), np.complex64))  # vacuum
     image = engine.ronchigram(probe, (0.0, 0.0))
     # the bright-field disc: all electrons inside the aperture, none outside
     assert image.sum() == pytest.approx(1.0, abs=1e-4)
