@@ -138,3 +138,104 @@ def validate_model(data: Any, model: type[ModelT], *, source: str) -> ModelT:
             where = ".".join(str(part) for part in error["loc"]) or "(top level)"
             problems.append(f"  {where}: {error['msg']} (got {error.get('input')!r})")
         raise ConfigError(f"{source}: invalid {model.__name__}:\n" + "\n".join(problems)) from exc
+
+
+#: The knobs of each probe-tuning aberration, in Krivanek Cartesian components.
+TUNING_KNOB_GROUPS: dict[str, tuple[str, ...]] = {
+    "C1": ("C10",),
+    "A1": ("C12a", "C12b"),
+    "B2": ("C21a", "C21b"),
+    "A2": ("C23a", "C23b"),
+    "C3": ("C30",),
+    "S3": ("C32a", "C32b"),
+    "A3": ("C34a", "C34b"),
+}
+
+
+class AberrationDistribution(BaseModel):
+    """Where a probe-tuning episode starts: offsets from the aligned state, in m.
+
+    Each aberration is drawn uniformly within the disc (or interval, for C1 and C3) of the
+    given half-width: ``magnitude ~ U(0, max) `` with a uniform angle for the m > 0 ones.
+    """
+
+    model_config = _STRICT
+    C1: float = Field(default=50e-9, ge=0)
+    A1: float = Field(default=20e-9, ge=0)
+    B2: float = Field(default=300e-9, ge=0)
+    A2: float = Field(default=300e-9, ge=0)
+    C3: float = Field(default=1e-6, ge=0)
+    S3: float = Field(default=0.0, ge=0)
+    A3: float = Field(default=0.0, ge=0)
+
+
+class ProbeTuningConfig(BaseModel):
+    """`emauto/ProbeTuning-v0`: correct the probe's aberrations from Ronchigrams."""
+
+    model_config = _STRICT
+    aberrations: tuple[Literal["C1", "A1", "B2", "A2", "C3", "S3", "A3"], ...] = (
+        "C1",
+        "A1",
+        "B2",
+        "A2",
+    )
+    step_limits_m: dict[str, float] = Field(
+        default_factory=lambda: {
+            "C1": 60e-9,
+            "A1": 25e-9,
+            "B2": 350e-9,
+            "A2": 350e-9,
+            "C3": 1.2e-6,
+            "S3": 2e-6,
+            "A3": 2e-6,
+        },
+        description="largest change of each aberration's components in one step (m)",
+    )
+    start: AberrationDistribution = AberrationDistribution()
+    convergence_rad: float = Field(default=0.030, gt=0.001, lt=0.1)
+    success_strehl: float = Field(default=0.8, gt=0, lt=1)
+    max_steps: int = Field(default=12, ge=1, le=1000)
+    observation_size: int = Field(default=64, ge=64, le=512)
+    history_length: int = Field(default=4, ge=1, le=64)
+    exposure_s: tuple[float, float] = Field(
+        default=(2e-3, 2e-2), description="exposure range (s), log-uniform: randomised dose"
+    )
+    lens_wait_s: float = Field(
+        default=0.1, ge=0, le=60, description="wait after moving the knobs, before exposing"
+    )
+    max_probe_offset_m: float = Field(
+        default=100e-9, ge=0, description="the specimen region: random parked probe position"
+    )
+    reward: Literal["strehl", "estimator"] = Field(
+        default="strehl",
+        description="strehl: twin ground truth; estimator: from the Ronchigram (hardware)",
+    )
+    step_penalty: float = Field(default=0.05, ge=0)
+    success_bonus: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProbeTuningConfig:
+        missing = [name for name in self.aberrations if name not in self.step_limits_m]
+        if missing:
+            raise ValueError(f"step_limits_m has no entry for {missing}")
+        unknown = sorted(set(self.step_limits_m) - set(TUNING_KNOB_GROUPS))
+        if unknown:
+            raise ValueError(f"step_limits_m: unknown aberration(s) {unknown}")
+        if len(set(self.aberrations)) != len(self.aberrations) or not self.aberrations:
+            raise ValueError("aberrations must be a non-empty list without repeats")
+        low, high = self.exposure_s
+        if not 0 < low <= high:
+            raise ValueError(f"exposure_s must be 0 < low <= high, got {self.exposure_s}")
+        if self.observation_size % 2:
+            raise ValueError("observation_size must be even")
+        return self
+
+    def knobs(self) -> tuple[str, ...]:
+        """The microscope knobs the action moves, in action order."""
+        return tuple(knob for name in self.aberrations for knob in TUNING_KNOB_GROUPS[name])
+
+    def step_limits(self) -> tuple[float, ...]:
+        """The largest step of each knob (m), in action order."""
+        return tuple(
+            self.step_limits_m[name] for name in self.aberrations for _ in TUNING_KNOB_GROUPS[name]
+        )

@@ -237,6 +237,9 @@ class RonchigramRequest(BaseModel):
     exposure_s: float = Field(gt=0)
     probe_position_m: tuple[float, float] = (0.0, 0.0)
     detector: str = "ronchigram"
+    wait_s: float = Field(
+        default=0.0, ge=0, le=60, description="wait before exposing, e.g. for lenses to settle"
+    )
 
 
 class RasterScan(BaseModel):

@@ -58,7 +58,6 @@ class SimulatedMicroscope:
     def __init__(self, config: SimConfig | None = None, *, specimen: Specimen | None = None):
         self.config = config or SimConfig()
         cfg = self.config
-        self._rng = np.random.default_rng(cfg.seed)
         self._knob_specs = twin_knobs()
         sampling = RonchigramGrid.requested_sampling(cfg.ronchigram, cfg.energy_eV)
         self.specimen = specimen or load_specimen(
@@ -70,12 +69,22 @@ class SimulatedMicroscope:
         self._ronchigram_engine: Any = self._make_ronchigram_engine()
         self._adf_engine: Any = self._make_adf_engine()
         self._description = self._describe()
+        self._closed = False
+        self.restart(cfg.seed)
+
+    def restart(self, seed: int) -> None:
+        """Power-cycle the twin: start knobs, clock, drift and noise from ``seed``. Twin-only.
+
+        Specimen and engines are kept; everything random or time-dependent starts again, so
+        the same seed and the same commands give the same frames.
+        """
+        cfg = self.config
+        self._rng = np.random.default_rng(seed)
         values = default_values()
         values.update(validate_setpoints(self._description, values, cfg.initial))
         self._knobs = values
         self._time_s = 0.0
         self._dose_e = 0.0
-        self._closed = False
         self._effects = Effects(cfg.effects, self._rng)
         scale = cfg.effects.hysteresis_scale if cfg.effects.hysteresis else 0.0
         widths = {name: scale * HYSTERESIS_WIDTH[name] for name in LENS_KNOBS}
@@ -299,7 +308,8 @@ class SimulatedMicroscope:
         self._check_positions(parked)
         self._advance_stage(self._time_s)
         state = self.read()
-        mid_time = self._time_s + limits.settle_s + request.exposure_s / 2
+        start_s = self._time_s + request.wait_s + limits.settle_s
+        mid_time = start_s + request.exposure_s / 2
         point = self._specimen_points(parked, np.array([mid_time]))[0]
         probe = self.true_probe(mid_time)
         probability = self._ronchigram_engine.ronchigram(probe, (float(point[0]), float(point[1])))
@@ -308,7 +318,7 @@ class SimulatedMicroscope:
         data = self._effects.detect(
             probability * electrons, camera.gain_counts_per_e, camera.read_noise_counts
         )
-        duration = limits.settle_s + request.exposure_s
+        duration = request.wait_s + limits.settle_s + request.exposure_s
         self._time_s += duration
         self._dose_e += electrons
         pixel = self.grid.camera_pixel_rad
