@@ -17,4 +17,8 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
     return _connect(uri, **kwargs)
 
 
+from emauto.envs import register_envs  # noqa: E402  (after __version__: registration imports gymnasium)
+
+register_envs()
+
 __all__ = ["__version__", "connect"]

@@ -196,6 +196,9 @@ class ProbeTuningConfig(BaseModel):
     success_strehl: float = Field(default=0.8, gt=0, lt=1)
     max_steps: int = Field(default=12, ge=1, le=1000)
     observation_size: int = Field(default=64, ge=64, le=512)
+    observation_margin: float = Field(
+        default=1.15, ge=1.0, le=10.0, description="field of view: this x the aperture angle"
+    )
     history_length: int = Field(default=4, ge=1, le=64)
     exposure_s: tuple[float, float] = Field(
         default=(2e-3, 2e-2), description="exposure range (s), log-uniform: randomised dose"
@@ -239,3 +242,91 @@ class ProbeTuningConfig(BaseModel):
         return tuple(
             self.step_limits_m[name] for name in self.aberrations for _ in TUNING_KNOB_GROUPS[name]
         )
+
+
+class EstimatorDataConfig(BaseModel):
+    """Twin data for the Ronchigram estimator: pairs of frames with a known knob change.
+
+    Each sample starts from the aligned state detuned by ``start`` scaled per aberration by a
+    log-uniform factor in ``scale_range`` or, for ``joint_scale_fraction`` of the samples, by
+    one common factor in ``joint_scale_range`` (a nearly aligned probe, where the fine work
+    is), takes a frame, changes the knobs, takes a second frame. The change is a pure
+    defocus step of log-uniform size (``defocus_probe_fraction``), a correction towards the
+    aligned state that leaves a random residual (``correction_fraction``), or a random action.
+    """
+
+    model_config = _STRICT
+    samples: int = Field(default=24_000, ge=1, le=10_000_000)
+    chunk: int = Field(default=500, ge=1, le=100_000, description="samples per Dask task")
+    seed: int = Field(default=0, ge=0)
+    specimen: str = "amorphous_carbon"
+    tuning: ProbeTuningConfig = ProbeTuningConfig(
+        aberrations=("C1", "A1", "B2", "A2", "C3"), max_steps=1000
+    )
+    scale_range: tuple[float, float] = (0.01, 1.3)
+    joint_scale_fraction: float = Field(default=0.4, ge=0, le=1)
+    joint_scale_range: tuple[float, float] = (0.003, 0.3)
+    defocus_probe_m: tuple[float, float] = Field(
+        default=(2e-9, 60e-9), description="size range of the pure defocus step (m), log-uniform"
+    )
+    defocus_probe_fraction: float = Field(default=0.35, ge=0, le=1)
+    correction_fraction: float = Field(default=0.35, ge=0, le=1)
+    correction_residual_range: tuple[float, float] = Field(
+        default=(0.005, 0.3), description="residual after a correction, x start width"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EstimatorDataConfig:
+        if self.defocus_probe_fraction + self.correction_fraction > 1:
+            raise ValueError("defocus_probe_fraction + correction_fraction must be <= 1")
+        for name in (
+            "scale_range",
+            "joint_scale_range",
+            "defocus_probe_m",
+            "correction_residual_range",
+        ):
+            low, high = getattr(self, name)
+            if not 0 < low <= high:
+                raise ValueError(f"{name} must be 0 < low <= high, got {(low, high)}")
+        return self
+
+
+class EstimatorTrainingConfig(BaseModel):
+    """Training the Ronchigram estimator (torch, CPU by default)."""
+
+    model_config = _STRICT
+    epochs: int = Field(default=12, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    learning_rate: float = Field(default=1e-3, gt=0, le=1)
+    weight_decay: float = Field(default=1e-4, ge=0, le=1)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)
+    seed: int = Field(default=0, ge=0)
+    width: int = Field(default=32, ge=4, le=512, description="channels of the first conv layer")
+    device: str = "cpu"
+
+
+class RLTrainingConfig(BaseModel):
+    """`emauto train --task probe-tuning`: stable-baselines3 on `emauto/ProbeTuning-v0`."""
+
+    model_config = _STRICT
+    algo: Literal["ppo", "sac"] = "ppo"
+    total_timesteps: int = Field(default=60_000, ge=1, le=100_000_000)
+    n_envs: int = Field(default=4, ge=1, le=256)
+    vec_env: Literal["dummy", "subproc"] = "dummy"
+    seed: int = Field(default=0, ge=0)
+    microscope: str = "sim://"
+    env: ProbeTuningConfig = ProbeTuningConfig()
+    features: Literal["estimator", "cnn"] = Field(
+        default="estimator",
+        description="estimator: the frozen CNN estimator's outputs; cnn: SB3's NatureCNN",
+    )
+    learning_rate: float = Field(default=3e-4, gt=0, le=1)
+    n_steps: int = Field(default=256, ge=2, description="PPO: steps per env per update")
+    batch_size: int = Field(default=128, ge=2)
+    gamma: float = Field(default=0.95, gt=0, le=1)
+    net_arch: tuple[int, ...] = (128, 128)
+    eval_freq: int = Field(default=5_000, ge=1, description="timesteps between evaluations")
+    eval_episodes: int = Field(default=20, ge=1)
+    checkpoint_freq: int = Field(default=20_000, ge=1, description="timesteps per checkpoint")
+    tensorboard: bool = False
+    device: str = "cpu"

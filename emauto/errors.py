@@ -14,6 +14,10 @@ class ConfigError(EmautoError, ValueError):
     """A configuration file, URI or model field is invalid."""
 
 
+class ModelFileError(EmautoError, ValueError):
+    """A saved model, dataset or policy file is missing, corrupt or of the wrong kind."""
+
+
 class InvalidSetpointError(EmautoError, ValueError):
     """A setpoint was rejected; the microscope state is unchanged."""
 

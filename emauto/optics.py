@@ -439,6 +439,32 @@ def strehl_ratio_batch(
     return np.minimum(np.abs(mean) ** 2, 1.0)
 
 
+def phase_variance_batch(
+    coefficients: np.ndarray,
+    names: Sequence[str],
+    wavelength_m: float,
+    aperture_rad: float,
+    n: int = 32,
+) -> np.ndarray:
+    """Variance of chi over the filled aperture disc (rad^2), shape (B,), for (B, K) sets.
+
+    Piston-free wavefront error: Marechal's ``S ~ exp(-variance)`` holds for small values,
+    and unlike the Strehl ratio the variance keeps a slope far from the optimum.
+    """
+    coefficients = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
+    if coefficients.ndim != 2 or coefficients.shape[1] != len(names):
+        raise ValueError(
+            f"coefficients must be (B, {len(names)}) for {len(names)} names, "
+            f"got shape {coefficients.shape}"
+        )
+    _check_positive("aperture_rad", aperture_rad)
+    basis, powers = _disc_basis(tuple(names), n)
+    _, _, weights = _disc_quadrature(n)
+    phase = (coefficients * ((2 * math.pi / wavelength_m) * aperture_rad**powers)) @ basis
+    mean = phase @ weights
+    return np.maximum(np.square(phase) @ weights - mean**2, 0.0)
+
+
 def strehl_ratio(
     aberrations: Aberrations, wavelength_m: float, aperture_rad: float, n: int = 32
 ) -> float:

@@ -481,3 +481,15 @@ def test_probe_size_is_centred_on_the_centroid() -> None:
     rotated = optics.probe_size(optics.Aberrations(C21b=200e-9), LAMBDA, 0.03)
     assert rotated == pytest.approx(d50, rel=1e-3)
     assert d50 > optics.probe_size(optics.Aberrations(), LAMBDA, 0.03)
+
+
+def test_phase_variance_matches_marechal_for_small_defocus() -> None:
+    """Defocus C1: chi = pi C1 theta^2 / lambda, variance over the disc = (pi C1 a^2/lambda)^2/12;
+    Strehl ~ exp(-variance) when small."""
+    wavelength, aperture = optics.wavelength(200e3), 0.03
+    c1 = 1e-9
+    variance = optics.phase_variance_batch(np.array([[c1]]), ["C10"], wavelength, aperture)[0]
+    expected = (math.pi * c1 * aperture**2 / wavelength) ** 2 / 12
+    assert variance == pytest.approx(expected, rel=1e-9)
+    strehl = optics.strehl_ratio_batch(np.array([[c1]]), ["C10"], wavelength, aperture)[0]
+    assert strehl == pytest.approx(math.exp(-variance), abs=0.01)

@@ -1,0 +1,1 @@
+"""Policies that drive a microscope through an env: RL, Bayesian optimisation, CNN, baselines."""

@@ -1,0 +1,120 @@
+"""The tuning policies share one interface; each runs episodes on the twin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import emauto
+from emauto.bench.probe_tuning import make_policy, run_probe_tuning_benchmark, summarise
+from emauto.cli import main
+from emauto.config import ProbeTuningConfig
+from emauto.envs.probe_tuning import ProbeTuningEnv
+from emauto.policies.base import EpisodeResult, TuningPolicy, run_episode
+
+
+@pytest.fixture
+def env(carbon: emauto.microscope.Microscope) -> ProbeTuningEnv:
+    return ProbeTuningEnv(carbon, ProbeTuningConfig(max_steps=6))
+
+
+@pytest.mark.parametrize("method", ["cnn", "bo", "simplex", "random"])
+def test_every_method_is_a_tuning_policy(env: ProbeTuningEnv, method: str) -> None:
+    policy = make_policy(method, env, seed=0)
+    assert isinstance(policy, TuningPolicy) and policy.name == method
+    observation, info = env.reset(seed=3)
+    policy.reset(observation, info)
+    for _ in range(3):
+        action = policy.suggest()
+        assert action.shape == (7,) and action.dtype == np.float32
+        assert np.all(np.abs(action) <= 1)
+        observation, reward, *_, info = env.step(action)
+        policy.ingest(action, observation, reward, info)
+    close = getattr(policy, "close", None)
+    if callable(close):
+        close()
+
+
+def test_measure_and_correct_beats_random(env: ProbeTuningEnv) -> None:
+    """The CNN policy reaches Strehl >= 0.8 in most of 6 episodes; random actions do not."""
+    cnn = make_policy("cnn", env)
+    random = make_policy("random", env)
+    cnn_results = [run_episode(env, cnn, seed) for seed in range(6)]
+    random_results = [run_episode(env, random, seed) for seed in range(6)]
+    assert sum(r.success for r in cnn_results) >= 4
+    assert sum(r.success for r in cnn_results) > sum(r.success for r in random_results)
+    first = next(r for r in cnn_results if r.success)
+    assert first.acquisitions_to_success is not None and first.acquisitions_to_success >= 2
+
+
+def test_simplex_thread_stops_on_reset_and_close(env: ProbeTuningEnv) -> None:
+    policy = make_policy("simplex", env)
+    for seed in (0, 1):
+        observation, info = env.reset(seed=seed)
+        policy.reset(observation, info)
+        action = policy.suggest()
+        observation, reward, *_, info = env.step(action)
+        policy.ingest(action, observation, reward, info)
+    thread = policy._thread  # type: ignore[attr-defined]
+    policy.close()  # type: ignore[attr-defined]
+    assert thread is not None and not thread.is_alive()
+
+
+def test_summary_counts_failures_as_censored() -> None:
+    def result(success_at: int | None) -> EpisodeResult:
+        return EpisodeResult(
+            success=success_at is not None,
+            acquisitions=success_at or 11,
+            acquisitions_to_success=success_at,
+            final_strehl=0.9 if success_at else 0.1,
+            best_strehl=0.9,
+            dose_e=1e6,
+            dose_to_success_e=None,
+            wall_s=0.1,
+        )
+
+    figures = summarise([result(3), result(5), result(None)], budget_steps=10)
+    assert figures["success_rate"] == pytest.approx(2 / 3)
+    assert figures["median_acquisitions"] == 5
+    assert figures["p90_acquisitions"] == pytest.approx(5 + 0.8 * (12 - 5))
+    assert figures["budget_acquisitions"] == 11
+
+
+def test_bench_same_episodes_for_every_method(
+    carbon_uri: str, specimen_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
+    figures = run_probe_tuning_benchmark(
+        ["random", "cnn"], episodes=2, seed=1, microscope=carbon_uri, budget_steps=4
+    )
+    assert set(figures) == {"random", "cnn"}
+    keys = {
+        "success_rate",
+        "median_acquisitions",
+        "p90_acquisitions",
+        "median_final_strehl",
+        "median_dose",
+        "wall_s_per_episode",
+    }
+    assert all(keys <= set(f) for f in figures.values())
+    assert figures["random"]["median_dose"] > 0
+
+
+def test_bench_command_prints_json(
+    specimen_cache: Path,
+    carbon_uri: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
+    code = main(
+        ["bench", "probe-tuning", "--method", "cnn", "--episodes", "1", "--budget", "2", "--json"]
+    )
+    assert code == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert 0 <= figures["success_rate"] <= 1 and figures["budget_acquisitions"] == 3
+    with pytest.raises(SystemExit):
+        main(["bench", "probe-tuning", "--method", "nope"])
