@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from emauto import __version__
+from emauto.cli_driver import add_driver_bench, add_driver_commands
 from emauto.errors import EmautoError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -47,6 +48,7 @@ def _add_bench_parsers(bench_tasks: Any) -> None:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--repeats", type=int, default=None, help="override repetitions")
     sim.set_defaults(handler=_bench_sim)
+    add_driver_bench(bench_tasks)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)
 
+    add_driver_commands(commands)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     _add_bench_parsers(bench.add_subparsers(dest="task", required=True, metavar="TASK"))
     return parser
