@@ -63,8 +63,8 @@ def test_frame_round_trip() -> None:
         ([b"{not json"], "JSON"),
         ([b"[]"], "request header"),
         ([b"x" * (protocol.MAX_HEADER_BYTES + 1)], "exceeds the limit"),
-        (request_frames() + [b"1", b"2", b"3", b"4"], "frames"),
-        (request_frames() + [b"\x00" * 8], "announces 0 array"),
+        ([*request_frames(), b"1", b"2", b"3", b"4"], "frames"),
+        ([*request_frames(), b"\x00" * 8], "announces 0 array"),
     ],
 )
 def test_malformed_requests(frames: list[bytes], fragment: str) -> None:
@@ -75,10 +75,10 @@ def test_malformed_requests(frames: list[bytes], fragment: str) -> None:
 def test_array_length_must_match_dtype_and_shape() -> None:
     meta = {"field": "positions_m", "dtype": "float64", "shape": [2, 2]}
     with pytest.raises(ProtocolError, match="needs 32 bytes, the frame has 31"):
-        protocol.decode_request(request_frames(arrays=[meta]) + [b"\x00" * 31])
+        protocol.decode_request([*request_frames(arrays=[meta]), b"\x00" * 31])
     bad_dtype = {"field": "positions_m", "dtype": "object", "shape": [2]}
     with pytest.raises(ProtocolError, match="dtype"):
-        protocol.decode_request(request_frames(arrays=[bad_dtype]) + [b"\x00" * 16])
+        protocol.decode_request([*request_frames(arrays=[bad_dtype]), b"\x00" * 16])
 
 
 def test_setpoints_must_be_finite_floats() -> None:
