@@ -88,9 +88,11 @@ class StaticMicroscope:
         return self.read()
 
     def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
-        """The fixed frame (Ronchigrams only)."""
+        """The fixed frame (Ronchigrams only); sleeps ``wait_s``, the exposure is free."""
         if self._knobs["beam_blank"] == 1.0:
             raise BeamBlankedError("the beam is blanked")
+        if isinstance(request, RonchigramRequest) and request.wait_s:
+            time.sleep(request.wait_s)
         electrons = 1e-12 * 1e-3 / 1.602176634e-19
         self._dose_e += electrons
         pixel = Calibration(name="theta", units="rad", scale=1e-4)
