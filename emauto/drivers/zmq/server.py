@@ -19,6 +19,7 @@ from typing import Any
 import zmq
 
 from emauto import __version__
+from emauto.config import validate_model
 from emauto.drivers.zmq import protocol
 from emauto.drivers.zmq.auth import KeyRing
 from emauto.errors import EmautoError, PermissionDeniedError, ProtocolError
@@ -42,7 +43,7 @@ class MicroscopeServer:
         bind: str = "tcp://127.0.0.1:5555",
         *,
         keys: KeyRing | None = None,
-        max_clients: int = 1024,
+        max_clients: int = 64,
         on_request: Callable[[str], None] | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
@@ -197,7 +198,9 @@ class MicroscopeServer:
                 scope.reset_watchdog(caller=caller)
                 result = scope.status()
             else:  # set_limits
-                config = SafetyConfig.model_validate(header.args.get("config"))
+                config = validate_model(
+                    header.args.get("config"), SafetyConfig, source="set_limits"
+                )
                 scope.set_limits(config, caller=caller)
                 result = scope.status()
             if header.op not in ("read", "set", "acquire", "safe"):

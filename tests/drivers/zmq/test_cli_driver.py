@@ -63,3 +63,25 @@ def test_connect_tcp(thread_server: Any) -> None:
     for bad in ("tcp://127.0.0.1", "tcp://127.0.0.1:1?colour=red", "tcp://127.0.0.1:1?key=a"):
         with pytest.raises(ConfigError):
             emauto.connect(bad)
+
+
+def test_readme_server_yaml_is_valid(tmp_path: Path) -> None:
+    from emauto.drivers.zmq.config import load_server_config
+
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    section = readme[readme.index("## Driving a real microscope") :]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "server.yaml"
+    path.write_text(block)
+    config = load_server_config(path)
+    assert config.safety.knobs["C10"].max_step == 1e-6
+    assert config.safety.watchdog_bound_s == 5.0
+
+
+def test_bad_limits_are_config_errors(thread_server: Any) -> None:
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    with RemoteMicroscope(server.endpoint, timeout_s=5.0) as remote:
+        with pytest.raises(ConfigError, match="dose_budget_e"):
+            remote.set_limits({"dose_budget_e": -1})
+        with pytest.raises(ConfigError, match="inside the hardware limits"):
+            remote.set_limits({"knobs": {"C10": {"upper": 1.0}}})
