@@ -75,7 +75,7 @@ def _operator(args: argparse.Namespace) -> int:
             config = load_yaml(Path(args.file), SafetyConfig)
             result = scope.set_limits(config.model_dump(mode="json"))
     finally:
-        scope.close()
+        scope.close(safe=False)  # an operator query leaves the beam as it is
     print(json.dumps(result, indent=2))
     return 0
 

@@ -242,9 +242,21 @@ class RemoteMicroscope:
         """Blank the beam and stop motion (raises only if the server cannot be reached)."""
         self._call("safe")
 
-    def close(self) -> None:
-        """Stop the heartbeat and close the socket. The server keeps the microscope."""
+    def close(self, *, safe: bool = True) -> None:
+        """Make the microscope safe (best effort, one short try), stop the heartbeat and close
+        the socket. ``safe=False`` leaves the beam as it is (e.g. to hand over to another
+        client); the server's watchdog still guards a silent agent."""
         self.stop_heartbeat()
+        if safe and not self._channel.closed:
+            channel = self._channel
+            timeout, retries = channel.timeout_s, channel.retries
+            channel.timeout_s, channel.retries = min(timeout, 1.0), 0
+            try:
+                channel.call("safe")
+            except EmautoError:
+                pass  # the server is gone: its own exit path made the microscope safe
+            finally:
+                channel.timeout_s, channel.retries = timeout, retries
         self._channel.close()
 
     def __enter__(self) -> RemoteMicroscope:

@@ -155,5 +155,5 @@ def test_server_survives_fuzzing_and_oversized_messages(
     # and a well-formed client still works end to end afterwards
     with RemoteMicroscope(server.endpoint, timeout_s=5.0) as remote:
         assert remote.read().knobs["C10"] == 0.0
-    assert spy.calls == ["read"]
+    assert spy.calls == ["read", "safe"]  # close() makes the microscope safe
     spy.calls.clear()

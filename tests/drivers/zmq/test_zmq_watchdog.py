@@ -80,3 +80,14 @@ def test_server_exit_leaves_the_microscope_safe(tmp_path: Path, sim_config_file:
     commands = [(r["command"], r["outcome"]) for r in records]
     assert ("watchdog", "event") in commands
     assert commands[-2:] == [("safe", "accepted"), ("close", "accepted")]
+
+
+def test_client_close_goes_safe_unless_handing_over(thread_server: Any) -> None:
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    remote = RemoteMicroscope(server.endpoint, timeout_s=5.0)
+    remote.set({"beam_blank": 0.0})
+    remote.close(safe=False)
+    assert not server.scope.backend.read().beam_blanked
+    remote = RemoteMicroscope(server.endpoint, timeout_s=5.0)
+    remote.close()
+    assert server.scope.backend.read().beam_blanked
