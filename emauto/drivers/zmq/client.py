@@ -74,7 +74,8 @@ class Channel:
         self._curve = curve
         self._context = context
         self._lock = threading.Lock()
-        self._seq = 0
+        # time-based start: a client restarted with the same id is never taken for a stale one
+        self._seq = time.time_ns() // 1000
         self._socket: zmq.Socket[Any] | None = None
         self.closed = False
 

@@ -143,3 +143,10 @@ def test_dropped_duplicated_reordered_messages_apply_each_command_once(thread_se
         if r["command"] == "set" and r["outcome"] == "accepted"
     ]
     assert [r["args"]["C10"] for r in applied] == targets  # each exactly once, in order
+
+
+def test_a_restarted_client_with_the_same_id_is_served(thread_server: Any) -> None:
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    for target in (1e-9, 2e-9):
+        with RemoteMicroscope(server.endpoint, client_id="agent-7", timeout_s=5.0) as remote:
+            assert remote.set({"C10": target}).knobs["C10"] == target
