@@ -1,10 +1,11 @@
 """Thermo Fisher microscopes through `temscript` (extra ``emauto[temscript]``).
 
 ``TemscriptMicroscope()`` drives temscript's ``NullMicroscope`` (an emulator, used by the
-tests); pass ``Microscope()`` on the microscope PC or ``RemoteMicroscope(address)`` for
-temscript's own server. Conversions (docs/vendors.md): temscript works in SI already; the
-condenser stigmator is in logical units, scaled by ``stigmator_m_per_unit``; probe defocus
-has Krivanek's sign (positive = overfocus) and maps to C10 one to one.
+tests); ``TemscriptMicroscope(open_temscript("local"))`` the microscope itself (COM, on the
+microscope PC), ``open_temscript("host:port")`` a temscript server. Conversions
+(docs/vendors.md): temscript works in SI already; the condenser stigmator is in logical
+units, scaled by ``stigmator_m_per_unit``; probe defocus has Krivanek's sign (positive =
+overfocus) and maps to C10 one to one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from emauto.drivers.vendors.base import VendorMicroscope, knob
-from emauto.errors import ConfigError
+from emauto.errors import BackendError, ConfigError
 from emauto.microscope import (
     Calibration,
     DetectorSpec,
@@ -26,12 +27,22 @@ from emauto.microscope import (
 )
 
 
-def _null() -> Any:
+def open_temscript(where: str = "null") -> Any:
+    """A temscript microscope: ``local`` (COM, Windows microscope PC), ``null`` (emulator) or
+    ``HOST:PORT`` of a temscript server (JSON transport, never pickle)."""
     try:
-        from temscript import NullMicroscope
+        import temscript
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise ConfigError("the temscript backend needs: pip install 'emauto[temscript]'") from exc
-    return NullMicroscope(wait_exposure=False)
+    if where == "null":
+        return temscript.NullMicroscope(wait_exposure=False)
+    try:
+        if where == "local":
+            return temscript.Microscope()
+        host, port = where.rsplit(":", 1)
+        return temscript.RemoteMicroscope((host, int(port)), transport="JSON", timeout=10)
+    except Exception as exc:  # COM missing off Windows, server unreachable, ...
+        raise BackendError(f"cannot open the temscript microscope {where!r}: {exc}") from exc
 
 
 class TemscriptMicroscope(VendorMicroscope):
@@ -50,7 +61,7 @@ class TemscriptMicroscope(VendorMicroscope):
         camera_pixel_rad: float = 25e-6,
         stigmator_m_per_unit: float = 1e-6,
     ) -> None:
-        self.tem = instrument if instrument is not None else _null()
+        self.tem = instrument if instrument is not None else open_temscript("null")
         self.camera = camera
         self.binning = binning
         self.camera_pixel_rad = camera_pixel_rad

@@ -20,6 +20,12 @@ class ServerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     backend: Literal["sim", "temscript", "nion"] = "sim"
     sim_uri: str = Field(default="sim://", description="sim backend: the twin's sim:// URI")
+    temscript: str = Field(
+        default="local",
+        pattern=r"^(local|null|[A-Za-z0-9_.-]+:[0-9]{1,5})$",
+        description="temscript backend: 'local' (COM, on the microscope PC), 'null' "
+        "(temscript's NullMicroscope emulator) or HOST:PORT of a temscript server (JSON)",
+    )
     bind: str = "tcp://127.0.0.1:5555"
     keys_dir: Path | None = Field(default=None, description="CURVE keys (emauto keys create)")
     audit_log: Path | None = Field(default=None, description="JSON Lines audit log")

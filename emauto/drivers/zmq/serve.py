@@ -28,9 +28,9 @@ def build_backend(config: ServerConfig) -> Microscope:
             raise ConfigError(f"sim_uri must be a sim:// URI, got {config.sim_uri!r}")
         return connect(config.sim_uri)
     if config.backend == "temscript":
-        from emauto.drivers.vendors.temscript import TemscriptMicroscope
+        from emauto.drivers.vendors.temscript import TemscriptMicroscope, open_temscript
 
-        return TemscriptMicroscope()
+        return TemscriptMicroscope(open_temscript(config.temscript))
     from emauto.drivers.vendors.nion import NionMicroscope
 
     return NionMicroscope()

@@ -71,3 +71,11 @@ def test_safe_blanks_and_ronchigram(scope: TemscriptMicroscope) -> None:
 def test_no_stem_detectors_is_a_clear_error(scope: TemscriptMicroscope) -> None:
     with pytest.raises(Exception, match="cannot acquire scanned images"):
         scope.acquire(ImageRequest(scan=RasterScan(shape=(4, 4)), dwell_s=1e-6))
+
+
+def test_open_temscript_errors_are_clear() -> None:
+    from emauto.drivers.vendors.temscript import open_temscript
+    from emauto.errors import BackendError
+
+    with pytest.raises(BackendError, match="cannot open the temscript microscope '127.0.0.1:1'"):
+        open_temscript("127.0.0.1:1")

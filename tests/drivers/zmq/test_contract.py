@@ -65,7 +65,10 @@ def scope(
         return
     backend = {"zmq-twin": "sim", "zmq-temscript": "temscript", "zmq-nion": "nion"}[name]
     folder = tmp_path_factory.mktemp(name)
-    config = write_server_config(folder / "server.yaml", backend, sim_config=sim_config_file)
+    extra = {"temscript": "null"} if backend == "temscript" else {}
+    config = write_server_config(
+        folder / "server.yaml", backend, sim_config=sim_config_file, **extra
+    )
     server = ServerProcess(config).start()
     remote = RemoteMicroscope(server.endpoint, timeout_s=30.0, retries=1)
     try:
