@@ -48,6 +48,8 @@ def test_silent_agent_trips_the_watchdog_until_operator_reset(thread_server: Any
         assert not remote.read().beam_blanked
     events = [r for r in server.scope.audit.records if r["command"] == "watchdog"]
     assert len(events) == 1 and events[0]["args"]["bound_s"] == pytest.approx(0.3)
+    # the server checks between polls (10 ms here): it trips just past the bound, not later
+    assert 0.3 < events[0]["args"]["silent_s"] < 0.3 + 2.0
 
 
 def test_heartbeat_thread_keeps_the_watchdog_quiet(thread_server: Any) -> None:
