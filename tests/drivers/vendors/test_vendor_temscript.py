@@ -77,5 +77,5 @@ def test_open_temscript_errors_are_clear() -> None:
     from emauto.drivers.vendors.temscript import open_temscript
     from emauto.errors import BackendError
 
-    with pytest.raises(BackendError, match="cannot open the temscript microscope '127.0.0.1:1'"):
+    with pytest.raises(BackendError, match=r"cannot open the temscript microscope '127\.0"):
         open_temscript("127.0.0.1:1")

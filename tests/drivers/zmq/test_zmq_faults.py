@@ -125,7 +125,7 @@ class FaultProxy:
 def test_dropped_duplicated_reordered_messages_apply_each_command_once(thread_server: Any) -> None:
     server = thread_server(StaticMicroscope(shape=(8, 8)))
     proxy = FaultProxy(server.endpoint)
-    remote = RemoteMicroscope(proxy.endpoint, timeout_s=0.15, retries=8, backoff_s=0.01)
+    remote = RemoteMicroscope(proxy.endpoint, timeout_s=0.25, retries=8, backoff_s=0.01)
     try:
         targets = [k * 1e-8 for k in range(1, 13)]
         for target in targets:
