@@ -22,7 +22,7 @@ from emauto import __version__
 from emauto.config import validate_model
 from emauto.drivers.zmq import protocol
 from emauto.drivers.zmq.auth import KeyRing
-from emauto.errors import EmautoError, PermissionDeniedError, ProtocolError
+from emauto.errors import ConfigError, EmautoError, PermissionDeniedError, ProtocolError
 from emauto.safety import SafeMicroscope, SafetyConfig
 
 log = logging.getLogger(__name__)
@@ -203,11 +203,9 @@ class MicroscopeServer:
                 )
                 scope.set_limits(config, caller=caller)
                 result = scope.status()
-            if header.op not in ("read", "set", "acquire", "safe"):
-                scope.audit.record(header.op, "accepted", caller=caller, role=role)
             return protocol.encode_reply(header.seq, result=result)
         except EmautoError as exc:
-            if isinstance(exc, PermissionDeniedError | ProtocolError):
+            if isinstance(exc, PermissionDeniedError | ProtocolError | ConfigError):
                 scope.audit.record(header.op, "rejected", caller=caller, role=role, error=exc)
             return protocol.encode_reply(header.seq, error=exc)
         except Exception as exc:  # a backend bug must not take the server down
