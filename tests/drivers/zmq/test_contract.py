@@ -30,10 +30,12 @@ from emauto.errors import (
 )
 from emauto.microscope import (
     ImageRequest,
+    LineSegment,
     Microscope,
     PositionsScan,
     RasterScan,
     RonchigramRequest,
+    SegmentsScan,
 )
 from emauto.safety import SafeMicroscope, SafetyConfig
 
@@ -43,7 +45,9 @@ NEEDS = {"zmq-temscript": "temscript", "zmq-nion": "nion.usim_device"}
 CANNOT = {
     ("zmq-temscript", "image"): "temscript's NullMicroscope has no STEM detectors",
     ("zmq-temscript", "positions"): "temscript's NullMicroscope has no STEM detectors",
+    ("zmq-temscript", "segments"): "temscript's NullMicroscope has no STEM detectors",
     ("zmq-nion", "positions"): "nionswift-usim scans rasters only",
+    ("zmq-nion", "segments"): "nionswift-usim scans rasters only",
 }
 
 
@@ -183,6 +187,18 @@ def test_positions_image(scope: Microscope, request: pytest.FixtureRequest) -> N
     assert frame.data.shape == (3,)
     assert frame.positions_m is not None
     np.testing.assert_array_equal(frame.positions_m, positions)
+
+
+def test_segments_image(scope: Microscope, request: pytest.FixtureRequest) -> None:
+    skip_if_cannot(request, "segments")
+    unblank(scope)
+    segments = (
+        LineSegment(start_m=(0.0, 0.0), end_m=(4e-10, 0.0), n_points=5),
+        LineSegment(start_m=(0.0, 1e-10), end_m=(0.0, 3e-10), n_points=3),
+    )
+    frame = scope.acquire(ImageRequest(scan=SegmentsScan(segments=segments), dwell_s=1e-6))
+    assert frame.data.shape == (8,) and frame.positions_m is not None
+    assert frame.request.scan == SegmentsScan(segments=segments)
 
 
 def test_bad_request_is_a_typed_error(scope: Microscope) -> None:
