@@ -22,8 +22,15 @@ from emauto import __version__
 from emauto.config import validate_model
 from emauto.drivers.zmq import protocol
 from emauto.drivers.zmq.auth import KeyRing
-from emauto.errors import ConfigError, EmautoError, PermissionDeniedError, ProtocolError
-from emauto.safety import SafeMicroscope, SafetyConfig
+from emauto.errors import (
+    ConfigError,
+    EmautoError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ProtocolError,
+)
+from emauto.microscope import ImageRequest, RonchigramRequest
+from emauto.safety import SafeMicroscope, SafetyConfig, beam_time_s
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +192,7 @@ class MicroscopeServer:
                 result = scope.set(protocol.parse_set_args(header.args), caller=caller, role=role)
             elif op == "acquire":
                 request = protocol.parse_acquisition(header.args, arrays)
+                self._check_deadline(request, header.deadline_s)
                 result = scope.acquire(request, caller=caller, role=role)
             elif op == "safe":
                 scope.safe(caller=caller, role=role)
@@ -212,6 +220,21 @@ class MicroscopeServer:
             log.exception("request %s failed", header.op)
             scope.audit.record(header.op, "failed", caller=caller, role=role, error=exc)
             return protocol.encode_reply(header.seq, error=exc)
+
+    def _check_deadline(self, request: RonchigramRequest | ImageRequest, deadline_s: float) -> None:
+        """Refuse an acquisition whose beam time alone outlasts the client's deadline: the
+        client would give up and retry while the beam is still on."""
+        dwell = 0.0
+        if isinstance(request, ImageRequest) and request.dwell_s is None:
+            dwell = self.microscope.read(caller="server", role="system").knobs["scan_dwell"]
+        needed = beam_time_s(request, dwell)
+        if isinstance(request, RonchigramRequest):
+            needed += request.wait_s
+        if needed > deadline_s:
+            raise InvalidRequestError(
+                f"the acquisition needs {needed:.3g} s of beam and wait time, more than the "
+                f"request's deadline of {deadline_s:.3g} s; raise the client's timeout"
+            )
 
     def _hello(self, role: str) -> dict[str, Any]:
         ops = protocol.OPS if role == "operator" else protocol.AGENT_OPS

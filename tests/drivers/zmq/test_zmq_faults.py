@@ -150,3 +150,27 @@ def test_a_restarted_client_with_the_same_id_is_served(thread_server: Any) -> No
     for target in (1e-9, 2e-9):
         with RemoteMicroscope(server.endpoint, client_id="agent-7", timeout_s=5.0) as remote:
             assert remote.set({"C10": target}).knobs["C10"] == target
+
+
+def test_acquisition_longer_than_the_deadline_is_refused(thread_server: Any) -> None:
+    from emauto.drivers.zmq import protocol
+
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    server.scope.set({"beam_blank": 0.0})
+    socket = zmq.Context.instance().socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(server.endpoint)
+    try:
+        request = RonchigramRequest(exposure_s=2.0, wait_s=1.0)
+        socket.send_multipart(
+            protocol.encode_request(
+                client="c", seq=1, op="acquire", deadline_s=1.0, request=request
+            )
+        )
+        assert socket.poll(10_000)
+        header, _ = protocol.decode_reply(socket.recv_multipart())
+    finally:
+        socket.close(linger=0)
+    assert header.error is not None and header.error.type == "InvalidRequestError"
+    assert "deadline of 1 s" in header.error.message
+    assert server.scope.dose_used_e == 0.0
