@@ -127,8 +127,9 @@ class Channel:
             for attempt in range(self.retries + 1):
                 if self._socket is None:
                     self._socket = self._open()
-                self._socket.send_multipart(frames, copy=False)
-                reply = self._wait(self._socket, self._seq, deadline)
+                reply = None
+                if self._send(self._socket, frames, deadline):
+                    reply = self._wait(self._socket, self._seq, deadline)
                 if reply is not None:
                     header, arrays = reply
                     if not header.ok:
@@ -143,6 +144,17 @@ class Channel:
                 f"{op}: no reply from {self.endpoint} within {deadline:g} s after "
                 f"{self.retries + 1} tries{hint}"
             )
+
+    @staticmethod
+    def _send(socket: zmq.Socket[Any], frames: list[bytes | memoryview], deadline_s: float) -> bool:
+        """Send within the deadline; False when the socket has no peer to queue for (e.g. after
+        a failed CURVE handshake), which a blocking send would wait for forever."""
+        socket.setsockopt(zmq.SNDTIMEO, max(int(deadline_s * 1000), 1))
+        try:
+            socket.send_multipart(frames, copy=False)
+        except zmq.Again:
+            return False
+        return True
 
     @staticmethod
     def _wait(

@@ -62,7 +62,9 @@ class MicroscopeServer:
         self.rejected = 0
         self._cache: OrderedDict[str, tuple[int, Frames]] = OrderedDict()
         self._max_clients = max_clients
-        self._context = context or zmq.Context.instance()
+        # a context of its own: the ZAP handler's inproc endpoint is one per context
+        self._own_context = context is None
+        self._context = context or zmq.Context()
         self._stop = threading.Event()
         self._socket: zmq.Socket[Any] | None = None
         self.endpoint: str | None = None
@@ -97,6 +99,8 @@ class MicroscopeServer:
                 self._socket = None
             if self.keys is not None:
                 self.keys.stop()
+            if self._own_context:
+                self._context.term()
 
     def serve_forever(self, poll_ms: int = 50) -> None:
         """Handle requests until `stop`; checks the watchdog between requests."""
