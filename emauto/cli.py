@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from emauto import __version__
+from emauto.cli_driver import add_driver_bench, add_driver_commands
 from emauto.cli_tuning import add_tuning_bench, add_tuning_commands
 from emauto.errors import EmautoError
 
@@ -49,6 +50,7 @@ def _add_bench_parsers(bench_tasks: Any) -> None:
     sim.add_argument("--repeats", type=int, default=None, help="override repetitions")
     sim.set_defaults(handler=_bench_sim)
     add_tuning_bench(bench_tasks)
+    add_driver_bench(bench_tasks)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     add_tuning_commands(commands)
+    add_driver_commands(commands)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     _add_bench_parsers(bench.add_subparsers(dest="task", required=True, metavar="TASK"))
     return parser

@@ -48,3 +48,53 @@ class BackendError(EmautoError, RuntimeError):
 
 class ClosedError(BackendError):
     """The microscope connection was closed."""
+
+
+# --------------------------------------------------------------------------- safety layer
+
+
+class SafetyError(EmautoError, RuntimeError):
+    """The safety layer refused a command; the microscope state is unchanged."""
+
+
+class StepTooLargeError(SafetyError, InvalidSetpointError):
+    """A setpoint moves a knob by more than its maximum single step."""
+
+
+class RateLimitError(SafetyError):
+    """A setpoint changes a knob faster than its maximum rate."""
+
+
+class DoseBudgetError(SafetyError):
+    """An acquisition would exceed the cumulative dose budget."""
+
+
+class WatchdogTrippedError(SafetyError):
+    """The heartbeat watchdog tripped; only an operator reset re-enables commands."""
+
+
+class ReadbackError(SafetyError):
+    """A knob did not read back its setpoint within tolerance and timeout."""
+
+
+class PermissionDeniedError(SafetyError):
+    """The caller's role may not perform this command (e.g. an agent changing limits)."""
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class TransportError(BackendError):
+    """The connection to a remote microscope failed."""
+
+
+class DeadlineExceededError(TransportError, TimeoutError):
+    """No reply arrived before the request's deadline (after all retries)."""
+
+
+class ProtocolError(TransportError, ValueError):
+    """A message did not follow the wire protocol (schema, sizes, version)."""
+
+
+class AuthError(TransportError, PermissionError):
+    """Authentication failed or keys are missing/invalid."""

@@ -58,6 +58,8 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
 
     - ``sim://?specimen=…&fidelity=fast|multislice&seed=…&effects=…`` the abTEM twin;
       keyword arguments override `SimConfig` fields (e.g. ``config=SimConfig(...)``).
+    - ``tcp://host:port[?timeout=S&retries=N&key=CLIENT.key_secret&server_key=server.key]``
+      an `emauto serve` server over ZeroMQ; keyword arguments go to `RemoteMicroscope`.
     """
     if not isinstance(uri, str):
         raise ConfigError(f"expected a URI string, got {type(uri).__name__}")
@@ -69,6 +71,10 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
         if kwargs:
             config = validate_model({**config.model_dump(), **kwargs}, SimConfig, source=uri)
         return SimulatedMicroscope(config)
-    if scheme in ("tcp", "replay"):
-        raise ConfigError(f"{scheme}:// backends are not available in this version of emauto")
-    raise ConfigError(f"unknown microscope URI scheme in {uri!r}; expected sim://")
+    if scheme in ("tcp", "ipc"):
+        from emauto.drivers.zmq.client import connect_remote
+
+        return connect_remote(uri, **kwargs)
+    if scheme == "replay":
+        raise ConfigError("replay:// backends are not available in this version of emauto")
+    raise ConfigError(f"unknown microscope URI scheme in {uri!r}; expected sim:// or tcp://")

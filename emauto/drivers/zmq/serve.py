@@ -1,0 +1,68 @@
+"""Start a microscope-side server: build the backend, wrap it in the safety layer, serve."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from emauto.audit import AuditLog
+from emauto.drivers.zmq.auth import KeyRing
+from emauto.drivers.zmq.config import ServerConfig, check_bind
+from emauto.drivers.zmq.server import MicroscopeServer
+from emauto.errors import ConfigError
+from emauto.microscope import Microscope
+from emauto.safety import SafeMicroscope
+
+log = logging.getLogger(__name__)
+
+
+def build_backend(config: ServerConfig) -> Microscope:
+    """The backend named by ``config.backend`` (vendor adapters need their extras)."""
+    if config.backend == "sim":
+        from emauto.drivers import connect
+
+        if not config.sim_uri.startswith("sim://"):
+            raise ConfigError(f"sim_uri must be a sim:// URI, got {config.sim_uri!r}")
+        return connect(config.sim_uri)
+    if config.backend == "temscript":
+        from emauto.drivers.vendors.temscript import TemscriptMicroscope, open_temscript
+
+        return TemscriptMicroscope(open_temscript(config.temscript))
+    from emauto.drivers.vendors.nion import NionMicroscope
+
+    return NionMicroscope()
+
+
+def make_server(
+    config: ServerConfig, *, on_request: Callable[[str], None] | None = None
+) -> MicroscopeServer:
+    """A bound server for ``config`` (checks the bind, loads keys, opens the audit log)."""
+    check_bind(config)
+    keys = KeyRing(config.keys_dir) if config.keys_dir is not None else None
+    backend = build_backend(config)
+    try:
+        scope = SafeMicroscope(backend, config.safety, audit=AuditLog(config.audit_log))
+        server = MicroscopeServer(scope, config.bind, keys=keys, on_request=on_request)
+        server.open()
+    except BaseException:
+        backend.safe()
+        backend.close()
+        raise
+    return server
+
+
+def serve(config: ServerConfig, *, ready: Callable[[str], Any] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; the microscope is made safe on every exit path."""
+    server = make_server(config)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: server.stop())
+    try:
+        if ready is not None:
+            ready(server.endpoint or config.bind)
+        server.serve_forever()
+    finally:
+        server.close()
