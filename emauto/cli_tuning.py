@@ -70,8 +70,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _bench_probe_tuning(args: argparse.Namespace) -> int:
     from emauto.bench.probe_tuning import METHODS, run_probe_tuning_benchmark
+    from emauto.config import ProbeTuningConfig, load_yaml
 
     methods = list(METHODS) if args.method == "all" else [args.method]
+    config = load_yaml(args.config, ProbeTuningConfig) if args.config else None
     figures = run_probe_tuning_benchmark(
         methods,
         episodes=args.episodes,
@@ -80,6 +82,7 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
         budget_steps=args.budget,
         policy_path=args.policy,
         progress=not args.json,
+        config=config,
     )
     result: dict[str, Any] = figures if args.method == "all" else figures[args.method]
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
@@ -132,5 +135,6 @@ def add_tuning_bench(bench_tasks: Any) -> None:
     )
     bench.add_argument("--policy", help="RL policy folder (default: the shipped one)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--config", type=Path, help="ProbeTuningConfig YAML (e.g. a lower dose)")
     _add_episode_options(bench)
     bench.set_defaults(handler=_bench_probe_tuning)

@@ -209,9 +209,13 @@ class ProbeTuningConfig(BaseModel):
     max_probe_offset_m: float = Field(
         default=100e-9, ge=0, description="the specimen region: random parked probe position"
     )
-    reward: Literal["strehl", "estimator"] = Field(
+    reward: Literal["strehl", "wavefront", "estimator"] = Field(
         default="strehl",
-        description="strehl: twin ground truth; estimator: from the Ronchigram (hardware)",
+        description=(
+            "strehl: change of the twin's true Strehl ratio; wavefront: change of "
+            "-ln(true phase variance + 0.01) / ln(100), dense where the Strehl ratio is flat; "
+            "estimator: Strehl ratio predicted from the Ronchigrams (hardware)"
+        ),
     )
     step_penalty: float = Field(default=0.05, ge=0)
     success_bonus: float = Field(default=1.0, ge=0)

@@ -97,11 +97,16 @@ def run_probe_tuning_benchmark(
     budget_steps: int = DEFAULT_BUDGET_STEPS,
     policy_path: str | None = None,
     progress: bool = False,
+    config: ProbeTuningConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Run each method on the same ``episodes`` seeded episodes; figures keyed by method."""
+    """Run each method on the same ``episodes`` seeded episodes; figures keyed by method.
+
+    ``config`` changes the episodes (e.g. a lower dose); its ``max_steps`` is replaced by
+    ``budget_steps``.
+    """
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
-    config = ProbeTuningConfig(max_steps=budget_steps)
+    config = (config or ProbeTuningConfig()).model_copy(update={"max_steps": budget_steps})
     seeds = [seed * 100_000 + i for i in range(episodes)]
     figures: dict[str, dict[str, Any]] = {}
     for method in methods:

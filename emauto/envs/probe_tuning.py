@@ -4,8 +4,10 @@ An episode starts from the aligned state detuned by random aberrations (`ProbeTu
 start`); each step moves the chosen corrector knobs by ``action x step limit`` (absolute
 setpoints sent through the Microscope contract) and takes one Ronchigram. The episode
 succeeds, for every method alike, when the Strehl ratio over the probe-forming aperture
-reaches ``success_strehl`` (0.8); success and the ``strehl`` reward use the twin's ground
-truth (`SimulatedMicroscope.strehl_ratio`), which only a twin has. On a twin,
+reaches ``success_strehl`` (0.8); success and the ``strehl`` and ``wavefront`` rewards use
+the twin's ground truth (`SimulatedMicroscope.strehl_ratio`, `true_aberrations`), which only
+a twin has; ``wavefront`` (the change of ``-ln(phase variance + 0.01)``) stays informative
+far from the optimum, where the Strehl ratio is flat at zero. On a twin,
 ``reset(seed=...)`` also restarts the twin's noise and drift from that seed
 (`SimulatedMicroscope.restart`). On hardware use ``reward="estimator"``: the Strehl ratio
 predicted from the Ronchigram pair by the CNN estimator (`emauto.policies.estimator`).
@@ -96,9 +98,15 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         self._ground_truth: Callable[[], float] | None = getattr(
             self.microscope, "strehl_ratio", None
         )
-        if self.config.reward == "strehl" and self._ground_truth is None:
+        self._true_aberrations: Callable[[], optics.Aberrations] | None = getattr(
+            self.microscope, "true_aberrations", None
+        )
+        if self.config.reward != "estimator" and (
+            self._ground_truth is None or self._true_aberrations is None
+        ):
             raise ConfigError(
-                "reward='strehl' needs a twin's ground truth; use reward='estimator' on hardware"
+                f"reward={self.config.reward!r} needs a twin's ground truth; "
+                "use reward='estimator' on hardware"
             )
         if self.config.reward == "estimator" and strehl_from_image is None:
             from emauto.policies.estimator import load_default_strehl_predictor
@@ -123,6 +131,7 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         self._last_frame: Frame | None = None
         self._last_image: np.ndarray | None = None
         self._strehl = 0.0
+        self._potential = 0.0
         self._last_change = dict.fromkeys(self.knobs, 0.0)
         self._steps = 0
         self.acquisitions = 0
@@ -159,6 +168,8 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         self._last_change = dict.fromkeys(self.knobs, 0.0)
         observation = self._observe()
         self._strehl = self._measure_strehl(observation)
+        if self.config.reward == "wavefront":
+            self._potential = self._wavefront_potential()
         return observation, self._info()
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
@@ -186,7 +197,11 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         previous, self._strehl = self._strehl, self._measure_strehl(observation)
         terminated = self._strehl >= self.config.success_strehl
         truncated = not terminated and self._steps >= self.config.max_steps
-        reward = self._strehl - previous - self.config.step_penalty
+        if self.config.reward == "wavefront":
+            previous, self._potential = self._potential, self._wavefront_potential()
+            reward = self._potential - previous - self.config.step_penalty
+        else:
+            reward = self._strehl - previous - self.config.step_penalty
         if terminated:
             reward += self.config.success_bonus
         info = self._info()
@@ -241,8 +256,22 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         crop = aperture_crop_px(frame, self.config.convergence_rad, self.config.observation_margin)
         return ronchigram_image(frame.data, self.config.observation_size, crop)
 
+    def _wavefront_potential(self) -> float:
+        """``-ln(phase variance + 0.01) / ln(100)`` of the true aberrations: about -1 for a
+        badly aberrated probe, 1 for a perfect one, and smooth where the Strehl ratio is flat."""
+        assert self._true_aberrations is not None
+        values = self._true_aberrations().to_dict()
+        names = list(values)
+        variance = optics.phase_variance_batch(
+            np.array([[values[k] for k in names]]),
+            names,
+            self._wavelength,
+            self.config.convergence_rad,
+        )[0]
+        return -math.log(float(variance) + 0.01) / math.log(100.0)
+
     def _measure_strehl(self, observation: Observation) -> float:
-        if self.config.reward == "strehl" and self._ground_truth is not None:
+        if self.config.reward != "estimator" and self._ground_truth is not None:
             return float(self._ground_truth())
         assert self._strehl_from_image is not None
         return float(self._strehl_from_image(observation["ronchigram"], self._last_change))

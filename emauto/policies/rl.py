@@ -2,11 +2,12 @@
 
 Features: by default the frozen CNN estimator reads the observation's Ronchigram pair and
 the last action (the knob change between the two frames) and hands its aberration means and
-log-variances, with the action history, to the policy's MLP; ``features: cnn`` learns SB3's
-NatureCNN from scratch instead. Training uses vectorised envs, evaluation and checkpoint
-callbacks and a progress bar; TensorBoard logs on request. A trained policy is a folder:
-``policy.zip`` (SB3's format), ``config.yaml`` (the `RLTrainingConfig`) and
-``normalization.json`` (reward normalisation statistics; observations are not normalised).
+log-variances, with both frames' flatness and the action history, to the policy's MLP;
+``features: cnn`` learns SB3's NatureCNN from scratch instead. Training uses vectorised
+envs, evaluation and checkpoint callbacks and a progress bar; TensorBoard logs on request.
+A trained policy is a folder: ``policy.zip`` (SB3's format), ``config.yaml`` (the
+`RLTrainingConfig`) and ``normalization.json`` (reward normalisation statistics;
+observations are not normalised).
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from emauto.config import RLTrainingConfig, load_yaml
 from emauto.errors import ModelFileError
 from emauto.policies.base import Observation
 from emauto.policies.estimator import EstimatorNet, RonchigramEstimator
+from emauto.policies.flatness import flatness_torch
 
+#: Flatness (about 0.07-0.15) times this is of order one, like the other features.
+FLATNESS_GAIN = 10.0
 DEFAULT_POLICY = Path(__file__).with_name("weights") / "probe_tuning_ppo"
 
 
 class EstimatorFeatures(BaseFeaturesExtractor):
-    """Frozen estimator outputs (mean, log-var per aberration) + the action history."""
+    """Frozen estimator outputs (mean, log-var per aberration), the flatness of both frames
+    (`emauto.policies.flatness`, the fine-focus signal) and the action history."""
 
     def __init__(
         self,
@@ -42,7 +47,8 @@ class EstimatorFeatures(BaseFeaturesExtractor):
     ) -> None:
         estimator = RonchigramEstimator.load(estimator_path)
         history_dim = int(np.prod(observation_space["history"].shape or (0,)))
-        super().__init__(observation_space, 2 * len(estimator.knobs) + history_dim)
+        super().__init__(observation_space, 2 * len(estimator.knobs) + 2 + history_dim)
+        self.margin = estimator.metadata.observation_margin
         self.estimator: EstimatorNet = estimator.net
         for parameter in self.estimator.parameters():
             parameter.requires_grad_(False)
@@ -62,8 +68,10 @@ class EstimatorFeatures(BaseFeaturesExtractor):
         last_action = history[:, -self.n_knobs :]
         change = last_action @ self.action_to_change
         self.estimator.eval()
-        mean, log_var = self.estimator(observations["ronchigram"], change)
-        return torch.cat([mean, log_var / 10.0, history], dim=1)
+        images = observations["ronchigram"]
+        mean, log_var = self.estimator(images, change)
+        flat = FLATNESS_GAIN * flatness_torch(images, self.margin)
+        return torch.cat([mean, log_var / 10.0, flat, history], dim=1)
 
 
 class SB3Policy:

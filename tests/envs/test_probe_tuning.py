@@ -141,3 +141,36 @@ def test_estimator_reward_sees_the_pair_and_the_change(
     action[0] = 0.5
     env.step(action)
     assert calls[1][1]["C10"] == pytest.approx(30e-9) and calls[1][1]["C12a"] == 0.0
+
+
+def test_wavefront_reward_is_dense_and_rewards_correction(
+    scope: emauto.microscope.Microscope,
+) -> None:
+    """Far from the optimum the Strehl reward is flat; the wavefront reward still says which
+    way is better."""
+    config = {"reward": "wavefront", "step_penalty": 0.0}
+    env = ProbeTuningEnv(scope, config)
+    zero = dict.fromkeys(env._all_knobs, 0.0)
+    env.reset(seed=0, options={"offsets": {**zero, "C10": 50e-9}})
+    action = np.zeros(7, np.float32)
+    action[0] = -0.5  # 50 nm -> 20 nm: Strehl stays ~0, the wavefront improves
+    _, better, *_, info = env.step(action)
+    assert info["strehl"] < 0.05 and better > 0.05
+    action[0] = 0.5  # back to 50 nm
+    _, worse, *_ = env.step(action)
+    assert worse == pytest.approx(-better, abs=0.02)
+
+
+def test_ground_truth_rewards_need_a_twin(scope: emauto.microscope.Microscope) -> None:
+    class NoTruth:
+        def __init__(self, scope: emauto.microscope.Microscope) -> None:
+            self._scope = scope
+
+        def __getattr__(self, name: str) -> object:
+            if name in ("strehl_ratio", "true_aberrations", "restart"):
+                raise AttributeError(name)
+            return getattr(self._scope, name)
+
+    hardware = NoTruth(scope)
+    with pytest.raises(ConfigError, match="ground truth"):
+        ProbeTuningEnv(hardware, {"reward": "wavefront"})  # type: ignore[arg-type]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from emauto.config import ProbeTuningConfig, RLTrainingConfig
@@ -68,9 +67,8 @@ def test_bad_policy_folders_raise(tmp_path: Path) -> None:
 
 def test_shipped_policy_beats_random(carbon_uri: str, specimen_cache: Path) -> None:
     """The policy that ships with emauto succeeds more often than random actions."""
-    from emauto.bench.probe_tuning import make_policy
-
     import emauto
+    from emauto.bench.probe_tuning import make_policy
 
     scope = emauto.connect(carbon_uri, cache_dir=specimen_cache)
     env = ProbeTuningEnv(scope, ProbeTuningConfig(max_steps=8))
