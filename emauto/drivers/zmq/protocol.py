@@ -111,7 +111,7 @@ class SetArgs(BaseModel):
     setpoints: dict[Annotated[str, Field(max_length=64)], float] = Field(max_length=256)
 
 
-_ACQ: TypeAdapter[RonchigramRequest | ImageRequest] = TypeAdapter(AcquisitionRequest)  # type: ignore[arg-type]
+_ACQ: TypeAdapter[RonchigramRequest | ImageRequest] = TypeAdapter(AcquisitionRequest)
 
 
 # --------------------------------------------------------------------------- header codec

@@ -1,0 +1,138 @@
+"""Aberrations from probe shifts: the classical Ronchigram measurement.
+
+In the geometric (shadow-image) picture a specimen point ``x`` appears in the Ronchigram at
+the angle ``theta`` where ``x = p + grad W(theta)``; ``p`` is the probe position and
+``W = chi lambda / 2 pi`` the aberration function in length units (Krivanek Cartesian
+coefficients, `emauto.optics.chi_basis`). Moving the probe by a small ``delta`` moves the
+pattern near ``theta`` by ``-H(theta)^-1 delta``, ``H`` the Hessian of ``W``. Cross-
+correlating patches of Ronchigrams taken before and after probe shifts along x and y gives
+``H`` on a grid of angles; ``H`` is linear in the coefficients, so a least-squares fit
+returns them, the sign of defocus included. Unlike a pattern taken at another defocus, a
+shifted pattern keeps its Fresnel contrast, so the patches match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from emauto import optics
+
+#: Finite-difference step of the Hessian of the polynomial basis (rad).
+_HESSIAN_STEP_RAD = 1e-4
+
+
+def patch_shift(moved: np.ndarray, reference: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """Sub-pixel shift (rows, cols) of ``moved`` relative to ``reference`` (same shape).
+
+    Windowed FFT cross-correlation with a parabolic peak fit, repeated on ``moved`` shifted
+    back by the estimate so far (the window biases a single estimate towards zero).
+    """
+    window = np.outer(np.hanning(reference.shape[0]), np.hanning(reference.shape[1]))
+    ref = np.fft.fft2((reference - reference.mean()) * window)
+    ky = np.fft.fftfreq(moved.shape[0])[:, None]
+    kx = np.fft.fftfreq(moved.shape[1])[None, :]
+    spectrum = np.fft.fft2(moved)
+    total = np.zeros(2)
+    for _ in range(iterations):
+        back = np.fft.ifft2(spectrum * np.exp(2j * np.pi * (ky * total[0] + kx * total[1]))).real
+        corr = np.fft.fftshift(
+            np.fft.ifft2(np.fft.fft2((back - back.mean()) * window) * ref.conj()).real
+        )
+        i, j = np.unravel_index(int(np.argmax(corr)), corr.shape)
+        n0, n1 = corr.shape
+        step = np.array([i - n0 // 2, j - n1 // 2], dtype=np.float64)
+        for axis, (before, peak, after) in enumerate(
+            (
+                (corr[i - 1, j], corr[i, j], corr[(i + 1) % n0, j]),
+                (corr[i, j - 1], corr[i, j], corr[i, (j + 1) % n1]),
+            )
+        ):
+            curvature = before - 2 * peak + after
+            if curvature < 0:
+                step[axis] += 0.5 * (before - after) / curvature
+        total += step
+        if np.all(np.abs(step) < 0.01):
+            break
+    return total
+
+
+def shift_jacobians(
+    reference: np.ndarray,
+    moved_x: np.ndarray,
+    moved_y: np.ndarray,
+    pixel_rad: float,
+    delta_m: float,
+    max_angle_rad: float,
+    patch: int = 16,
+    stride: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Patch centres ``theta`` (N, 2) [x, y] in rad and Jacobians (N, 2, 2): column j is the
+    pattern's angular shift per metre of probe shift along axis j (x, y), in rad/m.
+
+    Frames are camera images ``[y, x]`` centred on the optical axis; only patches wholly
+    within ``max_angle_rad`` are used.
+    """
+    ny, nx = reference.shape
+    centres, jacobians = [], []
+    for top in range(0, ny - patch + 1, stride):
+        for left in range(0, nx - patch + 1, stride):
+            corners = np.array(
+                [[top, left], [top, left + patch], [top + patch, left], [top + patch, left + patch]]
+            )
+            offsets = (corners - np.array([ny / 2, nx / 2])) * pixel_rad
+            if np.any(np.hypot(offsets[:, 0], offsets[:, 1]) > max_angle_rad):
+                continue
+            window = (slice(top, top + patch), slice(left, left + patch))
+            columns = []
+            for moved in (moved_x, moved_y):
+                rows, cols = patch_shift(moved[window], reference[window])
+                columns.append([cols * pixel_rad / delta_m, rows * pixel_rad / delta_m])
+            centres.append(
+                [(left + patch / 2 - nx / 2) * pixel_rad, (top + patch / 2 - ny / 2) * pixel_rad]
+            )
+            jacobians.append(np.array(columns).T)
+    return np.array(centres), np.array(jacobians)
+
+
+def _basis_hessians(theta: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Hessians of each basis function of W (m per m of coefficient) at theta: (N, K, 2, 2)."""
+    h = _HESSIAN_STEP_RAD
+
+    def w(dx: float, dy: float) -> np.ndarray:
+        return optics.chi_basis(theta[:, 0] + dx, theta[:, 1] + dy, tuple(names)).T  # (N, K)
+
+    centre = w(0, 0)
+    wxx = (w(h, 0) - 2 * centre + w(-h, 0)) / h**2
+    wyy = (w(0, h) - 2 * centre + w(0, -h)) / h**2
+    wxy = (w(h, h) - w(h, -h) - w(-h, h) + w(-h, -h)) / (4 * h**2)
+    return np.stack([np.stack([wxx, wxy], -1), np.stack([wxy, wyy], -1)], -2)
+
+
+def fit_aberrations(
+    theta: np.ndarray, jacobians: np.ndarray, names: Sequence[str]
+) -> tuple[dict[str, float], float]:
+    """Least-squares coefficients (m) from the measured Jacobians, and the RMS misfit of the
+    Hessian (m). ``H = -J^-1`` at every patch; patches with singular J are skipped."""
+    hessians, keep = [], []
+    for index, jacobian in enumerate(jacobians):
+        if abs(np.linalg.det(jacobian)) < 1e-30:
+            continue
+        hessian = -np.linalg.inv(jacobian)
+        hessians.append(0.5 * (hessian + hessian.T))
+        keep.append(index)
+    if len(keep) * 3 < len(names):
+        raise ValueError(f"{len(keep)} usable patches cannot fit {len(names)} coefficients")
+    measured = np.array(hessians)
+    basis = _basis_hessians(theta[keep], names)  # (N, K, 2, 2)
+    rows = np.concatenate(
+        [basis[:, :, 0, 0], basis[:, :, 0, 1], basis[:, :, 1, 1]], axis=0
+    )  # (3N, K)
+    target = np.concatenate([measured[:, 0, 0], measured[:, 0, 1], measured[:, 1, 1]])
+    scale = np.linalg.norm(rows, axis=0)
+    scale[scale == 0] = 1.0
+    solution, *_ = np.linalg.lstsq(rows / scale, target, rcond=None)
+    coefficients = solution / scale
+    misfit = float(np.sqrt(np.mean((rows @ coefficients - target) ** 2)))
+    return dict(zip(names, coefficients.tolist(), strict=True)), misfit
