@@ -65,8 +65,8 @@ def shift_jacobians(
     pixel_rad: float,
     delta_m: float,
     max_angle_rad: float,
-    patch: int = 16,
-    stride: int = 8,
+    patch: int = 20,
+    stride: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Patch centres ``theta`` (N, 2) [x, y] in rad and Jacobians (N, 2, 2): column j is the
     pattern's angular shift per metre of probe shift along axis j (x, y), in rad/m.

@@ -39,7 +39,7 @@ def test_probe_shifts_measure_defocus_and_astigmatism(
         frames.append(carbon.acquire(request))
     pixel = frames[0].calibrations[0].scale
     theta, jacobians = shift_jacobians(
-        *(f.data.astype(np.float64) for f in frames), pixel, delta, 0.027, stride=4
+        *(f.data.astype(np.float64) for f in frames), pixel, delta, 0.029
     )
     fit, _ = fit_aberrations(theta, jacobians, NAMES)
     assert fit["C10"] == pytest.approx(defocus_m, rel=0.1)
