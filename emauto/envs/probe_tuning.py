@@ -150,6 +150,9 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             restart(int(rng.integers(2**31)))  # a twin: same seed, same noise and drift
         offsets = draw_start(self.config, rng)
         if options and "offsets" in options:
+            unknown = sorted(set(options["offsets"]) - set(self._all_knobs))
+            if unknown:
+                raise ConfigError(f"options['offsets']: unknown knob(s) {unknown}")
             offsets.update({k: float(v) for k, v in options["offsets"].items()})
         setpoints = {k: self.reference[k] + offsets.get(k, 0.0) for k in self._all_knobs}
         description = self.microscope.describe()

@@ -117,6 +117,12 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
         load_yaml(bad, ProbeTuningConfig)
 
 
+def test_unknown_start_offsets_are_rejected(scope: emauto.microscope.Microscope) -> None:
+    env = ProbeTuningEnv(scope)
+    with pytest.raises(ConfigError, match="Z99"):
+        env.reset(seed=0, options={"offsets": {"Z99": 1e-9}})
+
+
 def test_closing_leaves_the_beam_blanked(scope: emauto.microscope.Microscope) -> None:
     env = ProbeTuningEnv(scope)
     env.reset(seed=0)
