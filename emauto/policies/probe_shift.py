@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from emauto import optics
+from emauto.microscope import Frame, Microscope, RonchigramRequest
 
 #: Finite-difference step of the Hessian of the polynomial basis (rad).
 _HESSIAN_STEP_RAD = 1e-4
@@ -67,12 +68,16 @@ def shift_jacobians(
     max_angle_rad: float,
     patch: int = 20,
     stride: int = 4,
+    reference_after: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Patch centres ``theta`` (N, 2) [x, y] in rad and Jacobians (N, 2, 2): column j is the
     pattern's angular shift per metre of probe shift along axis j (x, y), in rad/m.
 
     Frames are camera images ``[y, x]`` centred on the optical axis; only patches wholly
-    within ``max_angle_rad`` are used.
+    within ``max_angle_rad`` are used. Specimen drift moves the pattern exactly as a probe
+    shift does; ``reference_after``, a fourth frame at the reference position taken after
+    the two shifted ones (equal intervals), measures it, and 1/3 and 2/3 of its shift are
+    taken off the x and y frames'.
     """
     ny, nx = reference.shape
     centres, jacobians = [], []
@@ -85,9 +90,12 @@ def shift_jacobians(
             if np.any(np.hypot(offsets[:, 0], offsets[:, 1]) > max_angle_rad):
                 continue
             window = (slice(top, top + patch), slice(left, left + patch))
+            drift = np.zeros(2)
+            if reference_after is not None:
+                drift = patch_shift(reference_after[window], reference[window]) / 3
             columns = []
-            for moved in (moved_x, moved_y):
-                rows, cols = patch_shift(moved[window], reference[window])
+            for intervals, moved in ((1, moved_x), (2, moved_y)):
+                rows, cols = patch_shift(moved[window], reference[window]) - intervals * drift
                 columns.append([cols * pixel_rad / delta_m, rows * pixel_rad / delta_m])
             centres.append(
                 [(left + patch / 2 - nx / 2) * pixel_rad, (top + patch / 2 - ny / 2) * pixel_rad]
@@ -136,3 +144,33 @@ def fit_aberrations(
     coefficients = solution / scale
     misfit = float(np.sqrt(np.mean((rows @ coefficients - target) ** 2)))
     return dict(zip(names, coefficients.tolist(), strict=True)), misfit
+
+
+def measure(
+    microscope: Microscope,
+    position_m: tuple[float, float],
+    names: Sequence[str] = ("C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b"),
+    delta_m: float = 1.5e-10,
+    exposure_s: float = 1e-2,
+    max_angle_rad: float = 0.029,
+) -> tuple[dict[str, float], list[Frame]]:
+    """Measure the aberrations (m) at the present optics from four Ronchigrams: at
+    ``position_m``, moved ``delta_m`` along x, along y, and back (for drift).
+
+    Best 30-80 nm out of focus, where the pattern is a fine speckle; returns the fit and the
+    frames (four acquisitions, to be counted and dosed by the caller).
+    """
+    x, y = position_m
+    frames = [
+        microscope.acquire(RonchigramRequest(exposure_s=exposure_s, probe_position_m=p))
+        for p in ((x, y), (x + delta_m, y), (x, y + delta_m), (x, y))
+    ]
+    angular = [c.scale for c in frames[0].calibrations if c.units == "rad"]
+    if not angular:
+        raise ValueError("the Ronchigram frames carry no angular (rad) calibration")
+    data = [np.asarray(f.data, dtype=np.float64) for f in frames]
+    theta, jacobians = shift_jacobians(
+        data[0], data[1], data[2], angular[0], delta_m, max_angle_rad, reference_after=data[3]
+    )
+    fit, _ = fit_aberrations(theta, jacobians, names)
+    return fit, frames

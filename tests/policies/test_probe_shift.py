@@ -7,7 +7,7 @@ import pytest
 
 import emauto
 from emauto.microscope import RonchigramRequest
-from emauto.policies.probe_shift import fit_aberrations, patch_shift, shift_jacobians
+from emauto.policies.probe_shift import fit_aberrations, measure, patch_shift, shift_jacobians
 
 NAMES = ("C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b")
 
@@ -45,3 +45,19 @@ def test_probe_shifts_measure_defocus_and_astigmatism(
     assert fit["C10"] == pytest.approx(defocus_m, rel=0.1)
     assert fit["C12a"] == pytest.approx(3e-9, abs=3e-9)
     assert abs(fit["C12b"]) < 3e-9
+
+
+def test_measure_with_every_twin_effect_on(carbon: emauto.microscope.Microscope) -> None:
+    """Noise, drift, lens lag, hysteresis and scan jitter on: four frames at 40 nm of
+    overfocus with 4 nm of A1 and 100 nm of B2 still give C10 within 4 nm and A1 within 3 nm
+    (bounds ~2x the RMS measured over random states, README)."""
+    setpoints = dict.fromkeys(NAMES, 0.0)
+    setpoints.update(C10=40e-9, C12b=-4e-9, C21a=100e-9)
+    carbon.set(setpoints)
+    carbon.acquire(RonchigramRequest(exposure_s=1e-3, wait_s=0.2))  # lenses settle
+    fit, frames = measure(carbon, (20e-9, 10e-9))
+    assert len(frames) == 4 and all(f.dose_e > 0 for f in frames)
+    truth = carbon.true_aberrations()  # type: ignore[attr-defined]
+    assert fit["C10"] == pytest.approx(truth.C10, abs=4e-9)
+    assert fit["C12b"] == pytest.approx(truth.C12b, abs=3e-9)
+    assert fit["C21a"] > 30e-9  # the right sign; B2 is read ~30 % low (see the note)
