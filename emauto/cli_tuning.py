@@ -9,6 +9,9 @@ from typing import Any
 
 from emauto.errors import ConfigError
 
+#: The tuning methods (`emauto.bench.probe_tuning.METHODS`, listed here to keep --help fast).
+METHODS_CHOICES = ("shift", "cnn", "bo", "simplex", "rl", "random")
+
 
 def _dataset(args: argparse.Namespace) -> int:
     from emauto.config import EstimatorDataConfig, load_yaml
@@ -130,9 +133,7 @@ def _add_episode_options(parser: argparse.ArgumentParser) -> None:
 def add_tuning_bench(bench_tasks: Any) -> None:
     """Register `bench probe-tuning`."""
     bench = bench_tasks.add_parser("probe-tuning", help="every tuning method, same episodes")
-    bench.add_argument(
-        "--method", choices=["cnn", "bo", "simplex", "rl", "random", "all"], default="all"
-    )
+    bench.add_argument("--method", choices=[*METHODS_CHOICES, "all"], default="all")
     bench.add_argument("--policy", help="RL policy folder (default: the shipped one)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--config", type=Path, help="ProbeTuningConfig YAML (e.g. a lower dose)")

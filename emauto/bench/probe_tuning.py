@@ -27,9 +27,9 @@ import numpy as np
 from emauto.config import ProbeTuningConfig
 from emauto.envs.probe_tuning import ProbeTuningEnv
 from emauto.errors import ConfigError
-from emauto.policies.base import EpisodeResult, TuningPolicy, run_episode
+from emauto.policies.base import CountingMicroscope, EpisodeResult, TuningPolicy, run_episode
 
-METHODS = ("cnn", "bo", "simplex", "rl", "random")
+METHODS = ("shift", "cnn", "bo", "simplex", "rl", "random")
 #: The Ronchigrams each method may take after the reset frame.
 DEFAULT_BUDGET_STEPS = 30
 
@@ -38,6 +38,10 @@ def make_policy(
     method: str, env: ProbeTuningEnv, seed: int = 0, policy_path: str | None = None
 ) -> TuningPolicy:
     """A policy for ``env`` by method name (see `METHODS`)."""
+    if method == "shift":
+        from emauto.policies.shift_correct import ProbeShiftPolicy
+
+        return ProbeShiftPolicy(env.knobs, env.step_limits, env.microscope)
     if method == "random":
         from emauto.policies.random_policy import RandomPolicy
 
@@ -110,12 +114,19 @@ def run_probe_tuning_benchmark(
     seeds = [seed * 100_000 + i for i in range(episodes)]
     figures: dict[str, dict[str, Any]] = {}
     for method in methods:
-        env = ProbeTuningEnv(microscope, config)
+        from emauto.drivers import connect
+
+        counter = CountingMicroscope(connect(microscope))
+        env = ProbeTuningEnv(counter, config)
         try:
             policy = make_policy(method, env, seed, policy_path)
             results = []
             for index, episode_seed in enumerate(seeds):
-                results.append(run_episode(env, policy, episode_seed))
+                results.append(
+                    run_episode(
+                        env, policy, episode_seed, counter, max_acquisitions=budget_steps + 1
+                    )
+                )
                 if progress:
                     last = results[-1]
                     print(
@@ -128,5 +139,6 @@ def run_probe_tuning_benchmark(
                 close()
         finally:
             env.close()
+            counter.close()
         figures[method] = summarise(results, budget_steps)
     return figures

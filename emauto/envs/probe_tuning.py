@@ -286,4 +286,5 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             "dose_e": self.dose_e,
             "is_success": self._strehl >= self.config.success_strehl,
             "change_m": dict(self._last_change),
+            "probe_position_m": self._position,
         }

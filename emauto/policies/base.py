@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
+from emauto.microscope import Frame, ImageRequest, Microscope, RonchigramRequest
+
 Observation = dict[str, np.ndarray]
 
 
@@ -51,34 +53,78 @@ class EpisodeResult:
     strehl_path: list[float] = field(default_factory=list)
 
 
-def run_episode(env: gym.Env[Any, Any], policy: TuningPolicy, seed: int) -> EpisodeResult:
+class CountingMicroscope:
+    """A Microscope wrapper that counts every acquisition and its dose, whoever takes it (the
+    env or a policy that measures on its own); everything else passes through."""
+
+    def __init__(self, microscope: Microscope) -> None:
+        self._microscope = microscope
+        self.acquisitions = 0
+        self.dose_e = 0.0
+
+    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
+        frame = self._microscope.acquire(request)
+        self.acquisitions += 1
+        self.dose_e += frame.dose_e
+        return frame
+
+    def reset_counts(self) -> None:
+        self.acquisitions, self.dose_e = 0, 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._microscope, name)
+
+
+def run_episode(
+    env: gym.Env[Any, Any],
+    policy: TuningPolicy,
+    seed: int,
+    counter: CountingMicroscope | None = None,
+    max_acquisitions: int | None = None,
+) -> EpisodeResult:
     """Run one episode of ``policy`` on ``env`` from ``reset(seed=seed)``.
 
     Success, for every method alike: the env's ``info["is_success"]`` at any acquisition
-    (ground-truth Strehl >= the threshold on a twin). The episode ends there.
+    (ground-truth Strehl >= the threshold on a twin). The episode ends there, at the env's
+    own end, or once ``max_acquisitions`` are spent. With ``counter`` (the env's microscope,
+    wrapped) acquisitions and dose are counted at the Microscope boundary, so frames a policy
+    takes itself count too; otherwise the env's count is used.
     """
+
+    def spent() -> tuple[int, float]:
+        if counter is not None:
+            return counter.acquisitions, counter.dose_e
+        return int(info["acquisitions"]), float(info["dose_e"])
+
     started = time.perf_counter()
+    if counter is not None:
+        counter.reset_counts()
     observation, info = env.reset(seed=seed)
     policy.reset(observation, info)
     path = [float(info["strehl"])]
-    success_at = info["acquisitions"] if info["is_success"] else None
-    success_dose = info["dose_e"] if info["is_success"] else None
+    success_at, success_dose = spent() if info["is_success"] else (None, None)
     done = success_at is not None
     while not done:
         action = np.asarray(policy.suggest(), dtype=np.float32)
         observation, reward, terminated, truncated, info = env.step(action)
-        policy.ingest(action, observation, float(reward), info)
         path.append(float(info["strehl"]))
-        if info["is_success"]:
-            success_at, success_dose = info["acquisitions"], info["dose_e"]
-        done = terminated or truncated or success_at is not None
+        acquisitions, _ = spent()
+        over_budget = max_acquisitions is not None and acquisitions > max_acquisitions
+        if info["is_success"] and not over_budget:
+            success_at, success_dose = spent()
+        done = terminated or truncated or success_at is not None or over_budget
+        if not done:
+            policy.ingest(action, observation, float(reward), info)
+            acquisitions, _ = spent()
+            done = max_acquisitions is not None and acquisitions >= max_acquisitions
+    acquisitions, dose = spent()
     return EpisodeResult(
         success=success_at is not None,
-        acquisitions=int(info["acquisitions"]),
+        acquisitions=acquisitions,
         acquisitions_to_success=success_at,
         final_strehl=path[-1],
         best_strehl=max(path),
-        dose_e=float(info["dose_e"]),
+        dose_e=dose,
         dose_to_success_e=success_dose,
         wall_s=time.perf_counter() - started,
         strehl_path=path,

@@ -13,7 +13,7 @@ from emauto.bench.probe_tuning import make_policy, run_probe_tuning_benchmark, s
 from emauto.cli import main
 from emauto.config import ProbeTuningConfig
 from emauto.envs.probe_tuning import ProbeTuningEnv
-from emauto.policies.base import EpisodeResult, TuningPolicy
+from emauto.policies.base import CountingMicroscope, EpisodeResult, TuningPolicy, run_episode
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def env(carbon: emauto.microscope.Microscope) -> ProbeTuningEnv:
     return ProbeTuningEnv(carbon, ProbeTuningConfig(max_steps=6))
 
 
-@pytest.mark.parametrize("method", ["cnn", "bo", "simplex", "random"])
+@pytest.mark.parametrize("method", ["shift", "cnn", "bo", "simplex", "random"])
 def test_every_method_is_a_tuning_policy(env: ProbeTuningEnv, method: str) -> None:
     policy = make_policy(method, env, seed=0)
     assert isinstance(policy, TuningPolicy) and policy.name == method
@@ -56,6 +56,21 @@ def test_measure_and_correct_probes_then_cancels(env: ProbeTuningEnv) -> None:
     observation, reward, *_, info = env.step(correction)
     truth = env.microscope.true_aberrations()  # type: ignore[attr-defined]
     assert abs(truth.C10) < 4e-9
+
+
+def test_policy_frames_are_counted_and_the_budget_holds(
+    carbon: emauto.microscope.Microscope,
+) -> None:
+    """The shift policy takes 4 frames of its own per measurement; a CountingMicroscope
+    counts them with the env's, and the episode stops at the acquisition budget."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=30))
+    policy = make_policy("shift", env)
+    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=13)
+    # reset 1 + (probe 1 + measure 4 + correct 1) x 2 rounds = 13
+    assert result.acquisitions == 13 and counter.acquisitions == 13
+    assert result.dose_e == pytest.approx(counter.dose_e) and result.dose_e > 0
+    assert len(result.strehl_path) == 1 + 4  # the reset and four env steps
 
 
 def test_simplex_thread_stops_on_reset_and_close(env: ProbeTuningEnv) -> None:
@@ -126,3 +141,10 @@ def test_bench_command_prints_json(
     assert 0 <= figures["success_rate"] <= 1 and figures["budget_acquisitions"] == 3
     with pytest.raises(SystemExit):
         main(["bench", "probe-tuning", "--method", "nope"])
+
+
+def test_cli_lists_every_bench_method() -> None:
+    from emauto.bench.probe_tuning import METHODS
+    from emauto.cli_tuning import METHODS_CHOICES
+
+    assert tuple(METHODS_CHOICES) == tuple(METHODS)
