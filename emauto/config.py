@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from emauto.errors import ConfigError
+from emauto.optics import KRIVANEK_ALIASES
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -142,13 +143,7 @@ def validate_model(data: Any, model: type[ModelT], *, source: str) -> ModelT:
 
 #: The knobs of each probe-tuning aberration, in Krivanek Cartesian components.
 TUNING_KNOB_GROUPS: dict[str, tuple[str, ...]] = {
-    "C1": ("C10",),
-    "A1": ("C12a", "C12b"),
-    "B2": ("C21a", "C21b"),
-    "A2": ("C23a", "C23b"),
-    "C3": ("C30",),
-    "S3": ("C32a", "C32b"),
-    "A3": ("C34a", "C34b"),
+    name: KRIVANEK_ALIASES[name] for name in ("C1", "A1", "B2", "A2", "C3", "S3", "A3")
 }
 
 

@@ -411,6 +411,27 @@ def _disc_basis(names: tuple[str, ...], n: int) -> tuple[np.ndarray, np.ndarray]
     return basis, powers
 
 
+def _aperture_phase(
+    coefficients: np.ndarray,
+    names: Sequence[str],
+    wavelength_m: float,
+    aperture_rad: float,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """chi (B, P) at the disc quadrature points of (B, K) coefficient sets, and the weights."""
+    coefficients = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
+    if coefficients.ndim != 2 or coefficients.shape[1] != len(names):
+        raise ValueError(
+            f"coefficients must be (B, {len(names)}) for {len(names)} names, "
+            f"got shape {coefficients.shape}"
+        )
+    _check_positive("aperture_rad", aperture_rad)
+    basis, powers = _disc_basis(tuple(names), n)
+    _, _, weights = _disc_quadrature(n)
+    phase = (coefficients * ((2 * math.pi / wavelength_m) * aperture_rad**powers)) @ basis
+    return phase, weights
+
+
 def strehl_ratio_batch(
     coefficients: np.ndarray,
     names: Sequence[str],
@@ -424,16 +445,7 @@ def strehl_ratio_batch(
     relative to the aberration-free probe. ``names`` (K) orders the columns. The mean is
     ``1 + sum w (exp(-i chi) - 1)`` so that a flat phase gives exactly 1.
     """
-    coefficients = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
-    if coefficients.ndim != 2 or coefficients.shape[1] != len(names):
-        raise ValueError(
-            f"coefficients must be (B, {len(names)}) for {len(names)} names, "
-            f"got shape {coefficients.shape}"
-        )
-    _check_positive("aperture_rad", aperture_rad)
-    basis, powers = _disc_basis(tuple(names), n)
-    _, _, weights = _disc_quadrature(n)
-    phase = (coefficients * ((2 * math.pi / wavelength_m) * aperture_rad**powers)) @ basis
+    phase, weights = _aperture_phase(coefficients, names, wavelength_m, aperture_rad, n)
     deviation = -2 * np.sin(phase / 2) ** 2 - 1j * np.sin(phase)  # exp(-i chi) - 1
     mean = 1 + deviation @ weights
     return np.minimum(np.abs(mean) ** 2, 1.0)
@@ -451,16 +463,7 @@ def phase_variance_batch(
     Piston-free wavefront error: Marechal's ``S ~ exp(-variance)`` holds for small values,
     and unlike the Strehl ratio the variance keeps a slope far from the optimum.
     """
-    coefficients = np.atleast_2d(np.asarray(coefficients, dtype=np.float64))
-    if coefficients.ndim != 2 or coefficients.shape[1] != len(names):
-        raise ValueError(
-            f"coefficients must be (B, {len(names)}) for {len(names)} names, "
-            f"got shape {coefficients.shape}"
-        )
-    _check_positive("aperture_rad", aperture_rad)
-    basis, powers = _disc_basis(tuple(names), n)
-    _, _, weights = _disc_quadrature(n)
-    phase = (coefficients * ((2 * math.pi / wavelength_m) * aperture_rad**powers)) @ basis
+    phase, weights = _aperture_phase(coefficients, names, wavelength_m, aperture_rad, n)
     mean = phase @ weights
     return np.maximum(np.square(phase) @ weights - mean**2, 0.0)
 
@@ -473,6 +476,16 @@ def strehl_ratio(
     if not names:
         return 1.0
     return float(strehl_ratio_batch(coefficients[None], names, wavelength_m, aperture_rad, n)[0])
+
+
+def phase_variance(
+    aberrations: Aberrations, wavelength_m: float, aperture_rad: float, n: int = 32
+) -> float:
+    """Variance of chi (rad^2) of one aberration set over a filled disc of ``aperture_rad``."""
+    names, coefficients = _nonzero(aberrations)
+    if not names:
+        return 0.0
+    return float(phase_variance_batch(coefficients[None], names, wavelength_m, aperture_rad, n)[0])
 
 
 def _grid_shape(gpts: int | tuple[int, int]) -> tuple[int, int]:

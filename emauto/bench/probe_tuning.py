@@ -113,9 +113,9 @@ def run_probe_tuning_benchmark(
     config = (config or ProbeTuningConfig()).model_copy(update={"max_steps": budget_steps})
     seeds = [seed * 100_000 + i for i in range(episodes)]
     figures: dict[str, dict[str, Any]] = {}
-    for method in methods:
-        from emauto.drivers import connect
+    from emauto.drivers import connect
 
+    for method in methods:
         counter = CountingMicroscope(connect(microscope))
         env = ProbeTuningEnv(counter, config)
         try:

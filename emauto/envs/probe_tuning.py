@@ -263,15 +263,10 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         """``-ln(phase variance + 0.01) / ln(100)`` of the true aberrations: about -1 for a
         badly aberrated probe, 1 for a perfect one, and smooth where the Strehl ratio is flat."""
         assert self._true_aberrations is not None
-        values = self._true_aberrations().to_dict()
-        names = list(values)
-        variance = optics.phase_variance_batch(
-            np.array([[values[k] for k in names]]),
-            names,
-            self._wavelength,
-            self.config.convergence_rad,
-        )[0]
-        return -math.log(float(variance) + 0.01) / math.log(100.0)
+        variance = optics.phase_variance(
+            self._true_aberrations(), self._wavelength, self.config.convergence_rad
+        )
+        return -math.log(variance + 0.01) / math.log(100.0)
 
     def _measure_strehl(self, observation: Observation) -> float:
         if self.config.reward != "estimator" and self._ground_truth is not None:
