@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from emauto import __version__
+from emauto.cli_agent import add_agent_commands
 from emauto.cli_driver import add_driver_bench, add_driver_commands
 from emauto.cli_tuning import add_tuning_bench, add_tuning_commands
 from emauto.errors import EmautoError
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_tuning_commands(commands)
     add_driver_commands(commands)
+    add_agent_commands(commands)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     _add_bench_parsers(bench.add_subparsers(dest="task", required=True, metavar="TASK"))
     return parser

@@ -98,3 +98,29 @@ class ProtocolError(TransportError, ValueError):
 
 class AuthError(TransportError, PermissionError):
     """Authentication failed or keys are missing/invalid."""
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+class SessionError(EmautoError, ValueError):
+    """A recorded session cannot be written or read as asked."""
+
+
+class SessionCorruptError(SessionError):
+    """A session's files are damaged beyond a torn last line (which opening repairs)."""
+
+
+class ReplayExhaustedError(BackendError):
+    """A replayed session has no more recorded frames matching the request."""
+
+
+# --------------------------------------------------------------------------- agent
+
+
+class AgentStateError(EmautoError, RuntimeError):
+    """A daemon command is not allowed in the daemon's current state."""
+
+
+class AbortedError(EmautoError, RuntimeError):
+    """The operator aborted the running plan."""

@@ -27,48 +27,13 @@ import numpy as np
 from emauto.config import ProbeTuningConfig
 from emauto.envs.probe_tuning import ProbeTuningEnv
 from emauto.errors import ConfigError
-from emauto.policies.base import CountingMicroscope, EpisodeResult, TuningPolicy, run_episode
+from emauto.policies.base import CountingMicroscope, EpisodeResult, run_episode
+from emauto.policies.registry import METHODS, make_policy
 
-METHODS = ("shift", "cnn", "bo", "simplex", "rl", "random")
+__all__ = ["METHODS", "make_policy", "run_probe_tuning_benchmark", "summarise"]
+
 #: The Ronchigrams each method may take after the reset frame.
 DEFAULT_BUDGET_STEPS = 30
-
-
-def make_policy(
-    method: str, env: ProbeTuningEnv, seed: int = 0, policy_path: str | None = None
-) -> TuningPolicy:
-    """A policy for ``env`` by method name (see `METHODS`)."""
-    if method == "shift":
-        from emauto.policies.shift_correct import ProbeShiftPolicy
-
-        return ProbeShiftPolicy(env.knobs, env.step_limits, env.microscope)
-    if method == "random":
-        from emauto.policies.random_policy import RandomPolicy
-
-        return RandomPolicy(len(env.knobs), seed)
-    if method == "rl":
-        from emauto.policies.rl import load_policy
-
-        return load_policy(policy_path)
-    from emauto.policies.estimator import load_default_estimator
-
-    estimator = load_default_estimator()
-    if method == "cnn":
-        from emauto.policies.measure_correct import MeasureCorrectPolicy
-
-        return MeasureCorrectPolicy(env.knobs, env.step_limits, estimator)
-    from emauto.policies.objective import RonchigramObjective
-
-    objective = RonchigramObjective(estimator, env.config.convergence_rad)
-    if method == "bo":
-        from emauto.policies.bayesopt import BayesOptPolicy
-
-        return BayesOptPolicy(env.knobs, objective, seed=seed)
-    if method == "simplex":
-        from emauto.policies.baselines import NelderMeadPolicy
-
-        return NelderMeadPolicy(env.knobs, objective)
-    raise ConfigError(f"unknown method {method!r}; expected one of {METHODS} or 'all'")
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -60,9 +60,24 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
       keyword arguments override `SimConfig` fields (e.g. ``config=SimConfig(...)``).
     - ``tcp://host:port[?timeout=S&retries=N&key=CLIENT.key_secret&server_key=server.key]``
       an `emauto serve` server over ZeroMQ; keyword arguments go to `RemoteMicroscope`.
+    - ``replay://SESSION[?task=NAME]`` a recorded session (`emauto.drivers.replay`).
+
+    ``record=FOLDER`` (any scheme) records every call into a new session folder
+    (`emauto.sessions.RecordingMicroscope`); ``metadata=`` adds to its start document.
     """
     if not isinstance(uri, str):
         raise ConfigError(f"expected a URI string, got {type(uri).__name__}")
+    record = kwargs.pop("record", None)
+    metadata = kwargs.pop("metadata", None)
+    if record is not None:
+        from emauto.sessions.recorder import RecordingMicroscope
+
+        inner = connect(uri, **kwargs)
+        try:
+            return RecordingMicroscope.open(inner, record, {"uri": uri, **(metadata or {})})
+        except BaseException:
+            inner.close()
+            raise
     scheme = urlsplit(uri).scheme
     if scheme == "sim":
         from emauto.drivers.sim import SimulatedMicroscope
@@ -76,5 +91,9 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
 
         return connect_remote(uri, **kwargs)
     if scheme == "replay":
-        raise ConfigError("replay:// backends are not available in this version of emauto")
-    raise ConfigError(f"unknown microscope URI scheme in {uri!r}; expected sim:// or tcp://")
+        from emauto.drivers.replay import open_replay
+
+        return open_replay(uri, **kwargs)
+    raise ConfigError(
+        f"unknown microscope URI scheme in {uri!r}; expected sim://, tcp:// or replay://"
+    )

@@ -146,8 +146,10 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         super().reset(seed=seed)
         rng = self.np_random
         restart = getattr(self.microscope, "restart", None)
-        if seed is not None and callable(restart):
-            restart(int(rng.integers(2**31)))  # a twin: same seed, same noise and drift
+        if seed is not None:  # drawn on every backend, so the episode is the same on all
+            twin_seed = int(rng.integers(2**31))
+            if callable(restart):
+                restart(twin_seed)  # an in-process twin: same seed, same noise and drift
         offsets = draw_start(self.config, rng)
         if options and "offsets" in options:
             unknown = sorted(set(options["offsets"]) - set(self._all_knobs))

@@ -9,6 +9,7 @@ daemon drive RL, Bayesian optimisation, the CNN and the baselines through this l
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,6 +19,8 @@ import numpy as np
 from emauto.microscope import Frame, ImageRequest, Microscope, RonchigramRequest
 
 Observation = dict[str, np.ndarray]
+#: ``on_step(action, reward, terminated, truncated, info)`` after each env step.
+StepCallback = Callable[[np.ndarray, float, bool, bool, dict[str, Any]], None]
 
 
 @runtime_checkable
@@ -81,14 +84,18 @@ def run_episode(
     seed: int,
     counter: CountingMicroscope | None = None,
     max_acquisitions: int | None = None,
+    on_step: StepCallback | None = None,
+    options: dict[str, Any] | None = None,
 ) -> EpisodeResult:
     """Run one episode of ``policy`` on ``env`` from ``reset(seed=seed)``.
 
     Success, for every method alike: the env's ``info["is_success"]`` at any acquisition
     (ground-truth Strehl >= the threshold on a twin). The episode ends there, at the env's
-    own end, or once ``max_acquisitions`` are spent. With ``counter`` (the env's microscope,
-    wrapped) acquisitions and dose are counted at the Microscope boundary, so frames a policy
-    takes itself count too; otherwise the env's count is used.
+    own end, or once ``max_acquisitions`` are spent. ``on_step(action, reward, terminated,
+    truncated, info)`` is told every step (recording, progress); ``options`` go to
+    ``env.reset``. With ``counter`` (the env's
+    microscope, wrapped) acquisitions and dose are counted at the Microscope boundary, so
+    frames a policy takes itself count too; otherwise the env's count is used.
     """
 
     def spent() -> tuple[int, float]:
@@ -99,7 +106,7 @@ def run_episode(
     started = time.perf_counter()
     if counter is not None:
         counter.reset_counts()
-    observation, info = env.reset(seed=seed)
+    observation, info = env.reset(seed=seed, options=options)
     policy.reset(observation, info)
     path = [float(info["strehl"])]
     success_at, success_dose = spent() if info["is_success"] else (None, None)
@@ -108,6 +115,8 @@ def run_episode(
         action = np.asarray(policy.suggest(), dtype=np.float32)
         observation, reward, terminated, truncated, info = env.step(action)
         path.append(float(info["strehl"]))
+        if on_step is not None:
+            on_step(action, float(reward), bool(terminated), bool(truncated), info)
         acquisitions, _ = spent()
         over_budget = max_acquisitions is not None and acquisitions > max_acquisitions
         if info["is_success"] and not over_budget:

@@ -39,6 +39,7 @@ from emauto.microscope import (
     RonchigramRequest,
     validate_setpoints,
 )
+from emauto.optics import Aberrations
 from emauto.safety import beam_time_s
 
 CurveKeys = tuple[Path, Path]  # (client .key_secret, server .key)
@@ -339,6 +340,25 @@ def _load_curve(curve: CurveKeys) -> tuple[bytes, bytes, bytes]:
     return public, secret, server
 
 
+class RemoteTwin(RemoteMicroscope):
+    """A `RemoteMicroscope` whose server runs a twin: it also serves the twin's ground truth
+    (Strehl ratio, true aberrations), as `SimulatedMicroscope` does in process, so rewards
+    and reports that need the truth work over the wire. Real hardware never offers it."""
+
+    def twin_truth(self) -> dict[str, Any]:
+        """``{"strehl": float, "aberrations_m": {name: m}}`` from the server's twin."""
+        result, _ = self._call("twin_truth")
+        return dict(result)
+
+    def strehl_ratio(self) -> float:
+        """Strehl ratio of the twin's true probe over the probe-forming aperture."""
+        return float(self.twin_truth()["strehl"])
+
+    def true_aberrations(self) -> Aberrations:
+        """The twin's true optical aberrations (m)."""
+        return Aberrations.from_mapping(self.twin_truth()["aberrations_m"])
+
+
 def connect_remote(uri: str, **kwargs: Any) -> RemoteMicroscope:
     """Open ``tcp://host:port[?timeout=S&retries=N&key=PATH&server_key=PATH&heartbeat=S]``."""
     parts = urlsplit(uri)
@@ -363,4 +383,7 @@ def connect_remote(uri: str, **kwargs: Any) -> RemoteMicroscope:
     if "key" in query:
         kwargs.setdefault("curve", (Path(query["key"]), Path(query["server_key"])))
     endpoint = uri.split("?", 1)[0]
-    return RemoteMicroscope(endpoint, **kwargs)
+    scope = RemoteMicroscope(endpoint, **kwargs)
+    if scope.hello.get("twin_truth") is True:
+        scope.__class__ = RemoteTwin  # same connection; the server said it can serve the truth
+    return scope

@@ -38,7 +38,19 @@ MAX_FRAMES = 4
 #: Array element types allowed on the wire.
 DTYPES = ("float32", "float64", "uint8", "uint16", "uint32", "int32")
 
-AGENT_OPS = ("hello", "describe", "read", "set", "acquire", "safe", "heartbeat", "status")
+#: ``twin_truth`` answers only on a twin (the hello reply says so): ground truth for rewards
+#: and reports, never available from real hardware.
+AGENT_OPS = (
+    "hello",
+    "describe",
+    "read",
+    "set",
+    "acquire",
+    "safe",
+    "heartbeat",
+    "status",
+    "twin_truth",
+)
 OPERATOR_OPS = ("reset_watchdog", "set_limits")
 OPS = AGENT_OPS + OPERATOR_OPS
 
@@ -77,6 +89,7 @@ class Request(BaseModel):
         "safe",
         "heartbeat",
         "status",
+        "twin_truth",
         "reset_watchdog",
         "set_limits",
     ]

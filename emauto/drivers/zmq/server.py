@@ -206,6 +206,8 @@ class MicroscopeServer:
                 result = {"tripped": scope.tripped}
             elif op == "status":
                 result = scope.status()
+            elif op == "twin_truth":
+                result = self._twin_truth()
             elif op == "reset_watchdog":
                 scope.reset_watchdog(caller=caller)
                 result = scope.status()
@@ -257,6 +259,23 @@ class MicroscopeServer:
                 "max_frames": protocol.MAX_FRAMES,
             },
             "time": time.time(),
+            "twin_truth": self._has_twin_truth(),
+        }
+
+    def _has_twin_truth(self) -> bool:
+        backend = self.microscope.backend
+        return callable(getattr(backend, "strehl_ratio", None)) and callable(
+            getattr(backend, "true_aberrations", None)
+        )
+
+    def _twin_truth(self) -> dict[str, Any]:
+        """A twin's ground truth: the Strehl ratio and the true aberrations (m)."""
+        if not self._has_twin_truth():
+            raise InvalidRequestError("twin_truth: this backend is not a twin; it has no truth")
+        backend: Any = self.microscope.backend
+        return {
+            "strehl": float(backend.strehl_ratio()),
+            "aberrations_m": backend.true_aberrations().to_dict(),
         }
 
 

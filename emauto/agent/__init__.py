@@ -1,0 +1,1 @@
+"""The agent daemon: plans, the state machine, the control socket."""

@@ -1,0 +1,95 @@
+"""The daemon's control socket: ``status``, ``pause``, ``resume``, ``abort``, ``reset``.
+
+A ZeroMQ REP socket on loopback (or ipc://). A request is one JSON object
+``{"command": NAME}``; the reply is ``{"ok": true, "status": {...}}`` or ``{"ok": false,
+"error": {"type": ..., "message": ...}}``. Malformed requests get an error reply and change
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+import zmq
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from emauto.errors import DeadlineExceededError, EmautoError, ProtocolError
+
+Command = Literal["status", "pause", "resume", "abort", "reset"]
+MAX_REQUEST_BYTES = 4096
+
+
+class ControlRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    command: Command
+
+
+class ControlServer:
+    """Serve ``handler(command) -> status`` on ``address`` from a background thread."""
+
+    def __init__(self, address: str, handler: Callable[[str], dict[str, Any]]) -> None:
+        self.address = address
+        self._handler = handler
+        self._context = zmq.Context.instance()
+        self._socket = self._context.socket(zmq.REP)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        try:
+            self._socket.bind(address)
+        except zmq.ZMQError as exc:
+            self._socket.close()
+            raise EmautoError(f"cannot bind the control socket {address}: {exc}") from exc
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="emauto-control", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(100):
+                continue
+            try:
+                raw = self._socket.recv()
+            except zmq.ZMQError:
+                continue
+            self._socket.send(json.dumps(self._reply(raw)).encode())
+        self._socket.close()
+
+    def _reply(self, raw: bytes) -> dict[str, Any]:
+        try:
+            request = ControlRequest.model_validate_json(raw)
+            return {"ok": True, "status": self._handler(request.command)}
+        except ValidationError as exc:
+            error: Exception = ProtocolError(
+                f'expected {{"command": one of {list(Command.__args__)}}}, got {raw[:200]!r}: '  # type: ignore[attr-defined]
+                f"{exc.errors()[0]['msg']}"
+            )
+        except EmautoError as exc:
+            error = exc
+        return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)}}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
+def send_command(address: str, command: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """Send one command to a daemon's control socket; return its reply."""
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.connect(address)
+        socket.send(json.dumps({"command": command}).encode())
+        if not socket.poll(int(timeout_s * 1000)):
+            raise DeadlineExceededError(
+                f"no daemon answered on {address} within {timeout_s:g} s; is it running?"
+            )
+        reply: dict[str, Any] = json.loads(socket.recv())
+        return reply
+    finally:
+        socket.close()

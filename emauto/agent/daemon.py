@@ -1,0 +1,337 @@
+"""`emauto daemon`: run a plan of tasks on any microscope, recorded, controllable, safe.
+
+The daemon connects to ``config.microscope``, records every call into a new session folder
+(`emauto.sessions`), and runs the plan's tasks in a worker thread while the control socket
+(`emauto.agent.control`) answers ``status``, ``pause``, ``resume``, ``abort`` and ``reset``.
+Every microscope command passes a checkpoint first (`ControlledMicroscope`): a pause blanks
+the beam and waits there, an abort ends the task at once. Whatever ends the run (the plan
+done, an abort, an exception in a task or policy, a lost link) the ``finally`` path makes
+the microscope safe (beam blanked, motion stopped) and writes the session's stop document;
+a run that ends in an error leaves the daemon ``tripped`` until an operator resets it. A
+lost link cannot be made safe from this side: the server's watchdog does that when the
+daemon's heartbeats stop (`emauto.safety`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from emauto import __version__
+from emauto.agent.plans import AlignProbeTask, DaemonConfig, SurveyTask
+from emauto.agent.state import State, StateMachine
+from emauto.errors import AbortedError
+from emauto.microscope import (
+    Frame,
+    ImageRequest,
+    Microscope,
+    MicroscopeDescription,
+    MicroscopeState,
+    RasterScan,
+    RonchigramRequest,
+)
+from emauto.sessions.recorder import ExitStatus, RecordingMicroscope, SessionRecorder
+
+
+class ControlledMicroscope:
+    """Pass every command through the state machine's checkpoint first."""
+
+    def __init__(self, microscope: Microscope, machine: StateMachine) -> None:
+        self._microscope = microscope
+        self._machine = machine
+
+    def _checkpoint(self) -> None:
+        if self._machine.state == State.PAUSED:
+            self._microscope.safe()  # paused: beam blanked, nothing moves
+            self._machine.checkpoint()
+            if "beam_blank" in self._microscope.describe().knobs:
+                self._microscope.set({"beam_blank": 0.0})
+        self._machine.checkpoint()
+
+    def describe(self) -> MicroscopeDescription:
+        return self._microscope.describe()
+
+    def read(self) -> MicroscopeState:
+        return self._microscope.read()
+
+    def set(self, setpoints: Mapping[str, float]) -> MicroscopeState:
+        self._checkpoint()
+        return self._microscope.set(setpoints)
+
+    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
+        self._checkpoint()
+        return self._microscope.acquire(request)
+
+    def safe(self) -> None:
+        self._microscope.safe()
+
+    def close(self) -> None:
+        self._microscope.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._microscope, name)
+
+
+@dataclass
+class RunResult:
+    """What one run of the plan did."""
+
+    exit_status: ExitStatus
+    session: Path
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    safe: bool = False
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def policy_version(task: AlignProbeTask) -> dict[str, str]:
+    """The policy's name, emauto's version and a digest of its weights, for the record."""
+    weights = resources.files("emauto.policies") / "weights"
+    version = {"policy": task.policy, "emauto": __version__}
+    if task.policy == "rl":
+        path = Path(task.policy_path) if task.policy_path else Path(str(weights))
+        version["weights_sha256"] = _sha256(path / "probe_tuning_ppo" / "policy.zip")
+    elif task.policy in ("cnn", "bo", "simplex"):
+        version["weights_sha256"] = _sha256(Path(str(weights / "ronchigram_estimator.pt")))
+    return version
+
+
+class Daemon:
+    """Run ``config.plan`` once; `handle` takes the control socket's commands meanwhile."""
+
+    def __init__(
+        self, config: DaemonConfig, *, session: str | Path | None = None, progress: bool = True
+    ) -> None:
+        self.config = config
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.session = Path(session) if session else config.sessions / f"session-{stamp}"
+        self.machine = StateMachine()
+        self.progress = progress
+        self.result: RunResult | None = None
+        self._task: tuple[int, str] = (-1, "")
+        self._done = (0, 0)
+        self._recorder: SessionRecorder | None = None
+
+    # ------------------------------------------------------------------ control
+
+    def status(self) -> dict[str, Any]:
+        """The state, the task, its progress and the session folder."""
+        index, name = self._task
+        status: dict[str, Any] = {
+            "state": self.machine.state.value,
+            "task_index": index,
+            "task": name,
+            "tasks": len(self.config.plan),
+            "progress": {"done": self._done[0], "total": self._done[1]},
+            "session": str(self.session),
+        }
+        if self.result is not None:
+            status["exit_status"] = self.result.exit_status
+            status["error"] = self.result.error
+        return status
+
+    def handle(self, command: str) -> dict[str, Any]:
+        """Apply a control command (``status``, ``pause``, ``resume``, ``abort``, ``reset``)."""
+        if command == "pause":
+            self.machine.to(State.PAUSED, "operator: pause")
+        elif command == "resume":
+            self.machine.to(State.RUNNING, "operator: resume")
+        elif command == "abort":
+            self.machine.to(State.ABORTING, "operator: abort")
+        elif command == "reset":
+            self.machine.to(State.IDLE, "operator: reset")
+        return self.status()
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> RunResult:
+        """Connect, record, run every task, and end safe whatever happens."""
+        from emauto.drivers import connect
+
+        self.machine.to(State.RUNNING, "start")
+        kwargs: dict[str, Any] = {}
+        if self.config.microscope.startswith(("tcp://", "ipc://")) and self.config.heartbeat_s:
+            kwargs["heartbeat_s"] = self.config.heartbeat_s
+        try:
+            backend = connect(self.config.microscope, **kwargs)
+        except BaseException as exc:
+            self.machine.to(State.TRIPPED, f"connect failed: {exc}")
+            raise
+        result = RunResult("fail", self.session)
+        recording: RecordingMicroscope | None = None
+        try:
+            recording = RecordingMicroscope.open(backend, self.session, self._metadata())
+            self._recorder = recording.recorder
+            scope = ControlledMicroscope(recording, self.machine)
+            for index, task in enumerate(self.config.plan):
+                self._task = (index, task.name)
+                recording.recorder.task = task.name
+                result.tasks.append(self._run_task(task, scope))
+            result.exit_status = "success"
+        except AbortedError as exc:
+            result.exit_status, result.error = "abort", str(exc)
+        except BaseException as exc:  # a task, a policy or the link failed
+            result.exit_status = "fail"
+            result.error = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            result.safe = self._make_safe(recording or backend)
+            if recording is not None:
+                recording.recorder.close(result.exit_status, result.error)
+            try:
+                backend.close()
+            except Exception as exc:  # the link may be gone; the server's watchdog acts
+                print(f"emauto daemon: closing the backend failed: {exc}", file=sys.stderr)
+            self.result = result
+            self._finish(result)
+        return result
+
+    def _finish(self, result: RunResult) -> None:
+        if result.exit_status == "fail" or not result.safe:
+            self.machine.to(State.TRIPPED, result.error or "could not make the microscope safe")
+        elif self.machine.state == State.PAUSED:  # paused after the last command
+            self.machine.to(State.ABORTING, "plan ended while paused")
+            self.machine.to(State.IDLE, "done")
+        else:
+            self.machine.to(State.IDLE, result.exit_status)
+
+    @staticmethod
+    def _make_safe(microscope: Microscope) -> bool:
+        try:
+            microscope.safe()
+            return True
+        except Exception as exc:
+            print(f"emauto daemon: making the microscope safe failed: {exc}", file=sys.stderr)
+            return False
+
+    def _metadata(self) -> dict[str, Any]:
+        policies = [
+            policy_version(task) for task in self.config.plan if isinstance(task, AlignProbeTask)
+        ]
+        return {
+            "uri": self.config.microscope,
+            "plan": self.config.model_dump(mode="json")["plan"],
+            "seeds": [getattr(task, "seed", None) for task in self.config.plan],
+            "policies": policies,
+        }
+
+    # ------------------------------------------------------------------ tasks
+
+    def _run_task(self, task: AlignProbeTask | SurveyTask, scope: Microscope) -> dict[str, Any]:
+        if isinstance(task, AlignProbeTask):
+            return self._align(task, scope)
+        return self._survey(task, scope)
+
+    def _align(self, task: AlignProbeTask, scope: Microscope) -> dict[str, Any]:
+        from emauto.envs.probe_tuning import ProbeTuningEnv
+        from emauto.policies.base import CountingMicroscope, run_episode
+        from emauto.policies.registry import make_policy
+
+        counter = CountingMicroscope(scope)
+        config = task.env.model_copy(update={"max_steps": task.max_acquisitions})
+        env = ProbeTuningEnv(counter, config)  # type: ignore[arg-type]
+        policy = make_policy(task.policy, env, seed=task.seed, policy_path=task.policy_path)
+        recorder = self._recorder
+        assert recorder is not None
+        options = None if task.detune else {"offsets": dict.fromkeys(env.reference, 0.0)}
+        self._done = (0, task.max_acquisitions)
+        bar = tqdm(
+            total=task.max_acquisitions,
+            desc=f"{task.name} ({task.policy})",
+            unit="frame",
+            file=sys.stderr,
+            disable=not self.progress,
+        )
+
+        def on_step(
+            action: np.ndarray, reward: float, terminated: bool, truncated: bool, info: Any
+        ) -> None:
+            recorder.record_episode_step(action, reward, terminated, truncated, info["strehl"])
+            self._done = (counter.acquisitions, task.max_acquisitions)
+            bar.update(counter.acquisitions - bar.n)
+            bar.set_postfix(strehl=f"{info['strehl']:.2f}")
+
+        try:
+            result = run_episode(
+                env,
+                policy,
+                seed=task.seed,
+                counter=counter,
+                max_acquisitions=task.max_acquisitions,
+                on_step=on_step,
+                options=options,
+            )
+        finally:
+            bar.close()
+        return {
+            "task": task.name,
+            "kind": task.kind,
+            "policy": task.policy,
+            "success": result.success,
+            "acquisitions": result.acquisitions,
+            "acquisitions_to_success": result.acquisitions_to_success,
+            "start_strehl": result.strehl_path[0],
+            "final_strehl": result.final_strehl,
+            "dose_e": result.dose_e,
+            "wall_s": round(result.wall_s, 3),
+        }
+
+    def _survey(self, task: SurveyTask, scope: Microscope) -> dict[str, Any]:
+        self._done = (0, 1)
+        scope.set({"scan_fov": task.fov_m, "scan_dwell": task.dwell_s})
+        frame = scope.acquire(
+            ImageRequest(detector=task.detector, scan=RasterScan(shape=task.shape))
+        )
+        self._done = (1, 1)
+        return {
+            "task": task.name,
+            "kind": task.kind,
+            "shape": list(frame.data.shape),
+            "dose_e": frame.dose_e,
+            "duration_s": frame.duration_s,
+        }
+
+
+def run_daemon(config: DaemonConfig, *, session: str | Path | None = None) -> RunResult:
+    """Run the daemon with its control socket until the plan ends."""
+    from emauto.agent.control import ControlServer
+
+    daemon = Daemon(config, session=session)
+    control = ControlServer(config.control, daemon.handle)
+    worker_result: list[RunResult] = []
+    worker_error: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            worker_result.append(daemon.run())
+        except BaseException as exc:  # connect failed: nothing was touched
+            worker_error.append(exc)
+
+    worker = threading.Thread(target=work, name="emauto-daemon")
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:  # Ctrl-C: abort, and let the worker end safe
+        if daemon.machine.state in (State.RUNNING, State.PAUSED):
+            daemon.handle("abort")
+        worker.join()
+    finally:
+        control.close()
+    if worker_error:
+        raise worker_error[0]
+    return worker_result[0]

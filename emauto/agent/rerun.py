@@ -1,0 +1,79 @@
+"""`emauto replay SESSION --policy P`: re-run a policy on a recorded session.
+
+Each recorded probe-alignment task is replayed (`emauto.drivers.replay`) through the same
+environment, seed and start as when it was recorded, with policy ``P`` choosing the actions.
+Every command it sends is compared with the recorded one; the report lists where they
+differ. While they agree, the replay serves exactly the recorded frames, so the recorded
+policy reproduces its run with no divergence. After the first divergence the recorded frames
+no longer answer the new commands: the re-run goes on only while the recording holds a frame
+for each request (acquisitions are matched by request) and the figures after it are those
+of the recording, not of the new policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from emauto.agent.plans import AlignProbeTask
+from emauto.errors import ReplayExhaustedError, SessionError
+from emauto.sessions.reader import Session
+
+
+def alignment_tasks(session: Session) -> list[AlignProbeTask]:
+    """The recorded session's probe-alignment tasks, as they were configured."""
+    tasks = [
+        AlignProbeTask.model_validate(task)
+        for task in session.start.get("plan", [])
+        if task.get("kind") == "align_probe" and task["name"] in session.tasks()
+    ]
+    if not tasks:
+        raise SessionError(f"{session.path}: no recorded probe-alignment task to replay")
+    return tasks
+
+
+def rerun_policy(
+    session_path: str | Path, policy: str | None = None, policy_path: str | None = None
+) -> dict[str, Any]:
+    """Re-run ``policy`` (default: the recorded one) on each alignment task; one report each."""
+    from emauto.drivers.replay import open_replay
+    from emauto.envs.probe_tuning import ProbeTuningEnv
+    from emauto.policies.base import CountingMicroscope, run_episode
+    from emauto.policies.registry import make_policy
+
+    session = Session(session_path)
+    reports: dict[str, Any] = {}
+    for task in alignment_tasks(session):
+        replay = open_replay(session.path, task.name)
+        counter = CountingMicroscope(replay)  # type: ignore[arg-type]
+        config = task.env.model_copy(update={"max_steps": task.max_acquisitions})
+        env = ProbeTuningEnv(counter, config)  # type: ignore[arg-type]
+        name = policy or task.policy
+        agent = make_policy(name, env, seed=task.seed, policy_path=policy_path or task.policy_path)
+        options = None if task.detune else {"offsets": dict.fromkeys(env.reference, 0.0)}
+        ended = "complete"
+        try:
+            run_episode(
+                env,
+                agent,
+                seed=task.seed,
+                counter=counter,
+                max_acquisitions=task.max_acquisitions,
+                options=options,
+            )
+        except ReplayExhaustedError as exc:
+            ended = f"the recording has no frame for a request of the new policy: {exc}"
+        recorded_sets = sum(1 for s in session.steps if s.task == task.name and s.kind == "set")
+        divergences = replay.divergences
+        reports[task.name] = {
+            "recorded_policy": task.policy,
+            "policy": name,
+            "identical": not divergences and ended == "complete",
+            "recorded_commands": recorded_sets,
+            "frames_served": replay.served,
+            "divergences": len(divergences),
+            "first_divergences": [asdict(d) for d in divergences[:5]],
+            "ended": ended,
+        }
+    return reports

@@ -1,0 +1,51 @@
+"""Probe-tuning policies by method name, for the benchmark, the evaluation and the daemon."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from emauto.errors import ConfigError
+from emauto.policies.base import TuningPolicy
+
+if TYPE_CHECKING:
+    from emauto.envs.probe_tuning import ProbeTuningEnv
+
+#: Every method, in the benchmark's order.
+METHODS = ("shift", "cnn", "bo", "simplex", "rl", "random")
+
+
+def make_policy(
+    method: str, env: ProbeTuningEnv, seed: int = 0, policy_path: str | None = None
+) -> TuningPolicy:
+    """A policy for ``env`` by method name (see `METHODS`)."""
+    if method == "shift":
+        from emauto.policies.shift_correct import ProbeShiftPolicy
+
+        return ProbeShiftPolicy(env.knobs, env.step_limits, env.microscope)
+    if method == "random":
+        from emauto.policies.random_policy import RandomPolicy
+
+        return RandomPolicy(len(env.knobs), seed)
+    if method == "rl":
+        from emauto.policies.rl import load_policy
+
+        return load_policy(policy_path)
+    from emauto.policies.estimator import load_default_estimator
+
+    estimator = load_default_estimator()
+    if method == "cnn":
+        from emauto.policies.measure_correct import MeasureCorrectPolicy
+
+        return MeasureCorrectPolicy(env.knobs, env.step_limits, estimator)
+    from emauto.policies.objective import RonchigramObjective
+
+    objective = RonchigramObjective(estimator, env.config.convergence_rad)
+    if method == "bo":
+        from emauto.policies.bayesopt import BayesOptPolicy
+
+        return BayesOptPolicy(env.knobs, objective, seed=seed)
+    if method == "simplex":
+        from emauto.policies.baselines import NelderMeadPolicy
+
+        return NelderMeadPolicy(env.knobs, objective)
+    raise ConfigError(f"unknown method {method!r}; expected one of {METHODS} or 'all'")

@@ -1,0 +1,159 @@
+"""`emauto export SESSION --format hdf5|zspy|minari`.
+
+- ``hdf5``: HyperSpy's HDF5 format (``.hspy``, written by rosettasciio): one signal per
+  group of frames of the same kind and shape, stacked along a ``step`` navigation axis, with
+  calibrated signal axes; the session's start document and each frame's step, knobs and dose
+  as JSON text in ``original_metadata`` (``emauto_start_json``, ``emauto_frames_json``).
+  ``hs.load`` opens it.
+- ``zspy``: the same signals in HyperSpy's Zarr format. rosettasciio's own zspy writer needs
+  zarr 2 while abTEM needs zarr 3, so emauto drives rosettasciio's `ZspyWriter` on a group
+  opened in Zarr format 2 by zarr 3: the layout on disk is the one HyperSpy reads.
+- ``minari``: a Minari dataset for offline RL (`emauto.agent.offline`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from emauto import __version__
+from emauto.errors import SessionError
+from emauto.microscope import Frame
+from emauto.sessions.reader import Session, Step
+
+ExportFormat = Literal["hdf5", "zspy", "minari"]
+FORMATS: tuple[str, ...] = ("hdf5", "zspy", "minari")
+
+
+def _signal(session: Session, name: str, steps: list[Step], frames: list[Frame]) -> dict[str, Any]:
+    """A rosettasciio signal dictionary for frames of one kind and shape."""
+    first = frames[0]
+    data = np.stack([np.asarray(f.data, dtype=np.float32) for f in frames])
+    axes: list[dict[str, Any]] = [
+        {
+            "name": "step",
+            "units": "",
+            "scale": 1.0,
+            "offset": 0.0,
+            "size": len(frames),
+            "navigate": True,
+        }
+    ]
+    if first.data.ndim == 2:
+        for calibration, size in zip(first.calibrations, first.data.shape, strict=True):
+            axes.append(
+                {
+                    "name": calibration.name,
+                    "units": calibration.units,
+                    "scale": calibration.scale,
+                    "offset": calibration.offset,
+                    "size": int(size),
+                    "navigate": False,
+                }
+            )
+    else:
+        axes.append(
+            {
+                "name": "position",
+                "units": "",
+                "scale": 1.0,
+                "offset": 0.0,
+                "size": int(first.data.shape[0]),
+                "navigate": False,
+            }
+        )
+    per_frame = [
+        {
+            "seq": s.seq,
+            "task": s.task,
+            "dose_e": f.dose_e,
+            "exposure_s": f.exposure_s,
+            "timestamp": f.timestamp,
+            "knobs": dict(f.state.knobs),
+            "request": f.request.model_dump(mode="json"),
+        }
+        for s, f in zip(steps, frames, strict=True)
+    ]
+    return {
+        "data": data,
+        "axes": axes,
+        "metadata": {
+            "General": {"title": name, "original_filename": session.path.name},
+            "Signal": {"signal_type": "", "quantity": "Counts"},
+        },
+        # JSON text: lists inside metadata would become one tiny dataset per entry
+        "original_metadata": {
+            "emauto_start_json": json.dumps(session.start),
+            "emauto_frames_json": json.dumps(per_frame),
+        },
+        "tmp_parameters": {},
+        "attributes": {"_lazy": False},
+        "models": {},
+        "learning_results": {},
+        "package_info": {"name": "emauto", "version": __version__},
+    }
+
+
+def frame_groups(session: Session) -> dict[str, tuple[list[Step], list[Frame]]]:
+    """Acquired frames grouped by detector and shape, e.g. ``ronchigram_128x128``."""
+    groups: dict[str, tuple[list[Step], list[Frame]]] = defaultdict(lambda: ([], []))
+    for step in session.acquisitions():
+        frame = session.frame(step)
+        name = f"{frame.detector}_{'x'.join(str(n) for n in frame.data.shape)}"
+        groups[name][0].append(step)
+        groups[name][1].append(frame)
+    return dict(groups)
+
+
+def export_hyperspy(session: Session, out: Path, fmt: Literal["hdf5", "zspy"]) -> list[Path]:
+    """Write one ``.hspy`` or ``.zspy`` file per frame group into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (steps, frames) in frame_groups(session).items():
+        signal = _signal(session, name, steps, frames)
+        if fmt == "hdf5":
+            from rsciio.hspy import file_writer
+
+            path = out / f"{name}.hspy"
+            file_writer(str(path), signal, show_progressbar=False)
+        else:
+            path = out / f"{name}.zspy"
+            _write_zspy(path, signal)
+        written.append(path)
+    if not written:
+        raise SessionError(f"{session.path}: no frames to export")
+    return written
+
+
+def _write_zspy(path: Path, signal: dict[str, Any]) -> None:
+    import zarr
+    from rsciio.zspy._api import ZspyWriter, version
+
+    root = zarr.open_group(store=zarr.storage.LocalStore(str(path)), mode="w", zarr_format=2)
+    root.attrs["file_format"] = "ZSpy"
+    root.attrs["file_format_version"] = version
+    group = root.require_group("Experiments").require_group(signal["metadata"]["General"]["title"])
+    ZspyWriter(
+        root,
+        signal,
+        group,
+        chunks=None,
+        compressor=None,
+        write_dataset=True,
+        show_progressbar=False,
+    ).write()
+
+
+def export_session(session: Session, fmt: str, out: Path) -> list[Path]:
+    """Export ``session`` in ``fmt`` (one of `FORMATS`) into the folder ``out``."""
+    if fmt in ("hdf5", "zspy"):
+        return export_hyperspy(session, out, fmt)  # type: ignore[arg-type]
+    if fmt == "minari":  # replays the env: lives with the agent, which may import envs
+        from emauto.agent.offline import export_minari
+
+        return [export_minari(session, out)]
+    raise SessionError(f"unknown export format {fmt!r}; expected one of {FORMATS}")

@@ -1,0 +1,313 @@
+"""Record everything that crosses the Microscope boundary as a bluesky event-model run.
+
+`RecordingMicroscope` wraps any backend (twin, ZeroMQ client, replay) and hands each call to
+a `SessionRecorder`, which writes:
+
+- a **start** document: emauto version, the backend's description and first state, and what
+  the caller adds (seed, policy and its version, limits, plan, backend URI);
+- a **primary** descriptor and one event per step (``set``, ``acquire``, ``safe``, or a
+  rejected command): the action, the state after it (one ``state_<knob>`` number per knob),
+  the dose, a reference to the frame in ``frames.zarr``, and, on a twin, the ground truth
+  (Strehl ratio and true aberrations);
+- an **episode** descriptor and one event per environment step (normalised action, reward,
+  termination), written by whoever runs a policy (`record_episode_step`), for replay and
+  offline RL;
+- a **stop** document with the exit status.
+
+Every event is fsync'd before the call returns (`emauto.sessions.store`); ``write_s`` keeps
+the time each step spent writing, for the recorder's benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import event_model
+import numpy as np
+
+from emauto import __version__
+from emauto.errors import EmautoError, SessionError
+from emauto.microscope import (
+    Frame,
+    ImageRequest,
+    Microscope,
+    MicroscopeDescription,
+    MicroscopeState,
+    RonchigramRequest,
+)
+from emauto.optics import ABERRATION_NAMES
+from emauto.sessions.store import DOCUMENTS, FRAMES, DocumentLog, FrameStore
+
+ExitStatus = Literal["success", "abort", "fail"]
+StepKind = Literal["set", "acquire", "safe", "rejected"]
+
+
+def _key(dtype: str, source: str, units: str | None = None, **extra: Any) -> dict[str, Any]:
+    key: dict[str, Any] = {"dtype": dtype, "shape": [], "source": source, **extra}
+    if units is not None:
+        key["units"] = units
+    return key
+
+
+class SessionRecorder:
+    """Write one session folder; see the module docstring for its documents."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        description: MicroscopeDescription,
+        initial_state: MicroscopeState,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        with_truth: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and any(self.path.iterdir()):
+            raise SessionError(f"{self.path} exists and is not empty; a session needs a new folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.knobs = sorted(description.knobs)
+        self.with_truth = with_truth
+        self.task = ""
+        self.write_s: list[float] = []
+        self._log = DocumentLog(self.path / DOCUMENTS)
+        self._frames = FrameStore(self.path / FRAMES, mode="w")
+        self._closed = False
+        run_metadata = {
+            "emauto": __version__,
+            "backend": description.backend,
+            "description": description.model_dump(mode="json"),
+            "initial_state": initial_state.model_dump(mode="json"),
+            **dict(metadata or {}),
+        }
+        self._run = event_model.compose_run(metadata=json.loads(json.dumps(run_metadata)))
+        self._log.append("start", dict(self._run.start_doc))
+        self._primary = self._run.compose_descriptor(
+            name="primary", data_keys=self._primary_keys(description)
+        )
+        self._log.append("descriptor", dict(self._primary.descriptor_doc))
+        self._episode: Any = None
+        self.steps = 0
+
+    def _primary_keys(self, description: MicroscopeDescription) -> dict[str, Any]:
+        keys = {
+            "kind": _key("string", "emauto", description="set | acquire | safe | rejected"),
+            "task": _key("string", "emauto", description="the plan task that made the call"),
+            "action": _key("string", "emauto", description="the command as JSON (SI units)"),
+            "error": _key("string", "emauto", description="why a command was rejected"),
+            "frame": _key("string", "emauto", description=f"group in {FRAMES}, '' if none"),
+            "dose_e": _key("number", "microscope", "electrons"),
+            "time_s": _key("number", "microscope", "s"),
+            "beam_blanked": _key("boolean", "microscope"),
+        }
+        for name in self.knobs:
+            keys[f"state_{name}"] = _key("number", "microscope", description.knobs[name].unit)
+        if self.with_truth:
+            keys["truth_strehl"] = _key("number", "twin")
+            for name in ABERRATION_NAMES:
+                keys[f"truth_{name}"] = _key("number", "twin", "m")
+        return keys
+
+    # ------------------------------------------------------------------ steps
+
+    def record_step(
+        self,
+        kind: StepKind,
+        action: Mapping[str, Any],
+        state: MicroscopeState,
+        *,
+        frame: Frame | None = None,
+        error: str = "",
+        truth: Mapping[str, float] | None = None,
+    ) -> int:
+        """Write one microscope step (its frame first); return its sequence number."""
+        self._check_open()
+        started = time.perf_counter()
+        key = ""
+        if frame is not None:
+            key = f"{self.steps:06d}"
+            self._frames.write(key, frame)
+        data: dict[str, Any] = {
+            "kind": kind,
+            "task": self.task,
+            "action": json.dumps(dict(action), allow_nan=False),
+            "error": error,
+            "frame": key,
+            "dose_e": float(state.dose_e),
+            "time_s": float(state.time_s),
+            "beam_blanked": bool(state.beam_blanked),
+        }
+        for name in self.knobs:
+            data[f"state_{name}"] = float(state.knobs.get(name, float("nan")))
+        if self.with_truth:
+            truth = truth or {}
+            for name in ("strehl", *ABERRATION_NAMES):
+                data[f"truth_{name}"] = float(truth.get(name, float("nan")))
+        data = {
+            k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in data.items()
+        }
+        now = time.time()
+        event = self._primary.compose_event(data=data, timestamps=dict.fromkeys(data, now))
+        self._log.append("event", dict(event))
+        self.write_s.append(time.perf_counter() - started)
+        self.steps += 1
+        return self.steps - 1
+
+    def record_episode_step(
+        self,
+        action: Sequence[float],
+        reward: float,
+        terminated: bool,
+        truncated: bool,
+        strehl: float,
+    ) -> None:
+        """Write one environment step of the running task (normalised action in [-1, 1])."""
+        self._check_open()
+        if self._episode is None:
+            keys = {
+                "task": _key("string", "emauto"),
+                "action": {"dtype": "array", "shape": [len(action)], "source": "policy"},
+                "reward": _key("number", "env"),
+                "terminated": _key("boolean", "env"),
+                "truncated": _key("boolean", "env"),
+                "strehl": _key("number", "env"),
+            }
+            self._episode = self._run.compose_descriptor(name="episode", data_keys=keys)
+            self._log.append("descriptor", dict(self._episode.descriptor_doc))
+        data = {
+            "task": self.task,
+            "action": [float(a) for a in action],
+            "reward": float(reward),
+            "terminated": bool(terminated),
+            "truncated": bool(truncated),
+            "strehl": float(strehl),
+        }
+        event = self._episode.compose_event(data=data, timestamps=dict.fromkeys(data, time.time()))
+        self._log.append("event", dict(event))
+
+    def close(self, exit_status: ExitStatus = "success", reason: str = "") -> None:
+        """Write the stop document; later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._log.append(
+                "stop", dict(self._run.compose_stop(exit_status=exit_status, reason=reason))
+            )
+        finally:
+            self._log.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionError(f"session {self.path} is closed")
+
+
+class RecordingMicroscope:
+    """A Microscope that records every call to ``recorder``; the rest passes through.
+
+    Rejected commands (any `EmautoError` from the backend) are recorded with their error and
+    re-raised. On a twin (the backend has ``strehl_ratio`` and ``true_aberrations``, in
+    process or over the wire) each step also records the ground truth.
+    """
+
+    def __init__(self, microscope: Microscope, recorder: SessionRecorder) -> None:
+        self._microscope = microscope
+        self.recorder = recorder
+        strehl = getattr(microscope, "strehl_ratio", None)
+        aberrations = getattr(microscope, "true_aberrations", None)
+        self._truth: Callable[[], dict[str, float]] | None = None
+        if recorder.with_truth and callable(strehl) and callable(aberrations):
+            self._truth = lambda: {"strehl": float(strehl()), **aberrations().to_dict()}
+
+    @classmethod
+    def open(
+        cls,
+        microscope: Microscope,
+        path: str | Path,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RecordingMicroscope:
+        """Start recording ``microscope`` into the new session folder ``path``."""
+        truth = callable(getattr(microscope, "strehl_ratio", None)) and callable(
+            getattr(microscope, "true_aberrations", None)
+        )
+        recorder = SessionRecorder(
+            path, microscope.describe(), microscope.read(), metadata=metadata, with_truth=truth
+        )
+        return cls(microscope, recorder)
+
+    @property
+    def inner(self) -> Microscope:
+        """The wrapped backend."""
+        return self._microscope
+
+    def describe(self) -> MicroscopeDescription:
+        return self._microscope.describe()
+
+    def read(self) -> MicroscopeState:
+        return self._microscope.read()
+
+    def set(self, setpoints: Mapping[str, float]) -> MicroscopeState:
+        action = {"set": {str(k): _jsonable(v) for k, v in dict(setpoints).items()}}
+        try:
+            state = self._microscope.set(setpoints)
+        except EmautoError as exc:
+            self._record_rejected(action, exc)
+            raise
+        self.recorder.record_step("set", action, state, truth=self._read_truth())
+        return state
+
+    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
+        action = {"acquire": request.model_dump(mode="json")}
+        try:
+            frame = self._microscope.acquire(request)
+        except EmautoError as exc:
+            self._record_rejected(action, exc)
+            raise
+        self.recorder.record_step(
+            "acquire", action, frame.state, frame=frame, truth=self._read_truth()
+        )
+        return frame
+
+    def safe(self) -> None:
+        self._microscope.safe()
+        self.recorder.record_step("safe", {"safe": True}, self._microscope.read())
+
+    def close(self, exit_status: ExitStatus = "success", reason: str = "") -> None:
+        """Go safe, close the backend and the session."""
+        try:
+            self._microscope.close()
+        finally:
+            self.recorder.close(exit_status, reason)
+
+    def __enter__(self) -> RecordingMicroscope:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(
+            "success" if exc_type is None else "fail", "" if exc_type is None else exc_type.__name__
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._microscope, name)
+
+    def _read_truth(self) -> dict[str, float] | None:
+        return self._truth() if self._truth is not None else None
+
+    def _record_rejected(self, action: Mapping[str, Any], exc: EmautoError) -> None:
+        try:
+            state = self._microscope.read()
+        except EmautoError:
+            return  # the link is gone; the caller sees the original error
+        self.recorder.record_step("rejected", action, state, error=f"{type(exc).__name__}: {exc}")
+
+
+def _jsonable(value: Any) -> Any:
+    """A setpoint as JSON can hold it (non-finite numbers as strings, for the record)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return number if np.isfinite(number) else repr(number)
