@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from emauto import __version__
-from emauto.cli_agent import add_agent_commands
+from emauto.cli_agent import add_agent_bench, add_agent_commands
 from emauto.cli_driver import add_driver_bench, add_driver_commands
 from emauto.cli_tuning import add_tuning_bench, add_tuning_commands
 from emauto.errors import EmautoError
@@ -52,6 +52,7 @@ def _add_bench_parsers(bench_tasks: Any) -> None:
     sim.set_defaults(handler=_bench_sim)
     add_tuning_bench(bench_tasks)
     add_driver_bench(bench_tasks)
+    add_agent_bench(bench_tasks)
 
 
 def _parser() -> argparse.ArgumentParser:

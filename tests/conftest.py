@@ -18,3 +18,18 @@ def specimen_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_carbon() -> Path:
     """A 3 nm x 3 nm x 2 nm amorphous carbon film recipe."""
     return DATA / "tiny_carbon.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_sim_uri(
+    tmp_path_factory: pytest.TempPathFactory, tiny_carbon: Path, specimen_cache: Path
+) -> str:
+    """``sim://?config=...``: the tiny carbon film, seed 1, the session's specimen cache (a
+    URI, for code that takes one: the daemon, the demo, replay)."""
+    import yaml
+
+    path = tmp_path_factory.mktemp("sim-uri") / "sim.yaml"
+    path.write_text(
+        yaml.safe_dump({"specimen": str(tiny_carbon), "cache_dir": str(specimen_cache), "seed": 1})
+    )
+    return f"sim://?config={path}"

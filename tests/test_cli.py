@@ -32,15 +32,23 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.slow
-def test_demo_writes_pictures(tmp_path: Path, specimen_cache: Path) -> None:
+def test_demo_runs_the_whole_loop(tmp_path: Path, specimen_cache: Path) -> None:
     result = run_cli("demo", "--out", str(tmp_path / "demo"), cache=specimen_cache)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    for name in ("ronchigram.png", "ronchigram_aberrated.png", "adf_srtio3.png"):
+    assert summary["exit_status"] == "success" and summary["microscope_left_safe"] is True
+    assert summary["strehl_start"] < 0.1  # detuned by random aberrations
+    assert isinstance(summary["aligned"], bool) and summary["ronchigrams"] >= 2
+    for name in ("report.png", "ronchigram_start.png", "ronchigram_end.png", "survey_adf.png"):
         data = (tmp_path / "demo" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
-    assert summary["strehl_aligned"] > 0.8 > summary["strehl_aberrated"]
-    assert summary["beam_blanked_at_exit"] is True
+    assert "data:image/png;base64," in (tmp_path / "demo" / "report.html").read_text()
+    from emauto.sessions import Session
+
+    session = Session(summary["session"])
+    assert session.exit_status == "success" and session.tasks() == ["align_probe", "survey"]
+    assert session.start["uri"].startswith("tcp://127.0.0.1:")  # over the wire, as at a microscope
+    assert session.steps[-1].kind == "safe" and session.steps[-1].data["beam_blanked"] is True
 
 
 @pytest.mark.slow

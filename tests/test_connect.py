@@ -54,7 +54,14 @@ def test_bad_config_file_names_the_field(tmp_path) -> None:  # type: ignore[no-u
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("uri", ["tcp://127.0.0.1", "replay://x", "http://x", 42])
+@pytest.mark.parametrize("uri", ["tcp://127.0.0.1", "http://x", 42])
 def test_unsupported_schemes(uri: object) -> None:
     with pytest.raises(ConfigError):
         emauto.connect(uri)  # type: ignore[arg-type]
+
+
+def test_a_replay_of_a_missing_session_says_so(tmp_path: object) -> None:
+    from emauto.errors import SessionError
+
+    with pytest.raises(SessionError, match="no such session folder"):
+        emauto.connect(f"replay://{tmp_path}/nowhere")

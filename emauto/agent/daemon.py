@@ -147,13 +147,13 @@ class Daemon:
     def handle(self, command: str) -> dict[str, Any]:
         """Apply a control command (``status``, ``pause``, ``resume``, ``abort``, ``reset``)."""
         if command == "pause":
-            self.machine.to(State.PAUSED, "operator: pause")
+            self.machine.to(State.PAUSED, "pause", only_from=(State.RUNNING,))
         elif command == "resume":
-            self.machine.to(State.RUNNING, "operator: resume")
+            self.machine.to(State.RUNNING, "resume", only_from=(State.PAUSED,))
         elif command == "abort":
-            self.machine.to(State.ABORTING, "operator: abort")
+            self.machine.to(State.ABORTING, "abort", only_from=(State.RUNNING, State.PAUSED))
         elif command == "reset":
-            self.machine.to(State.IDLE, "operator: reset")
+            self.machine.to(State.IDLE, "reset", only_from=(State.TRIPPED,))
         return self.status()
 
     # ------------------------------------------------------------------ the run
@@ -243,7 +243,7 @@ class Daemon:
 
         counter = CountingMicroscope(scope)
         config = task.env.model_copy(update={"max_steps": task.max_acquisitions})
-        env = ProbeTuningEnv(counter, config)  # type: ignore[arg-type]
+        env = ProbeTuningEnv(counter, config)
         policy = make_policy(task.policy, env, seed=task.seed, policy_path=task.policy_path)
         recorder = self._recorder
         assert recorder is not None

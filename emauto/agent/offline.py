@@ -56,7 +56,7 @@ def export_minari(session: Session, out: Path, dataset_id: str = "emauto/probe-t
             continue
         replay = ReplayTwin(session, task.name)
         config = task.env.model_copy(update={"max_steps": task.max_acquisitions})
-        env = ProbeTuningEnv(replay, config)  # type: ignore[arg-type]
+        env = ProbeTuningEnv(replay, config)
         options = None if task.detune else {"offsets": dict.fromkeys(env.reference, 0.0)}
         observation, _ = env.reset(seed=task.seed, options=options)
         observations = {key: [value] for key, value in observation.items()}

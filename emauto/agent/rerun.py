@@ -46,9 +46,9 @@ def rerun_policy(
     reports: dict[str, Any] = {}
     for task in alignment_tasks(session):
         replay = open_replay(session.path, task.name)
-        counter = CountingMicroscope(replay)  # type: ignore[arg-type]
+        counter = CountingMicroscope(replay)
         config = task.env.model_copy(update={"max_steps": task.max_acquisitions})
-        env = ProbeTuningEnv(counter, config)  # type: ignore[arg-type]
+        env = ProbeTuningEnv(counter, config)
         name = policy or task.policy
         agent = make_policy(name, env, seed=task.seed, policy_path=policy_path or task.policy_path)
         options = None if task.detune else {"offsets": dict.fromkeys(env.reference, 0.0)}

@@ -54,9 +54,15 @@ class StateMachine:
     def state(self) -> State:
         return self._state
 
-    def to(self, target: State, reason: str = "") -> None:
-        """Move to ``target``; `AgentStateError` if that transition is not allowed."""
+    def to(self, target: State, reason: str = "", *, only_from: tuple[State, ...] = ()) -> None:
+        """Move to ``target``; `AgentStateError` if that transition is not allowed (or, with
+        ``only_from``, if the current state is not one of those)."""
         with self._changed:
+            if only_from and self._state not in only_from:
+                raise AgentStateError(
+                    f"cannot {reason or 'do that'} while {self._state.value}; only while "
+                    f"{' or '.join(s.value for s in only_from)}"
+                )
             if target not in TRANSITIONS[self._state]:
                 allowed = sorted(s.value for s in TRANSITIONS[self._state])
                 raise AgentStateError(

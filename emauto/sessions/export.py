@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
@@ -137,15 +138,18 @@ def _write_zspy(path: Path, signal: dict[str, Any]) -> None:
     root.attrs["file_format"] = "ZSpy"
     root.attrs["file_format_version"] = version
     group = root.require_group("Experiments").require_group(signal["metadata"]["General"]["title"])
-    ZspyWriter(
-        root,
-        signal,
-        group,
-        chunks=None,
-        compressor=None,
-        write_dataset=True,
-        show_progressbar=False,
-    ).write()
+    with warnings.catch_warnings():  # rosettasciio calls zarr 2 names zarr 3 still accepts
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="rsciio")
+        warnings.filterwarnings("ignore", message=".*require_array.*")
+        ZspyWriter(
+            root,
+            signal,
+            group,
+            chunks=None,
+            compressor=None,
+            write_dataset=True,
+            show_progressbar=False,
+        ).write()
 
 
 def export_session(session: Session, fmt: str, out: Path) -> list[Path]:

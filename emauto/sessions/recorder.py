@@ -72,7 +72,8 @@ class SessionRecorder:
         self.knobs = sorted(description.knobs)
         self.with_truth = with_truth
         self.task = ""
-        self.write_s: list[float] = []
+        self.write_s: list[float] = []  # seconds each step spent writing, and its kind
+        self.write_kinds: list[str] = []
         self._log = DocumentLog(self.path / DOCUMENTS)
         self._frames = FrameStore(self.path / FRAMES, mode="w")
         self._closed = False
@@ -153,12 +154,13 @@ class SessionRecorder:
         event = self._primary.compose_event(data=data, timestamps=dict.fromkeys(data, now))
         self._log.append("event", dict(event))
         self.write_s.append(time.perf_counter() - started)
+        self.write_kinds.append(kind)
         self.steps += 1
         return self.steps - 1
 
     def record_episode_step(
         self,
-        action: Sequence[float],
+        action: Sequence[float] | np.ndarray,
         reward: float,
         terminated: bool,
         truncated: bool,
@@ -199,6 +201,11 @@ class SessionRecorder:
             )
         finally:
             self._log.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the stop document is written."""
+        return self._closed
 
     def _check_open(self) -> None:
         if self._closed:
@@ -276,11 +283,15 @@ class RecordingMicroscope:
         self.recorder.record_step("safe", {"safe": True}, self._microscope.read())
 
     def close(self, exit_status: ExitStatus = "success", reason: str = "") -> None:
-        """Go safe, close the backend and the session."""
+        """Go safe (recorded), close the backend and the session."""
         try:
-            self._microscope.close()
+            if not self.recorder.closed:
+                self.safe()
         finally:
-            self.recorder.close(exit_status, reason)
+            try:
+                self._microscope.close()
+            finally:
+                self.recorder.close(exit_status, reason)
 
     def __enter__(self) -> RecordingMicroscope:
         return self

@@ -3,10 +3,10 @@
 Layout of a session folder::
 
     documents.jsonl   one ``[name, document]`` pair per line (bluesky event-model), fsync'd
-    frames.zarr/      one Zarr group per frame: ``data``, optional ``positions_m``, and the
-                      frame's metadata (request, state, dose, calibrations) as attributes
+    frames.zarr/      one Zarr array per frame (its metadata: request, state, dose,
+                      calibrations, as attributes) and ``<key>_positions_m`` when it has them
 
-Durability: a frame is written and fsync'd (every file of its group, then the folders)
+Durability: a frame is written and fsync'd (its files, then the folders)
 before the event that references it is appended and fsync'd, so an acknowledged event always
 has its frame. A crash can leave only (a) a torn last line, which `repair_tail` cuts off, and
 (b) a frame no event references, which readers ignore.
@@ -27,6 +27,8 @@ from emauto.microscope import Frame
 
 DOCUMENTS = "documents.jsonl"
 FRAMES = "frames.zarr"
+#: Suffix of the array holding a frame's scan positions (m), when it has them.
+POSITIONS = "_positions_m"
 
 
 def _fsync_path(path: Path) -> None:
@@ -118,28 +120,53 @@ class FrameStore:
             _fsync_path(path.parent)
 
     def write(self, key: str, frame: Frame) -> None:
-        """Write ``frame`` under ``key`` and fsync it."""
+        """Write ``frame`` as the array ``key`` (metadata in its attributes) and fsync it.
+
+        One array per frame, one chunk, flat chunk names: 2 files and 1 folder to fsync
+        (4 more with positions), which is what the per-step cost is made of.
+        """
         if key in self._root:
             raise SessionError(f"frame {key!r} already exists in {self.path}")
-        group = self._root.create_group(key)
-        group.attrs.update(frame.model_dump(mode="json", exclude={"data", "positions_m"}))
-        data = np.ascontiguousarray(frame.data)
-        group.create_array("data", data=data, chunks=data.shape)
+        written = [
+            self._write_array(
+                key, frame.data, frame.model_dump(mode="json", exclude={"data", "positions_m"})
+            )
+        ]
         if frame.positions_m is not None:
-            positions = np.ascontiguousarray(frame.positions_m)
-            group.create_array("positions_m", data=positions, chunks=positions.shape)
-        _fsync_tree(self.path / key)
+            written.append(self._write_array(f"{key}{POSITIONS}", frame.positions_m, {}))
+        for name in written:
+            _fsync_tree(self.path / name)
         _fsync_path(self.path)
+
+    def _write_array(self, name: str, values: np.ndarray, attributes: dict[str, Any]) -> str:
+        data = np.ascontiguousarray(values)
+        array = self._root.create_array(
+            name,
+            shape=data.shape,
+            dtype=data.dtype,
+            chunks=data.shape,
+            chunk_key_encoding={"name": "v2", "separator": "."},
+            attributes=attributes,
+        )
+        array[...] = data
+        return name
 
     def read(self, key: str) -> Frame:
         """The frame stored under ``key``."""
         try:
-            group = self._root[key]
-            assert isinstance(group, zarr.Group)
-            data = np.asarray(group["data"][...])
-            positions = np.asarray(group["positions_m"][...]) if "positions_m" in group else None
+            array = self._root[key]
+            assert isinstance(array, zarr.Array)
+            positions = None
+            if f"{key}{POSITIONS}" in self._root:
+                positions = _array(self._root, f"{key}{POSITIONS}")
             return Frame.model_validate(
-                {**group.attrs.asdict(), "data": data, "positions_m": positions}
+                {**array.attrs.asdict(), "data": np.asarray(array[...]), "positions_m": positions}
             )
         except Exception as exc:
             raise SessionCorruptError(f"{self.path}: frame {key!r} is unreadable ({exc})") from exc
+
+
+def _array(group: zarr.Group, name: str) -> np.ndarray:
+    array = group[name]
+    assert isinstance(array, zarr.Array)
+    return np.asarray(array[...])

@@ -1,0 +1,131 @@
+"""The recorder at the Microscope boundary, the session reader, torn tails and corruption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import emauto
+from emauto.bench.driver import StaticMicroscope
+from emauto.errors import (
+    NonFiniteSetpointError,
+    SessionCorruptError,
+    SessionError,
+    UnknownKnobError,
+)
+from emauto.microscope import RonchigramRequest
+from emauto.sessions import RecordingMicroscope, Session
+from emauto.sessions.store import DOCUMENTS, FRAMES
+
+
+def record_static(path: Path, steps: int = 3) -> RecordingMicroscope:
+    scope = RecordingMicroscope.open(StaticMicroscope((32, 32)), path, {"seed": 7})
+    for i in range(steps):
+        scope.set({"C10": 1e-9 * (i + 1)})
+        scope.acquire(RonchigramRequest(exposure_s=1e-3, probe_position_m=(1e-9 * i, 0.0)))
+    return scope
+
+
+def test_documents_follow_event_model_and_frames_round_trip(tmp_path: Path) -> None:
+    scope = record_static(tmp_path / "s", steps=2)
+    frame = scope.acquire(RonchigramRequest(exposure_s=2e-3))
+    scope.close()
+    names = [json.loads(line)[0] for line in (tmp_path / "s" / DOCUMENTS).read_text().splitlines()]
+    assert names[:2] == ["start", "descriptor"] and names[-1] == "stop"
+    assert set(names[2:-1]) == {"event"}
+    session = Session(tmp_path / "s")
+    assert session.complete and session.exit_status == "success"
+    assert session.start["seed"] == 7 and session.start["backend"] == "static"
+    assert [s.kind for s in session.steps] == ["set", "acquire"] * 2 + ["acquire", "safe"]
+    assert session.steps[2].knob("C10") == pytest.approx(2e-9)
+    stored = session.frame(session.steps[4])
+    assert np.array_equal(stored.data, frame.data)
+    assert stored.request == frame.request and stored.dose_e == frame.dose_e
+    assert session.steps[-1].data["beam_blanked"] is True  # close() went safe, recorded
+
+
+def test_rejected_commands_are_recorded_and_change_nothing(tmp_path: Path) -> None:
+    scope = record_static(tmp_path / "s", steps=1)
+    before = scope.read().knobs["C10"]
+    with pytest.raises(NonFiniteSetpointError):
+        scope.set({"C10": float("nan")})
+    with pytest.raises(UnknownKnobError):
+        scope.set({"C99": 1.0})
+    assert scope.read().knobs["C10"] == before
+    scope.close()
+    rejected = [s for s in Session(tmp_path / "s").steps if s.kind == "rejected"]
+    assert [s.error.split(":")[0] for s in rejected] == [
+        "NonFiniteSetpointError",
+        "UnknownKnobError",
+    ]
+    assert rejected[0].action == {"set": {"C10": "nan"}}
+
+
+def test_twin_sessions_record_ground_truth(tmp_path: Path, tiny_sim_uri: str) -> None:
+    scope = emauto.connect(tiny_sim_uri, record=tmp_path / "s", metadata={"policy": "none"})
+    scope.set({"C10": 40e-9})
+    scope.acquire(RonchigramRequest(exposure_s=1e-3, wait_s=1.0))
+    scope.close()
+    session = Session(tmp_path / "s")
+    assert session.start["uri"] == tiny_sim_uri and session.start["policy"] == "none"
+    after = session.steps[1]
+    assert after.truth("C10") == pytest.approx(40e-9, rel=0.05)
+    assert 0 <= after.truth() < 0.5  # 40 nm of defocus: a poor probe
+
+
+def test_a_new_session_needs_an_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "other.txt").write_text("x")
+    with pytest.raises(SessionError, match="not empty"):
+        record_static(tmp_path / "s")
+
+
+def test_a_torn_last_line_is_repaired_on_open(tmp_path: Path) -> None:
+    record_static(tmp_path / "s").recorder._log.close()  # a crash: no stop document
+    log = tmp_path / "s" / DOCUMENTS
+    intact = log.read_bytes()
+    log.write_bytes(intact + b'["event",{"uid":"abc","da')
+    session = Session(tmp_path / "s")
+    assert session.torn_bytes > 0 and not session.complete
+    assert session.exit_status == "incomplete" and len(session.steps) == 6
+    assert log.read_bytes() == intact
+    assert Session(tmp_path / "s").torn_bytes == 0
+    read_only = tmp_path / "t"
+    record_static(read_only).recorder._log.close()
+    (read_only / DOCUMENTS).write_bytes((read_only / DOCUMENTS).read_bytes() + b"[")
+    assert Session(read_only, repair=False).torn_bytes == 1
+    assert (read_only / DOCUMENTS).read_bytes().endswith(b"[")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: (p / DOCUMENTS).write_text('["start",{}]\nnot json\n["stop",{}]\n'), "line 2"),
+        (lambda p: (p / DOCUMENTS).write_text('["event",{}]\n'), "must be 'start'"),
+        (lambda p: (p / DOCUMENTS).unlink(), "missing"),
+        (lambda p: __import__("shutil").rmtree(p / FRAMES), "missing"),
+        (lambda p: (p / DOCUMENTS).write_text(""), "must be 'start'"),
+    ],
+)
+def test_corrupt_sessions_raise_a_clear_error(tmp_path: Path, damage, message: str) -> None:  # type: ignore[no-untyped-def]
+    record_static(tmp_path / "s").close()
+    damage(tmp_path / "s")
+    with pytest.raises(SessionCorruptError, match=message):
+        Session(tmp_path / "s")
+
+
+def test_a_missing_frame_is_a_clear_error(tmp_path: Path) -> None:
+    record_static(tmp_path / "s").close()
+    session = Session(tmp_path / "s")
+    import shutil
+
+    shutil.rmtree(tmp_path / "s" / FRAMES / session.steps[1].frame_key)
+    with pytest.raises(SessionCorruptError, match="unreadable"):
+        session.frame(session.steps[1])
+    with pytest.raises(SessionCorruptError, match="no frame"):
+        session.frame(session.steps[0])
+    with pytest.raises(SessionCorruptError, match="no such session"):
+        Session(tmp_path / "nowhere")
