@@ -50,6 +50,8 @@ def _train(args: argparse.Namespace) -> int:
         rl_config = rl_config.model_copy(update={"algo": args.algo})
     if args.timesteps:
         rl_config = rl_config.model_copy(update={"total_timesteps": args.timesteps})
+    if args.record:
+        rl_config = rl_config.model_copy(update={"record_dir": args.record})
     out = train_policy(rl_config, args.out, estimator_path=args.estimator)
     print(f"wrote the {rl_config.algo} policy to {out}")
     return 0
@@ -66,6 +68,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         budget_steps=args.budget,
         policy_path=args.policy,
         progress=True,
+        record=args.record,
     )
     print(json.dumps(figures, indent=2))
     return 0
@@ -86,6 +89,7 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
         policy_path=args.policy,
         progress=not args.json,
         config=config,
+        record=args.record,
     )
     result: dict[str, Any] = figures if args.method == "all" else figures[args.method]
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
@@ -114,6 +118,7 @@ def add_tuning_commands(commands: Any) -> None:
     train.add_argument("--data", type=Path, help="dataset .npz (ronchigram-estimator)")
     train.add_argument("--estimator", type=Path, help="estimator .pt for RL features")
     train.add_argument("--timesteps", type=int, help="override total_timesteps")
+    train.add_argument("--record", type=Path, help="record every env's session under DIR")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a policy on probe tuning")
@@ -128,6 +133,7 @@ def _add_episode_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--microscope", default="sim://", help="microscope URI")
     parser.add_argument("--budget", type=int, default=30, help="Ronchigrams after the first")
+    parser.add_argument("--record", type=Path, help="record each method's session under DIR")
 
 
 def add_tuning_bench(bench_tasks: Any) -> None:

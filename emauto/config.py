@@ -329,3 +329,6 @@ class RLTrainingConfig(BaseModel):
     checkpoint_freq: int = Field(default=20_000, ge=1, description="timesteps per checkpoint")
     tensorboard: bool = False
     device: str = "cpu"
+    record_dir: Path | None = Field(
+        default=None, description="record every env into a session under this folder"
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,11 +68,12 @@ def run_probe_tuning_benchmark(
     policy_path: str | None = None,
     progress: bool = False,
     config: ProbeTuningConfig | None = None,
+    record: str | Path | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run each method on the same ``episodes`` seeded episodes; figures keyed by method.
 
     ``config`` changes the episodes (e.g. a lower dose); its ``max_steps`` is replaced by
-    ``budget_steps``.
+    ``budget_steps``. ``record`` records each method's episodes into ``record/METHOD``.
     """
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
@@ -82,7 +84,8 @@ def run_probe_tuning_benchmark(
 
     for method in methods:
         counter = CountingMicroscope(connect(microscope))
-        env = ProbeTuningEnv(counter, config)
+        folder = Path(record) / method if record is not None else None
+        env = ProbeTuningEnv(counter, config, record=folder)
         try:
             policy = make_policy(method, env, seed, policy_path)
             results = []

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -34,6 +35,9 @@ from emauto.config import TUNING_KNOB_GROUPS, ProbeTuningConfig
 from emauto.envs.observations import aperture_crop_px, ronchigram_image
 from emauto.errors import ConfigError
 from emauto.microscope import Frame, Microscope, RonchigramRequest
+
+if TYPE_CHECKING:
+    from emauto.sessions.recorder import RecordingMicroscope
 
 Observation = dict[str, np.ndarray]
 #: Predicts the Strehl ratio from the observation's Ronchigram pair (uint8 (2, S, S)) and the
@@ -68,6 +72,7 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         *,
         strehl_from_image: StrehlFromImage | None = None,
         render_mode: str | None = None,
+        record: str | Path | None = None,
     ) -> None:
         super().__init__()
         if isinstance(config, dict):
@@ -81,6 +86,16 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         else:
             self.microscope = microscope
             self._owns_microscope = False
+        self._recording: RecordingMicroscope | None = None
+        if record is not None:  # every command and every env step, into a new session folder
+            from emauto.sessions.recorder import RecordingMicroscope
+
+            metadata = {
+                "env": "emauto/ProbeTuning-v0",
+                "config": self.config.model_dump(mode="json"),
+            }
+            self._recording = RecordingMicroscope.open(self.microscope, record, metadata)
+            self.microscope = self._recording
         self.render_mode = render_mode
         description = self.microscope.describe()
         self.knobs = self.config.knobs()
@@ -211,6 +226,10 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             reward += self.config.success_bonus
         info = self._info()
         info["clipped"] = clipped
+        if self._recording is not None:
+            self._recording.recorder.record_episode_step(
+                action, reward, terminated, truncated, self._strehl
+            )
         return observation, float(reward), bool(terminated), bool(truncated), info
 
     def render(self) -> np.ndarray | None:
@@ -226,7 +245,9 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             self.microscope.safe()
         finally:
             if self._owns_microscope:
-                self.microscope.close()
+                self.microscope.close()  # a recording closes its session too
+            elif self._recording is not None:
+                self._recording.recorder.close()
         super().close()
 
     # ------------------------------------------------------------------ internals

@@ -117,11 +117,16 @@ def load_policy(path: str | Path | None = None) -> SB3Policy:
     return SB3Policy(model, config)
 
 
-def _make_env(config: RLTrainingConfig) -> Any:
+def _make_env(config: RLTrainingConfig, role: str = "train") -> Any:
     def factory() -> gym.Env[Any, Any]:
+        import uuid
+
         from emauto.envs.probe_tuning import ProbeTuningEnv
 
-        return ProbeTuningEnv(config.microscope, config.env)
+        record = None
+        if config.record_dir is not None:  # one session per env, in any process
+            record = config.record_dir / f"{role}-{uuid.uuid4().hex[:12]}"
+        return ProbeTuningEnv(config.microscope, config.env, record=record)
 
     return factory
 
@@ -148,7 +153,7 @@ def train_policy(
     )
     env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=config.gamma)
     eval_env = VecNormalize(
-        make_vec_env(_make_env(config), n_envs=1, seed=config.seed + 10_000),
+        make_vec_env(_make_env(config, "eval"), n_envs=1, seed=config.seed + 10_000),
         norm_obs=False,
         norm_reward=False,
         training=False,

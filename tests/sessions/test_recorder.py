@@ -129,3 +129,27 @@ def test_a_missing_frame_is_a_clear_error(tmp_path: Path) -> None:
         session.frame(session.steps[0])
     with pytest.raises(SessionCorruptError, match="no such session"):
         Session(tmp_path / "nowhere")
+
+
+def test_environments_record_their_commands_and_steps(tmp_path: Path, tiny_sim_uri: str) -> None:
+    from emauto.envs.probe_tuning import ProbeTuningEnv
+
+    env = ProbeTuningEnv(tiny_sim_uri, record=tmp_path / "env")
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(np.full(7, 0.1, dtype=np.float32))
+    env.close()
+    session = Session(tmp_path / "env")
+    assert session.exit_status == "success" and session.start["env"] == "emauto/ProbeTuning-v0"
+    assert len(session.episode) == 2 and len(session.acquisitions()) == 3
+    assert session.episode[0].action == pytest.approx(np.full(7, 0.1))
+
+
+def test_the_benchmark_records_each_method(tmp_path: Path, tiny_sim_uri: str) -> None:
+    from emauto.bench.probe_tuning import run_probe_tuning_benchmark
+
+    run_probe_tuning_benchmark(
+        ["random"], episodes=2, microscope=tiny_sim_uri, budget_steps=2, record=tmp_path
+    )
+    session = Session(tmp_path / "random")
+    assert session.complete and len(session.episode) == 4
