@@ -15,6 +15,7 @@ daemon's heartbeats stop (`emauto.safety`).
 from __future__ import annotations
 
 import hashlib
+import signal
 import sys
 import threading
 import time
@@ -315,23 +316,35 @@ def run_daemon(config: DaemonConfig, *, session: str | Path | None = None) -> Ru
     worker_result: list[RunResult] = []
     worker_error: list[BaseException] = []
 
+    finished = threading.Event()
+
     def work() -> None:
         try:
             worker_result.append(daemon.run())
         except BaseException as exc:  # connect failed: nothing was touched
             worker_error.append(exc)
+        finally:
+            finished.set()
 
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)  # a service stop: abort, end safe
     worker = threading.Thread(target=work, name="emauto-daemon")
     worker.start()
     try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:  # Ctrl-C: abort, and let the worker end safe
+        # an Event, not Thread.join: an interrupted join can mark a live thread as ended
+        while not finished.wait(0.2):
+            pass
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: abort, and let the worker end safe
         if daemon.machine.state in (State.RUNNING, State.PAUSED):
             daemon.handle("abort")
-        worker.join()
+        while not finished.wait(0.2):
+            pass
     finally:
         control.close()
+    worker.join()
     if worker_error:
         raise worker_error[0]
     return worker_result[0]

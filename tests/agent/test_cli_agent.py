@@ -67,3 +67,40 @@ def test_commands_on_a_corrupt_session_fail_clearly(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "SessionCorruptError" in result.stderr or "must be 'start'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_aborts_the_daemon_and_it_ends_safe(tmp_path: Path, tiny_sim_uri: str) -> None:
+    import signal
+    import time
+
+    from emauto.sessions import Session
+
+    config = tmp_path / "daemon.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "microscope": tiny_sim_uri,
+                "control": "tcp://127.0.0.1:0",
+                "plan": [{"kind": "align_probe", "detune": True, "max_acquisitions": 5000}],
+            }
+        )
+    )
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "emauto.cli", "daemon", "--config", str(config),
+         "--session", str(tmp_path / "s")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while (
+        not (tmp_path / "s" / "frames.zarr").is_dir()
+        or len(list((tmp_path / "s" / "frames.zarr").iterdir())) < 4
+    ):
+        assert time.monotonic() < deadline and daemon.poll() is None
+        time.sleep(0.1)
+    daemon.send_signal(signal.SIGTERM)
+    out, err = daemon.communicate(timeout=60)
+    assert daemon.returncode == 2, err  # aborted
+    assert json.loads(out)["exit_status"] == "abort"
+    session = Session(tmp_path / "s")
+    assert session.exit_status == "abort"
+    assert session.steps[-1].kind == "safe" and session.steps[-1].data["beam_blanked"] is True
