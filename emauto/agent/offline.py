@@ -37,17 +37,11 @@ def export_minari(session: Session, out: Path, dataset_id: str = "emauto/probe-t
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    from emauto.agent.plans import AlignProbeTask
+    from emauto.agent.rerun import alignment_tasks
     from emauto.drivers.replay import ReplayTwin
     from emauto.envs.probe_tuning import ProbeTuningEnv
 
-    tasks = [
-        AlignProbeTask.model_validate(t)
-        for t in session.start.get("plan", [])
-        if t.get("kind") == "align_probe" and t["name"] in session.tasks()
-    ]
-    if not tasks:
-        raise SessionError(f"{session.path}: no recorded probe-alignment task to export")
+    tasks = alignment_tasks(session)
     episodes: list[EpisodeBuffer] = []
     env: ProbeTuningEnv | None = None
     for index, task in enumerate(tasks):
