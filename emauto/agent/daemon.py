@@ -278,6 +278,9 @@ class Daemon:
             )
         finally:
             bar.close()
+            close = getattr(policy, "close", None)  # e.g. the simplex's ask/tell thread
+            if callable(close):
+                close()
         return {
             "task": task.name,
             "kind": task.kind,

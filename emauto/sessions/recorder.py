@@ -99,7 +99,7 @@ class SessionRecorder:
             "task": _key("string", "emauto", description="the plan task that made the call"),
             "action": _key("string", "emauto", description="the command as JSON (SI units)"),
             "error": _key("string", "emauto", description="why a command was rejected"),
-            "frame": _key("string", "emauto", description=f"group in {FRAMES}, '' if none"),
+            "frame": _key("string", "emauto", description=f"array in {FRAMES}, '' if none"),
             "dose_e": _key("number", "microscope", "electrons"),
             "time_s": _key("number", "microscope", "s"),
             "beam_blanked": _key("boolean", "microscope"),
