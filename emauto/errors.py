@@ -98,3 +98,10 @@ class ProtocolError(TransportError, ValueError):
 
 class AuthError(TransportError, PermissionError):
     """Authentication failed or keys are missing/invalid."""
+
+
+# --------------------------------------------------------------------------- data files
+
+
+class ImageFileError(EmautoError, ValueError):
+    """An image file is missing, unreadable, of an unknown format or not a 2-D image."""
