@@ -6,8 +6,10 @@ image in the samples' units (normalised intensity in the benchmark):
 
 - ``linear``: Delaunay linear interpolation (scipy), nearest sample outside the hull.
 - ``biharmonic``: scikit-image's biharmonic inpainting (smooth, slower).
-- ``tv``: total-variation inpainting (Chambolle-Pock primal-dual on
-  ``min TV(u) + lam/2 |M(u - y)|^2``), started from ``linear``.
+- ``tv``: total-variation regularised reconstruction (Chambolle-Pock primal-dual on
+  ``min TV(u) + lam/2 |M(u - y)|^2 + mu/2 |(1 - M)(u - linear)|^2``). Pure TV inpainting
+  (``mu = 0``) is degenerate for scattered points (a constant image with spikes at the
+  samples has the least TV), so the unsampled pixels are weakly tied to ``linear``.
 - ``cs``: compressed sensing: the image is sparse in the 2-D DCT; FISTA on
   ``min 1/2 |M(IDCT c) - y|^2 + lam |c|_1``.
 - ``gp``: Gaussian-process regression (RBF + noise, hyperparameters by marginal likelihood
@@ -87,15 +89,22 @@ def _div(px: np.ndarray, py: np.ndarray) -> np.ndarray:
     return dx + dy
 
 
-def tv(values: np.ndarray, mask: np.ndarray, lam: float = 20.0, iterations: int = 200) -> np.ndarray:
-    """Total-variation inpainting (Chambolle-Pock), started from `linear`."""
+def tv(
+    values: np.ndarray,
+    mask: np.ndarray,
+    lam: float = 50.0,
+    mu: float = 5.0,
+    iterations: int = 150,
+) -> np.ndarray:
+    """Total-variation regularised reconstruction (Chambolle-Pock), started from `linear`."""
     values, mask = _check(values, mask)
     u = linear(values, mask)
+    target = np.where(mask, values, u)
     ubar = u.copy()
     px = np.zeros_like(u)
     py = np.zeros_like(u)
     tau = sigma = 1.0 / np.sqrt(8.0)
-    weight = mask.astype(np.float64) * lam
+    weight = np.where(mask, lam, mu)
     for _ in range(iterations):
         gx, gy = _grad(ubar)
         px += sigma * gx
@@ -105,7 +114,7 @@ def tv(values: np.ndarray, mask: np.ndarray, lam: float = 20.0, iterations: int 
         py /= norm
         previous = u
         v = u + tau * _div(px, py)
-        u = (v + tau * weight * values) / (1.0 + tau * weight)
+        u = (v + tau * weight * target) / (1.0 + tau * weight)
         ubar = 2 * u - previous
     return u
 
