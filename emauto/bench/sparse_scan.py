@@ -125,7 +125,9 @@ def run_sparse_scan_benchmark(
     methods = list(dict.fromkeys([reconstruction, *reconstructions]))
     bad = sorted(set(methods) - set(RECONSTRUCTIONS))
     if bad:
-        raise ConfigError(f"unknown reconstructions {bad}; expected some of {sorted(RECONSTRUCTIONS)}")
+        raise ConfigError(
+            f"unknown reconstructions {bad}; expected some of {sorted(RECONSTRUCTIONS)}"
+        )
     truths = {name: normalise(image) for name, image in images.items()}
     rl_policy = None
     notes: dict[str, str] = {}
@@ -134,7 +136,7 @@ def run_sparse_scan_benchmark(
 
         try:
             rl_policy = load_default_scan_policy()
-        except Exception as exc:  # noqa: BLE001  (reported, the other strategies still run)
+        except Exception as exc:
             notes["rl"] = f"no RL scan policy: {exc}"
     result: dict[str, Any] = {}
     for strategy in strategies:

@@ -50,7 +50,9 @@ def scan_observation(
         raise ConfigError(f"image shape {mask.shape} is not a multiple of the observation {size}")
     m = mask.astype(np.float64)
     counts = _blocks(m, size)
-    partial = np.where(counts > 0, _blocks(np.where(mask, values, 0.0), size) / np.maximum(counts, 1e-12), 0.0)
+    partial = np.where(
+        counts > 0, _blocks(np.where(mask, values, 0.0), size) / np.maximum(counts, 1e-12), 0.0
+    )
     density = np.clip(counts / (2 * coverage), 0, 1)
     recon = _blocks(reconstruction, size)
     stack = np.stack([partial, density, recon])
@@ -60,7 +62,7 @@ def scan_observation(
 class SparseScanEnv(gym.Env[np.ndarray, np.int64]):
     """Adaptive sparse scanning as an MDP (see the module docstring)."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012
 
     def __init__(
         self,
@@ -102,9 +104,7 @@ class SparseScanEnv(gym.Env[np.ndarray, np.int64]):
         self._steps = 0
 
     @staticmethod
-    def _bank(
-        images: np.ndarray | None, size: int, per_specimen: int, seed: int
-    ) -> np.ndarray:
+    def _bank(images: np.ndarray | None, size: int, per_specimen: int, seed: int) -> np.ndarray:
         if images is None:
             from emauto.scanning.twin_images import training_images
 
@@ -137,11 +137,15 @@ class SparseScanEnv(gym.Env[np.ndarray, np.int64]):
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if not self.action_space.contains(action):
-            raise ConfigError(f"action must be a patch index in [0, {self.grid**2}), got {action!r}")
+            raise ConfigError(
+                f"action must be a patch index in [0, {self.grid**2}), got {action!r}"
+            )
         self._steps += 1
         before = self._rms
         room = self.budget - int(self._mask.sum())
-        new = add_in_patch(self._mask, self.grid, int(action), min(self.batch, room), self.np_random)
+        new = add_in_patch(
+            self._mask, self.grid, int(action), min(self.batch, room), self.np_random
+        )
         if len(new):
             self._measure(new)
             electrons = len(new) * (self.dose_e or 1.0)

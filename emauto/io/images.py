@@ -81,7 +81,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raw = _READERS[suffix](path)
     except ImageFileError:
         raise
-    except Exception as exc:  # noqa: BLE001  (every reader has its own exceptions)
+    except Exception as exc:
         raise ImageFileError(
             f"{path}: cannot read it as a {suffix} image: {type(exc).__name__}: {exc}"
         ) from exc
@@ -92,7 +92,9 @@ def read_image(path: str | Path) -> np.ndarray:
     if squeezed.ndim != 2:
         raise ImageFileError(f"{path}: expected a 2-D image, got an array of shape {array.shape}")
     if min(squeezed.shape) < 8:
-        raise ImageFileError(f"{path}: expected an image of at least 8x8 pixels, got {squeezed.shape}")
+        raise ImageFileError(
+            f"{path}: expected an image of at least 8x8 pixels, got {squeezed.shape}"
+        )
     image = squeezed.astype(np.float64)
     if not np.all(np.isfinite(image)):
         raise ImageFileError(f"{path}: the image has NaN or infinite pixels")

@@ -65,9 +65,7 @@ class ScanPolicy:
         (the most probable patch with room left is scanned: deterministic)."""
         from emauto.envs.sparse_scan import scan_observation
 
-        def choose(
-            values: np.ndarray, mask: np.ndarray, reconstruction: np.ndarray
-        ) -> np.ndarray:
+        def choose(values: np.ndarray, mask: np.ndarray, reconstruction: np.ndarray) -> np.ndarray:
             observation = scan_observation(
                 values, mask, reconstruction, coverage, self.observation_size
             )
@@ -88,11 +86,17 @@ def load_scan_policy(path: str | Path) -> ScanPolicy:
         raise ModelFileError(f"{folder}: expected a scan-policy folder with policy.zip")
     try:
         model = PPO.load(folder / "policy.zip", device="cpu")
-    except Exception as exc:  # noqa: BLE001  (SB3 raises many kinds on a bad file)
+    except Exception as exc:
         raise ModelFileError(f"{folder / 'policy.zip'}: cannot load the PPO policy: {exc}") from exc
-    shape = model.observation_space.shape
-    grid = int(round(float(np.sqrt(model.action_space.n))))
-    return ScanPolicy(model, int(shape[-1]), grid)
+    observation_space, action_space = model.observation_space, model.action_space
+    if not (
+        isinstance(observation_space, spaces.Box)
+        and observation_space.shape is not None
+        and isinstance(action_space, spaces.Discrete)
+    ):
+        raise ModelFileError(f"{folder}: not a SparseScan-v0 policy (Box images, Discrete patches)")
+    grid = round(float(np.sqrt(int(action_space.n))))
+    return ScanPolicy(model, int(observation_space.shape[-1]), grid)
 
 
 @lru_cache(maxsize=1)

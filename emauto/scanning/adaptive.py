@@ -63,10 +63,10 @@ def ensemble_std(
 
 def _pick(score: np.ndarray, taken: np.ndarray, k: int, radius: float) -> np.ndarray:
     """Up to ``k`` pixels of highest ``score``, not taken, at least ``radius`` apart."""
-    ny, nx = score.shape
+    nx = score.shape[1]
     order = np.argsort(np.where(taken, -np.inf, score), axis=None)[::-1]
     blocked = taken.copy()
-    r = max(0, int(math.floor(radius)))
+    r = max(0, math.floor(radius))
     chosen: list[tuple[int, int]] = []
     for flat in order:
         if len(chosen) >= k:
@@ -190,7 +190,9 @@ def patch_scan(
         reconstruction = linear(values, mask)
         scores = np.asarray(chooser(values, mask, reconstruction), dtype=np.float64).ravel()
         if scores.shape != (grid * grid,):
-            raise ValueError(f"a patch chooser must return {grid * grid} scores, got {scores.shape}")
+            raise ValueError(
+                f"a patch chooser must return {grid * grid} scores, got {scores.shape}"
+            )
         free = np.array([_free(mask, grid, p) for p in range(grid * grid)])
         patch = int(np.argmax(np.where(free, scores, -np.inf)))
         new = add_in_patch(mask, grid, patch, min(step, n - int(mask.sum())), rng)

@@ -83,9 +83,7 @@ class CompletionNet(nn.Module):
 def network_input(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The three input channels (3, ny, nx) float32: linear reconstruction, mask, samples."""
     base = linear(values, mask)
-    return np.stack([base, mask.astype(np.float64), np.where(mask, values, 0.0)]).astype(
-        np.float32
-    )
+    return np.stack([base, mask.astype(np.float64), np.where(mask, values, 0.0)]).astype(np.float32)
 
 
 class CompletionModel:
@@ -122,7 +120,7 @@ def load_completion(path: str | Path) -> CompletionModel:
         raise ModelFileError(f"{path}: no such completion-network file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001  (torch raises many kinds on a bad file)
+    except Exception as exc:
         raise ModelFileError(f"{path}: not a readable torch file: {exc}") from exc
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
@@ -258,4 +256,4 @@ def _rms(net: CompletionNet, x: torch.Tensor, y: torch.Tensor) -> float:
         for start in range(0, len(x), 32):
             xb = x[start : start + 32]
             errors.append(torch.sum((xb[:, :1] + net(xb) - y[start : start + 32]) ** 2))
-    return float(torch.sqrt(sum(errors) / y.numel()))
+    return float(torch.sqrt(torch.stack(errors).sum() / y.numel()))

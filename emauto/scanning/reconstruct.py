@@ -53,7 +53,7 @@ def linear(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return np.asarray(out, dtype=np.float64).reshape(mask.shape)
     try:
         out = griddata(points, samples, grid, method="linear")
-    except Exception:  # noqa: BLE001  (collinear samples: Qhull cannot triangulate)
+    except Exception:
         out = np.full(len(grid), np.nan)
     missing = np.isnan(out)
     if missing.any():
@@ -119,7 +119,9 @@ def tv(
     return u
 
 
-def cs(values: np.ndarray, mask: np.ndarray, lam: float = 2e-3, iterations: int = 150) -> np.ndarray:
+def cs(
+    values: np.ndarray, mask: np.ndarray, lam: float = 2e-3, iterations: int = 150
+) -> np.ndarray:
     """Compressed sensing: FISTA for DCT-sparse coefficients that fit the samples."""
     values, mask = _check(values, mask)
     m = mask.astype(np.float64)

@@ -38,7 +38,9 @@ def check_dose(dose_e: float | None) -> float | None:
         return None
     value = float(dose_e)
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"dose must be a positive number of electrons per position, got {dose_e!r}")
+        raise ConfigError(
+            f"dose must be a positive number of electrons per position, got {dose_e!r}"
+        )
     return value
 
 

@@ -13,6 +13,7 @@ the twin's raster of the same shape over ``scan_fov``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,7 +179,9 @@ def _trace_path(
 # --------------------------------------------------------------------------- strategies
 
 
-def _grid_points(shape: tuple[int, int], n: int, rng: np.random.Generator, jitter: bool) -> np.ndarray:
+def _grid_points(
+    shape: tuple[int, int], n: int, rng: np.random.Generator, jitter: bool
+) -> np.ndarray:
     ny, nx = shape
     step = math.sqrt(ny * nx / n)
     rows_n, cols_n = max(1, round(ny / step)), max(1, round(nx / step))
@@ -240,7 +243,9 @@ def spiral_plan(shape: tuple[int, int], n: int, rng: np.random.Generator) -> Sca
         theta = np.sqrt(np.linspace(0, 1, int(length / 0.4) + 16)) * theta_max
         radius = spacing * theta / (2 * math.pi)
         xy = np.stack([cx + radius * np.cos(theta), cy + radius * np.sin(theta)], axis=1)
-        inside = (xy[:, 0] > -0.5) & (xy[:, 0] < nx - 0.5) & (xy[:, 1] > -0.5) & (xy[:, 1] < ny - 0.5)
+        inside = (
+            (xy[:, 0] > -0.5) & (xy[:, 0] < nx - 0.5) & (xy[:, 1] > -0.5) & (xy[:, 1] < ny - 0.5)
+        )
         return xy[inside]
 
     pixels = _trace_path(path, n, shape, 0.25 / max(ny, nx), 1.0)
@@ -271,7 +276,7 @@ def line_hop_plan(shape: tuple[int, int], n: int, rng: np.random.Generator) -> S
     edges = np.round(np.linspace(0, ny, bands + 1)).astype(np.int64)
     run = 4
     pixels_list: list[np.ndarray] = []
-    for top, bottom in zip(edges[:-1], edges[1:], strict=True):
+    for top, bottom in itertools.pairwise(edges):
         for start in range(0, nx, run):
             row = int(rng.integers(top, max(top + 1, bottom)))
             cols = np.arange(start, min(start + run, nx))
@@ -380,7 +385,9 @@ def to_request(
             )
             for a, b in plan.segments
         )
-        return ImageRequest(detector=detector, scan=SegmentsScan(segments=segments), dwell_s=dwell_s)
+        return ImageRequest(
+            detector=detector, scan=SegmentsScan(segments=segments), dwell_s=dwell_s
+        )
     return ImageRequest(
         detector=detector, scan=PositionsScan(positions_m=positions), dwell_s=dwell_s
     )

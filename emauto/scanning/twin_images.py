@@ -23,8 +23,8 @@ __all__ = [
     "SPECIMENS",
     "benchmark_images",
     "training_images",
-    "twin_image",
     "training_recipe",
+    "twin_image",
 ]
 
 #: The twin's built-in specimens.
@@ -35,8 +35,11 @@ BENCH_FOV_M = {"amorphous_carbon": 8e-9, "au_on_carbon": 16e-9, "srtio3": 8e-9}
 
 def training_recipe(specimen: str) -> Path:
     """The seed-1 training recipe of a built-in specimen."""
-    return Path(emauto.__file__).resolve().parents[1] / "simulations" / "scan_training" / (
-        f"{specimen}_seed1.yaml"
+    return (
+        Path(emauto.__file__).resolve().parents[1]
+        / "simulations"
+        / "scan_training"
+        / (f"{specimen}_seed1.yaml")
     )
 
 

@@ -20,8 +20,10 @@ def images() -> np.ndarray:
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:128, 0:128] / 128
     return np.stack(
-        [np.sin(2 * np.pi * (f * x + g * y)) + 0.1 * rng.random((128, 128)) for f, g in
-         ((1, 2), (3, 1), (2, 2))]
+        [
+            np.sin(2 * np.pi * (f * x + g * y)) + 0.1 * rng.random((128, 128))
+            for f, g in ((1, 2), (3, 1), (2, 2))
+        ]
     )
 
 

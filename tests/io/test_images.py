@@ -67,13 +67,15 @@ def test_bad_files(tmp_path: Path, image: np.ndarray) -> None:
     with pytest.raises(ImageFileError, match="no such file"):
         read_image(tmp_path / "missing.npy")
     (tmp_path / "a.txt").write_text("1 2 3")
-    with pytest.raises(ImageFileError, match="unknown image format '.txt'"):
+    with pytest.raises(ImageFileError, match=r"unknown image format '\.txt'"):
         read_image(tmp_path / "a.txt")
     np.save(tmp_path / "cube.npy", np.zeros((3, 16, 16)))
-    with pytest.raises(ImageFileError, match=r"expected a 2-D image, got an array of shape \(3, 16, 16\)"):
+    with pytest.raises(
+        ImageFileError, match=r"expected a 2-D image, got an array of shape \(3, 16, 16\)"
+    ):
         read_image(tmp_path / "cube.npy")
     (tmp_path / "broken.npy").write_bytes(b"garbage")
-    with pytest.raises(ImageFileError, match="cannot read it as a .npy image"):
+    with pytest.raises(ImageFileError, match=r"cannot read it as a \.npy image"):
         read_image(tmp_path / "broken.npy")
     np.save(tmp_path / "nan.npy", np.full((16, 16), np.nan))
     with pytest.raises(ImageFileError, match="NaN"):

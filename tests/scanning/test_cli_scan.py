@@ -73,10 +73,15 @@ def test_bench_refuses_unreadable_and_non_2d_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     np.save(tmp_path / "cube.npy", np.zeros((4, 16, 16)))
-    assert main(["bench", "sparse-scan", "--image", str(tmp_path / "cube.npy"), "--coverage", "0.1"]) == 2
+    assert (
+        main(["bench", "sparse-scan", "--image", str(tmp_path / "cube.npy"), "--coverage", "0.1"])
+        == 2
+    )
     assert "expected a 2-D image" in capsys.readouterr().err
     (tmp_path / "x.tif").write_bytes(b"not a tiff")
-    assert main(["bench", "sparse-scan", "--image", str(tmp_path / "x.tif"), "--coverage", "0.1"]) == 2
+    assert (
+        main(["bench", "sparse-scan", "--image", str(tmp_path / "x.tif"), "--coverage", "0.1"]) == 2
+    )
     assert "cannot read it as a .tif image" in capsys.readouterr().err
 
 

@@ -15,7 +15,14 @@ from emauto.scanning.strategies import make_plan
 
 #: RMS error (fraction of the [0, 1] range) every method must reach on the smooth test image
 #: from a 5 % jittered grid without noise.
-TOLERANCE = {"linear": 0.02, "biharmonic": 0.02, "tv": 0.03, "cs": 0.04, "gp": 0.02, "completion": 0.04}
+TOLERANCE = {
+    "linear": 0.02,
+    "biharmonic": 0.02,
+    "tv": 0.03,
+    "cs": 0.04,
+    "gp": 0.02,
+    "completion": 0.04,
+}
 
 
 @pytest.mark.parametrize("method", sorted(RECONSTRUCTIONS))

@@ -74,7 +74,9 @@ def test_cost_model_counts_dwell_settling_and_flyback() -> None:
     assert points.jumps > 50  # isolated points settle after every jump ...
     assert lines.jumps == 0  # ... full lines only fly back
     assert points.time_s > lines.time_s
-    assert points.dose_e == pytest.approx(n_positions((32, 32), 0.1) * 20e-12 * dwell / 1.602176634e-19)
+    assert points.dose_e == pytest.approx(
+        n_positions((32, 32), 0.1) * 20e-12 * dwell / 1.602176634e-19
+    )
 
 
 @pytest.mark.parametrize("name", ["random", "spiral", "line_hop", "raster_lines"])
