@@ -40,7 +40,9 @@ __all__ = [
 ]
 
 FORMAT = "emauto-scan-completion/1"
-DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "completion.pt"
+DEFAULT_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "policies" / "weights" / "sparse_scan_completion.pt"
+)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -136,7 +138,7 @@ def load_completion(path: str | Path) -> CompletionModel:
 
 @lru_cache(maxsize=1)
 def load_default_completion() -> CompletionModel:
-    """The shipped network (``emauto/scanning/weights/completion.pt``)."""
+    """The shipped network (``emauto/policies/weights/sparse_scan_completion.pt``)."""
     return load_completion(DEFAULT_WEIGHTS)
 
 
