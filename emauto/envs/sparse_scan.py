@@ -12,7 +12,7 @@ budget needs (steps on a full patch add nothing).
 Observation: uint8 (3, S, S), channels first (`scan_observation`): the partial image (block
 mean of the samples, 0 where none), the sampled fraction of each block relative to twice the
 coverage (saturating), and the current reconstruction (linear interpolation), each reduced to
-S x S by block means, so the same policy reads any image size that is a multiple of S.
+S x S by block means, so the same policy reads any image of at least S x S pixels.
 Action: Discrete(grid**2), the patch, row-major. Reward: the reduction of the RMS error of
 the reconstruction (ground truth from the twin) per electron, in units of 100 x RMS per
 batch's electrons (a full batch that lowers the RMS error by 1 % earns 1); a step that adds
@@ -37,17 +37,21 @@ __all__ = ["SparseScanEnv", "scan_observation"]
 
 
 def _blocks(image: np.ndarray, size: int) -> np.ndarray:
+    """Means over a ``size x size`` grid of near-equal blocks (any image of >= size pixels)."""
     ny, nx = image.shape
-    return image.reshape(size, ny // size, size, nx // size).mean(axis=(1, 3))
+    rows = np.linspace(0, ny, size + 1).astype(np.int64)[:-1]
+    cols = np.linspace(0, nx, size + 1).astype(np.int64)[:-1]
+    sums = np.add.reduceat(np.add.reduceat(image, rows, axis=0), cols, axis=1)
+    counts = np.diff(np.r_[rows, ny])[:, None] * np.diff(np.r_[cols, nx])[None, :]
+    return np.asarray(sums / counts, dtype=np.float64)
 
 
 def scan_observation(
     values: np.ndarray, mask: np.ndarray, reconstruction: np.ndarray, coverage: float, size: int
 ) -> np.ndarray:
     """The policy's view (3, size, size) uint8 of a partial scan (see the module docstring)."""
-    ny, nx = mask.shape
-    if ny % size or nx % size:
-        raise ConfigError(f"image shape {mask.shape} is not a multiple of the observation {size}")
+    if min(mask.shape) < size:
+        raise ConfigError(f"image shape {mask.shape} is smaller than the observation {size}")
     m = mask.astype(np.float64)
     counts = _blocks(m, size)
     partial = np.where(

@@ -2,8 +2,8 @@
 
 A trained policy is a folder: ``policy.zip`` (SB3's format) and ``config.yaml`` (the
 `ScanRLConfig`). `ScanPolicy.chooser` turns it into a patch chooser for
-`emauto.scanning.adaptive.patch_scan`, which reads images of any size that is a multiple of
-the observation size (`emauto.envs.sparse_scan.scan_observation`).
+`emauto.scanning.adaptive.patch_scan`, which reads images of any size of at least the
+observation size (`emauto.envs.sparse_scan.scan_observation`).
 """
 
 from __future__ import annotations

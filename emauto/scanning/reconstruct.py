@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import fft
 from scipy.interpolate import griddata
+from scipy.linalg import cho_solve, solve_triangular
 
 from emauto.errors import ConfigError
 
@@ -156,9 +157,14 @@ def _log_marginal(points: np.ndarray, y: np.ndarray, length: float, noise: float
 
 
 def gp_reconstruct(
-    values: np.ndarray, mask: np.ndarray, max_points: int = 3000, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """GP mean and predictive standard deviation (both ``(ny, nx)``).
+    values: np.ndarray,
+    mask: np.ndarray,
+    max_points: int = 3000,
+    seed: int = 0,
+    with_std: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """GP mean and predictive standard deviation (both ``(ny, nx)``; the deviation, which
+    costs O(points^2 x pixels), only ``with_std``, None otherwise).
 
     RBF kernel on pixel coordinates plus white noise; length scale and noise chosen by the
     marginal likelihood on up to 600 samples over a small grid (relative to the mean sample
@@ -186,7 +192,7 @@ def gp_reconstruct(
     )
     k = _rbf(points, points, length) + noise * np.eye(len(points))
     chol = np.linalg.cholesky(k)
-    alpha = np.linalg.solve(chol.T, np.linalg.solve(chol, yn))
+    alpha = cho_solve((chol, True), yn)
     grid = np.argwhere(np.ones(mask.shape, dtype=bool)).astype(np.float64)
     out_mean = np.empty(len(grid))
     out_var = np.empty(len(grid))
@@ -194,16 +200,18 @@ def gp_reconstruct(
         block = grid[start : start + 8192]
         ks = _rbf(block, points, length)
         out_mean[start : start + 8192] = ks @ alpha
-        v = np.linalg.solve(chol, ks.T)
-        out_var[start : start + 8192] = np.clip(1.0 - np.sum(v * v, axis=0), 0.0, None)
+        if with_std:
+            v = solve_triangular(chol, ks.T, lower=True)
+            out_var[start : start + 8192] = np.clip(1.0 - np.sum(v * v, axis=0), 0.0, None)
     image = (out_mean * scale + mean).reshape(mask.shape)
-    std = (np.sqrt(out_var) * scale).reshape(mask.shape)
-    return image, std
+    if not with_std:
+        return image, None
+    return image, (np.sqrt(out_var) * scale).reshape(mask.shape)
 
 
 def gp(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The GP mean (see `gp_reconstruct`)."""
-    return gp_reconstruct(values, mask)[0]
+    return gp_reconstruct(values, mask, with_std=False)[0]
 
 
 def _completion(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -93,11 +93,16 @@ def test_bad_configuration_is_refused(images: np.ndarray) -> None:
         env.step(np.int64(64))
 
 
-def test_observation_reads_any_multiple_of_its_size() -> None:
+def test_observation_reads_any_image_size() -> None:
     values = np.random.default_rng(0).random((256, 256))
     mask = np.zeros((256, 256), dtype=bool)
     mask[::5, ::5] = True
     obs = scan_observation(values, mask, values, 0.04, 64)
     assert obs.shape == (3, 64, 64) and obs.dtype == np.uint8
-    with pytest.raises(ConfigError, match="multiple"):
-        scan_observation(values[:100, :100], mask[:100, :100], values[:100, :100], 0.04, 64)
+    odd = scan_observation(values[:100, :150], mask[:100, :150], values[:100, :150], 0.04, 64)
+    assert odd.shape == (3, 64, 64)
+    same = scan_observation(values[:128, :128], mask[:128, :128], values[:128, :128], 0.04, 64)
+    blocks = values[:128, :128].reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    assert np.array_equal(same[2], np.clip(np.rint(255 * blocks), 0, 255).astype(np.uint8))
+    with pytest.raises(ConfigError, match="smaller"):
+        scan_observation(values[:50, :50], mask[:50, :50], values[:50, :50], 0.04, 64)

@@ -38,6 +38,7 @@ def test_gp_uncertainty_grows_away_from_samples(smooth_image: np.ndarray) -> Non
     plan = make_plan("raster", smooth_image.shape, 0.02, seed=0)
     values, mask = sparse_image(plan, smooth_image, None)
     _, std = gp_reconstruct(values, mask)
+    assert std is not None
     distance = distance_transform_edt(~mask)
     assert std[mask].mean() < std[distance >= 3].mean()
 
@@ -48,9 +49,7 @@ def test_completion_network_beats_linear_on_an_unseen_twin_image() -> None:
     # the benchmark's SrTiO3 specimen (seed 0; training used seed-1 specimens), a region and
     # rotation of its own
     truth = normalise(
-        twin_image(
-            "sim://?specimen=srtio3&effects=none", (64, 64), 2e-9, (0.7e-9, -1.3e-9), 0.4
-        )
+        twin_image("sim://?specimen=srtio3&effects=none", (64, 64), 2e-9, (0.7e-9, -1.3e-9), 0.4)
     )
     plan = make_plan("jittered", truth.shape, 0.05, seed=4)
     values, mask = sparse_image(plan, truth, None)
