@@ -106,3 +106,17 @@ def test_observation_reads_any_image_size() -> None:
     assert np.array_equal(same[2], np.clip(np.rint(255 * blocks), 0, 255).astype(np.uint8))
     with pytest.raises(ConfigError, match="smaller"):
         scan_observation(values[:50, :50], mask[:50, :50], values[:50, :50], 0.04, 64)
+
+
+def test_shipped_scan_policy_scores_every_patch() -> None:
+    from emauto.policies.scan_policy import DEFAULT_SCAN_POLICY, load_default_scan_policy
+
+    assert (DEFAULT_SCAN_POLICY / "policy.zip").stat().st_size < 5 * 1024 * 1024
+    policy = load_default_scan_policy()
+    assert (policy.observation_size, policy.grid) == (64, 8)
+    values = np.random.default_rng(0).random((128, 128))
+    mask = np.zeros((128, 128), dtype=bool)
+    mask[::4, ::4] = True
+    scores = policy.chooser(0.05)(values, mask, values)
+    assert scores.shape == (64,) and np.all(scores >= 0)
+    assert scores.sum() == pytest.approx(1.0, abs=1e-5)
