@@ -124,3 +124,10 @@ class AgentStateError(EmautoError, RuntimeError):
 
 class AbortedError(EmautoError, RuntimeError):
     """The operator aborted the running plan."""
+
+
+# --------------------------------------------------------------------------- data files
+
+
+class ImageFileError(EmautoError, ValueError):
+    """An image file is missing, unreadable, of an unknown format or not a 2-D image."""

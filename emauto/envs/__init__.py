@@ -15,3 +15,16 @@ def register_envs() -> None:
             entry_point="emauto.envs.probe_tuning:ProbeTuningEnv",
             disable_env_checker=False,
         )
+    register_scan_envs()
+
+
+def register_scan_envs() -> None:
+    """Register `emauto/SparseScan-v0` (idempotent)."""
+    import gymnasium as gym
+
+    if "emauto/SparseScan-v0" not in gym.registry:
+        gym.register(
+            id="emauto/SparseScan-v0",
+            entry_point="emauto.envs.sparse_scan:SparseScanEnv",
+            disable_env_checker=False,
+        )

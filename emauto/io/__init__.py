@@ -1,0 +1,1 @@
+"""Reading user data: images from .npy, .tif and microscope files."""
