@@ -98,3 +98,22 @@ class ProtocolError(TransportError, ValueError):
 
 class AuthError(TransportError, PermissionError):
     """Authentication failed or keys are missing/invalid."""
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+class AnalysisError(EmautoError, ValueError):
+    """An image could not be analysed (wrong shape, non-finite values, nothing to find)."""
+
+
+class ImageFileError(AnalysisError):
+    """An image file is missing, unreadable or of an unsupported format."""
+
+
+class NoLatticeError(AnalysisError):
+    """The image shows no crystal lattice (no periodic peaks above the noise in its FFT)."""
+
+
+class LabelError(EmautoError, ValueError):
+    """Operator labels are empty, inconsistent or name an unknown class."""
