@@ -78,10 +78,13 @@ def analyze_image(
         )
     columns = find_atom_columns(image, max(separation, 1.5))
     resolution = estimate_resolution(image).as_dict(pixel_m)
-    drift = None
+    drift: dict[str, object] | None = None
     if previous is not None:
         measured = measure_drift(previous, image, pixel_m=pixel_m, dt_s=dt_s)
-        drift = {"shift_px": list(measured.shift_px), "velocity_m_per_s": measured.velocity_m_per_s}
+        drift = {
+            "shift_px": list(measured.shift_px),
+            "velocity_m_per_s": measured.velocity_m_per_s,
+        }
     return AnalysisResult(
         shape=(image.shape[0], image.shape[1]),
         pixel_m=pixel_m,

@@ -37,8 +37,12 @@ def measure_drift(
     ref = as_image(reference, "reference")
     mov = as_image(moving, "moving")
     if ref.shape != mov.shape:
-        raise AnalysisError(f"drift: expected two frames of one shape, got {ref.shape} and {mov.shape}")
-    shift, error, _ = phase_cross_correlation(ref, mov, upsample_factor=upsample, normalization=None)
+        raise AnalysisError(
+            f"drift: expected two frames of one shape, got {ref.shape} and {mov.shape}"
+        )
+    shift, error, _ = phase_cross_correlation(
+        ref, mov, upsample_factor=upsample, normalization=None
+    )
     dy, dx = (-float(s) for s in shift)
     velocity = None
     if pixel_m is not None and dt_s is not None and dt_s > 0:

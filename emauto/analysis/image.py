@@ -17,7 +17,9 @@ def as_image(data: Any, what: str = "image") -> np.ndarray:
     try:
         array = np.asarray(data, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise AnalysisError(f"{what}: expected a 2-D numeric array, got {type(data).__name__}") from exc
+        raise AnalysisError(
+            f"{what}: expected a 2-D numeric array, got {type(data).__name__}"
+        ) from exc
     if array.ndim == 3 and array.shape[0] == 1:
         array = array[0]
     if array.ndim != 2:

@@ -34,7 +34,9 @@ def load_image(path: str | Path) -> LoadedImage:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ImageFileError(f"{path}: unsupported file type {suffix!r}; expected one of {SUFFIXES}")
+        raise ImageFileError(
+            f"{path}: unsupported file type {suffix!r}; expected one of {SUFFIXES}"
+        )
     if not path.is_file():
         raise ImageFileError(f"{path}: no such file")
     try:

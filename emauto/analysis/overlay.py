@@ -15,9 +15,11 @@ def write_overlay(image: np.ndarray, atoms_xy_px: np.ndarray, path: str | Path) 
     scaled = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
     grey = (scaled * 255).astype(np.uint8)
     scale = max(1, 512 // max(grey.shape))
-    picture = Image.fromarray(grey).resize(
-        (grey.shape[1] * scale, grey.shape[0] * scale), Image.Resampling.NEAREST
-    ).convert("RGB")
+    picture = (
+        Image.fromarray(grey)
+        .resize((grey.shape[1] * scale, grey.shape[0] * scale), Image.Resampling.NEAREST)
+        .convert("RGB")
+    )
     draw = ImageDraw.Draw(picture)
     arm = max(2, scale)
     for x, y in np.asarray(atoms_xy_px).reshape(-1, 2):

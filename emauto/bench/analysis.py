@@ -62,13 +62,17 @@ def cation_columns_px(scope: Any, knobs: dict[str, float], shape: tuple[int, int
             out.append(np.stack([sx / pixel + (nx - 1) / 2, sy / pixel + (ny - 1) / 2], axis=1))
     pixels = np.concatenate(out)
     inside = (
-        (pixels[:, 0] >= 0) & (pixels[:, 0] <= nx - 1) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= ny - 1)
+        (pixels[:, 0] >= 0)
+        & (pixels[:, 0] <= nx - 1)
+        & (pixels[:, 1] >= 0)
+        & (pixels[:, 1] <= ny - 1)
     )
     return pixels[inside]
 
 
-def match(found: np.ndarray, truth: np.ndarray, radius_px: float, border_px: float,
-          shape: tuple[int, int]) -> tuple[int, int, int, np.ndarray]:
+def match(
+    found: np.ndarray, truth: np.ndarray, radius_px: float, border_px: float, shape: tuple[int, int]
+) -> tuple[int, int, int, np.ndarray]:
     """(true positives, found, truth) counted away from the border, and matched errors (px)."""
     ny, nx = shape
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-ENV_IDS = ("emauto/ProbeTuning-v0",)
+ENV_IDS = ("emauto/ProbeTuning-v0", "emauto/RegionSearch-v0")
 
 
 def register_envs() -> None:
@@ -13,5 +13,11 @@ def register_envs() -> None:
         gym.register(
             id="emauto/ProbeTuning-v0",
             entry_point="emauto.envs.probe_tuning:ProbeTuningEnv",
+            disable_env_checker=False,
+        )
+    if "emauto/RegionSearch-v0" not in gym.registry:
+        gym.register(
+            id="emauto/RegionSearch-v0",
+            entry_point="emauto.envs.region_search:RegionSearchEnv",
             disable_env_checker=False,
         )

@@ -40,7 +40,7 @@ class PatchTrainingConfig(BaseModel):
     train_seeds: tuple[int, ...] = tuple(range(1000, 1016))
     calibration_seeds: tuple[int, ...] = (2000, 2001, 2002)
     per_class: int = Field(default=120, ge=5)
-    epochs: int = Field(default=12, ge=1)
+    epochs: int = Field(default=8, ge=1)
     batch_size: int = Field(default=192, ge=12)
     learning_rate: float = Field(default=2e-3, gt=0)
     width: int = Field(default=16, ge=4)
@@ -131,7 +131,7 @@ def train_classifier(config: PatchTrainingConfig, *, progress: bool = True) -> P
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         scheduler.step()
         bar.set_postfix(loss=f"{total / len(order):.3f}")
     net.eval()
@@ -163,7 +163,9 @@ def train_classifier(config: PatchTrainingConfig, *, progress: bool = True) -> P
     return classifier
 
 
-def train_to_file(config: PatchTrainingConfig, out: str | Path, progress: bool = True) -> PatchClassifier:
+def train_to_file(
+    config: PatchTrainingConfig, out: str | Path, progress: bool = True
+) -> PatchClassifier:
     """Train and save to ``out`` (.pt)."""
     classifier = train_classifier(config, progress=progress)
     classifier.save(out)

@@ -178,7 +178,9 @@ class FewShotClassifier:
             raise LabelError(f"labels must be non-empty class names, got {bad[:3]!r}")
         embeddings = self.backbone.embed(features)
         if len(embeddings) != len(labels):
-            raise LabelError(f"expected one label per patch: {len(embeddings)} patches, {len(labels)} labels")
+            raise LabelError(
+                f"expected one label per patch: {len(embeddings)} patches, {len(labels)} labels"
+            )
         for name in sorted(set(labels)):
             rows = embeddings[[i for i, x in enumerate(labels) if x == name]]
             self._sums[name] = self._sums.get(name, 0.0) + rows.sum(axis=0)

@@ -4,7 +4,8 @@ A patch is a ``PATCH_PX`` square raster at ``PATCH_PIXEL_M`` taken through the M
 contract (`SurveyMicroscope`: stage to the patch centre, field of view, acquire), labelled
 with the class at its centre from the field's ground truth (`SurveyField.labels_at`).
 Classes are balanced: centres are drawn per class (inside particles for the particle
-classes, on the twin boundary for ``defect``). Dwell times are drawn from ``dwell_range_s``
+classes, on the twin boundary for ``defect``; ``zone_axis`` patches come from untwinned
+particles only, so that no twin boundary crosses them). Dwell times are drawn from ``dwell_range_s``
 so that the classifier sees a range of doses.
 
 `to_features` turns raw counts into what the networks read: the scattered fraction per
@@ -23,6 +24,7 @@ from emauto.drivers.sim.survey import (
     CLASSES,
     RANDOM,
     TWINNED,
+    ZONE_AXIS,
     SurveyConfig,
     SurveyField,
     SurveyMicroscope,
@@ -51,8 +53,8 @@ def _candidates(field: SurveyField, label: int, n: int, rng: np.random.Generator
     if name in ("particle", "zone_axis", "defect"):
         if name == "particle":
             pool = np.flatnonzero(field.kinds == RANDOM)
-        elif name == "zone_axis":
-            pool = np.flatnonzero(field.kinds != RANDOM)
+        elif name == "zone_axis":  # untwinned: a twin boundary nearby would be ambiguous
+            pool = np.flatnonzero(field.kinds == ZONE_AXIS)
         else:
             pool = np.flatnonzero(field.kinds == TWINNED)
         if len(pool) == 0:
@@ -135,8 +137,8 @@ def make_patch_dataset(
     for seed in tqdm(seeds, desc="patches", disable=not progress):
         scope = SurveyMicroscope(SurveyConfig(seed=int(seed)))
         centres, labels = sample_patch_centres(scope.field, per_class, rng)
-        dwells = np.exp(rng.uniform(*np.log(dwell_range_s), size=len(centres)))
-        dwells = np.round(dwells, 7)
+        low, high = np.log(dwell_range_s[0]), np.log(dwell_range_s[1])
+        dwells = np.round(np.exp(rng.uniform(low, high, size=len(centres))), 7)
         xs.append(acquire_patches(scope, centres, dwells))
         ys.append(labels)
         ss.append(np.full(len(labels), seed))

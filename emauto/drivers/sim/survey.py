@@ -97,7 +97,9 @@ class SurveyConfig(BaseModel):
         for name in ("diameter_range_m", "hole_radius_range_m", "contamination_radius_range_m"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
-                raise ValueError(f"{name}: expected (min, max) with 0 < min <= max, got {(low, high)}")
+                raise ValueError(
+                    f"{name}: expected (min, max) with 0 < min <= max, got {(low, high)}"
+                )
         return self
 
 
@@ -194,7 +196,9 @@ class SurveyField:
         if len(points) == 0:
             return np.zeros(len(centres), dtype=bool)
         low, high = points.min(axis=0), points.max(axis=0)
-        return np.all((centres + reach[:, None] >= low) & (centres - reach[:, None] <= high), axis=1)
+        return np.all(
+            (centres + reach[:, None] >= low) & (centres - reach[:, None] <= high), axis=1
+        )
 
     def _in_hole(self, points: np.ndarray) -> np.ndarray:
         inside = np.zeros(len(points), dtype=bool)
@@ -230,7 +234,7 @@ class SurveyField:
         labels[self._in_hole(points)] = CLASSES.index("vacuum")
         labels[self._contamination(points) > 2e-9] = CLASSES.index("contamination")
         touching = self._overlaps(points, self.centres_m, 1.2 * self.radii_m)
-        for i in np.flatnonzero(touching):
+        for i in (int(k) for k in np.flatnonzero(touching)):
             near = np.all(np.abs(points - self.centres_m[i]) <= 1.2 * self.radii_m[i], axis=1)
             if not np.any(near):
                 continue
@@ -289,7 +293,7 @@ class SurveyField:
         blur2 = self.config.probe_sigma_m**2 + pixel_m**2 / 12
         thickness = np.zeros(len(points))
         touching = self._overlaps(points, self.centres_m, self.radii_m + 2 * pixel_m)
-        for i in np.flatnonzero(touching):
+        for i in (int(k) for k in np.flatnonzero(touching)):
             r = self.radii_m[i]
             near = np.all(np.abs(points - self.centres_m[i]) <= r + 2 * pixel_m, axis=1)
             if not np.any(near):
@@ -455,7 +459,7 @@ class SurveyMicroscope:
         rotation = self._knobs["scan_rotation"]
         c, s = math.cos(rotation), math.sin(rotation)
         points = positions @ np.array([[c, s], [-s, c]])
-        points = points + [self._knobs["stage_x"], self._knobs["stage_y"]]
+        points = points + np.array([self._knobs["stage_x"], self._knobs["stage_y"]])
         fraction = self._supersampled_signal(points, pixel)
         per_position_e = self.config.beam_current_A * dwell / ELECTRON_CHARGE_C
         expected = fraction * per_position_e
@@ -464,7 +468,9 @@ class SurveyMicroscope:
             counts = counts + self._rng.normal(0, self.config.read_noise_counts, counts.shape)
         data = counts.astype(np.float32)
         n = len(positions)
-        duration = n * dwell + (scan.shape[0] * limits.flyback_s if isinstance(scan, RasterScan) else 0)
+        duration = n * dwell + (
+            scan.shape[0] * limits.flyback_s if isinstance(scan, RasterScan) else 0
+        )
         self._time_s += duration
         self._dose_e += per_position_e * n
         if isinstance(scan, RasterScan):
