@@ -31,5 +31,7 @@ def as_image(data: Any, what: str = "image") -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise AnalysisError(f"{what}: expected finite values, found NaN or inf")
     if float(np.ptp(array)) == 0.0:
-        raise AnalysisError(f"{what}: the image is constant ({float(array.flat[0]):g})")
+        raise AnalysisError(
+            f"{what}: expected an image with contrast, got a constant {float(array.flat[0]):g}"
+        )
     return array

@@ -112,7 +112,8 @@ def find_lattice(image: np.ndarray, *, min_snr: float = 20.0, min_radius_px: int
     for index in np.argsort(lengths):
         if index == first:
             continue
-        cross = abs(np.cross(g_arr[first], g_arr[index])) / (lengths[first] * lengths[index])
+        a, b = g_arr[first], g_arr[index]
+        cross = abs(a[0] * b[1] - a[1] * b[0]) / (lengths[first] * lengths[index])
         if cross > math.sin(math.radians(15)):
             second = int(index)
             break

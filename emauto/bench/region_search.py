@@ -104,6 +104,9 @@ def run_region_search_benchmark(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Figures per method on the same held-out fields (see the module doc)."""
+    import torch
+
+    torch.set_num_threads(1)  # per-step batches are small; timings are for one core
     config = RegionSearchConfig(max_steps=10_000)
     env = RegionSearchEnv(config)
     policy = None

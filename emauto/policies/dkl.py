@@ -9,7 +9,7 @@ likelihood of the cells measured so far (Wilson et al. 2016; as in the autonomou
 work of Roccapriore, Kalinin and Ziatdinov). The next cell maximises the upper confidence
 bound ``mean + beta * std`` among the cells not yet acquired.
 
-Shapes: crops (N, 1, S, S) float32 in [0, 1]; targets (N,) float.
+Shapes: crops (N, S, S) float32 in [0, 1] (flattened for the GP); targets (N,) float.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ from torch import nn
 
 
 class CropFeatures(nn.Module):
-    """(N, 1, S, S) survey crops -> (N, D) features in [-1, 1]."""
+    """(N, S * S) flattened square survey crops -> (N, D) features in [-1, 1].
 
-    def __init__(self, features: int = 4, width: int = 8) -> None:
+    The GP sees flat inputs (GPyTorch joins training and test inputs along dim -2)."""
+
+    def __init__(self, side: int, features: int = 4, width: int = 8) -> None:
         super().__init__()
+        self.side = side
         self.net = nn.Sequential(
             nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
@@ -33,7 +36,7 @@ class CropFeatures(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.reshape(-1, 1, self.side, self.side))
 
 
 class DeepKernelGP(gpytorch.models.ExactGP):
@@ -72,13 +75,14 @@ class DKLSearch:
         iterations: int = 40,
         seed: int = 0,
     ) -> None:
-        self.crops = torch.from_numpy(np.asarray(crops, dtype=np.float32)[:, None])
+        crops = np.asarray(crops, dtype=np.float32)
+        self.crops = torch.from_numpy(crops.reshape(len(crops), -1))
         self.beta = beta
         self.initial = initial
         self.iterations = iterations
         self.rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        self.features = CropFeatures()
+        self.features = CropFeatures(crops.shape[-1])
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood()
         self.measured: list[int] = []
         self.values: list[float] = []

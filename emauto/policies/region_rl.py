@@ -33,8 +33,10 @@ def train_region_policy(
     progress: bool = True,
 ) -> Path:
     """Train PPO on fields drawn from ``config.field_seeds`` and save it to ``out``."""
+    import torch
     from stable_baselines3 import PPO
 
+    torch.set_num_threads(1)  # small batches: one thread is fastest and leaves a core free
     config = config or RegionSearchConfig(max_steps=TRAIN_MAX_STEPS)
     env = RegionSearchEnv(config)
     model = PPO(
@@ -50,7 +52,7 @@ def train_region_policy(
         verbose=0,
     )
     start = time.perf_counter()
-    model.learn(total_timesteps=timesteps, progress_bar=progress)
+    model.learn(total_timesteps=timesteps, progress_bar=progress)  # rich bar on stderr
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / "policy.zip")

@@ -153,8 +153,10 @@ def test_cli_analyze_prints_json_and_writes_the_overlay(
     np.save(tmp_path / "frame.npy", image)
     assert main(["analyze", str(tmp_path / "frame.npy"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["atoms_xy_px"]) == len(truth)
     assert all(len(p) == 2 for p in out["atoms_xy_px"])
+    found = np.asarray(out["atoms_xy_px"])
+    tp, n_found, n_truth, _ = match(found, truth, 2.0, 3.0, image.shape)
+    assert tp == n_truth == n_found
     assert out["lattice"]["spacings_px"][0] == pytest.approx(8.3, rel=0.03)
     assert "resolution_px" in out["resolution"]
     assert (tmp_path / "frame_overlay.png").stat().st_size > 0
