@@ -13,7 +13,7 @@ import numpy as np
 
 from emauto.errors import ConfigError
 
-REGION_METHODS = ("rl", "dkl", "raster", "random")
+REGION_METHODS = ("rl", "dkl", "survey", "raster", "random")
 
 
 def _emit(result: dict[str, Any], as_json: bool) -> None:
