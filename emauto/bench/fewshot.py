@@ -6,7 +6,8 @@ others. Each episode builds a fresh `FewShotClassifier` through its public API
 (``add_labels`` with class names, then ``predict``) on the shipped backbone. Figures per
 shot count: ``accuracy`` (mean over episodes, and its standard deviation), ``ece`` (expected
 calibration error of the confidence, 10 bins), ``latency_ms_per_patch`` (one patch per
-call, median; what an operator waits for) and ``batched_ms_per_patch`` (256 per call).
+call, median; what an operator waits for) and ``batched_ms_per_patch`` (256 per call),
+both on one torch thread.
 The CNN's accuracy on the same queries is given for reference.
 """
 
@@ -53,6 +54,9 @@ def run_fewshot_benchmark(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Few-shot accuracy, calibration and latency per shot count (see the module doc)."""
+    import torch
+
+    torch.set_num_threads(1)  # latency on one core, robust to a busy machine
     backbone = load_classifier(weights)
     xs, ys, _ = make_patch_dataset(SUPPORT_SEEDS, max(per_class, max(shots)), sample_seed=seed)
     xq, yq, _ = make_patch_dataset(QUERY_SEEDS, per_class, sample_seed=seed + 1)
@@ -95,8 +99,6 @@ def run_fewshot_benchmark(
             "latency_ms_per_patch": round(1e3 * statistics.median(single), 3),
             "batched_ms_per_patch": round(1e3 * batched, 4),
         }
-    import torch
-
     return {
         "benchmark": "fewshot",
         "ways": len(CLASSES),

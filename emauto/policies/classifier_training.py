@@ -40,7 +40,7 @@ class PatchTrainingConfig(BaseModel):
     train_seeds: tuple[int, ...] = tuple(range(1000, 1016))
     calibration_seeds: tuple[int, ...] = (2000, 2001, 2002)
     per_class: int = Field(default=120, ge=5)
-    epochs: int = Field(default=8, ge=1)
+    epochs: int = Field(default=16, ge=1)
     batch_size: int = Field(default=192, ge=12)
     learning_rate: float = Field(default=2e-3, gt=0)
     width: int = Field(default=16, ge=4)
