@@ -20,12 +20,12 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
     print(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
 
-def _save_latest(result: dict[str, Any], name: str, out: Path | None) -> None:
+def _save(result: dict[str, Any], out: Path | None) -> None:
+    """Also write the result to ``out`` (e.g. ``benchmarks/NAME-latest.json``)."""
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {out}", file=sys.stderr)
-    del name
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -106,7 +106,7 @@ def _bench_fewshot(args: argparse.Namespace) -> int:
         raise ConfigError(f"--shots: expected positive integers, got {args.shots!r}")
     result = run_fewshot_benchmark(shots, episodes=args.episodes, seed=args.seed,
                                    progress=not args.json)  # fmt: skip
-    _save_latest(result, "fewshot", args.save)
+    _save(result, args.save)
     _emit(result, args.json)
     return 0
 
@@ -119,7 +119,7 @@ def _bench_region(args: argparse.Namespace) -> int:
         methods, episodes=args.episodes, seed=args.seed, max_area=args.max_area,
         policy_path=args.policy, progress=not args.json,
     )  # fmt: skip
-    _save_latest(result, "region-search", args.save)
+    _save(result, args.save)
     _emit(result, args.json)
     return 0
 
@@ -129,7 +129,7 @@ def _bench_analysis(args: argparse.Namespace) -> int:
 
     result = run_analysis_benchmark(seed=args.seed, images_per_dose=args.images,
                                     progress=not args.json)  # fmt: skip
-    _save_latest(result, "analysis", args.save)
+    _save(result, args.save)
     _emit(result, args.json)
     return 0
 

@@ -54,7 +54,7 @@ def run_episode(
     if method == "survey":
         order = survey_order(env.survey, g)
     search = DKLSearch(cell_crops(env.survey, g), seed=seed) if method == "dkl" else None
-    full_dose = g * g * env._reference_dose
+    full_dose = g * g * env.reference_dose_e
     curve = [(0.0, 0.0, info["dose_e"] / full_dose)]
     decisions = []
     max_steps = int(2 * max_area * g * g) + 1

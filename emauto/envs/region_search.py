@@ -92,6 +92,17 @@ class RegionSearchEnv(gym.Env[np.ndarray, np.ndarray]):
         self._reference_dose = 1.0
         self._reference_time = 1.0
         self.last_frame: Frame | None = None
+        self.field_seed: int | None = None
+        self.dose_e = 0.0
+        self.time_s = 0.0
+        self.high_res_frames = 0
+        n = self.config.frame_px // PATCH_PX
+        self.patch_target_probability = np.zeros((n, n), dtype=np.float32)
+
+    @property
+    def reference_dose_e(self) -> float:
+        """Electrons of one high-resolution frame (the unit of the dose cost)."""
+        return self._reference_dose
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -107,10 +118,10 @@ class RegionSearchEnv(gym.Env[np.ndarray, np.ndarray]):
         survey_config = self.config.survey.model_copy(update={"seed": field_seed})
         self.scope = SurveyMicroscope(survey_config)
         self.field_seed = field_seed
-        g = self.config.grid
         self.visited[:] = 0
         self.classifier_map[:] = 0.0
         self._steps = 0
+        self.dose_e = 0.0
         field = self.scope.field
         targets = field.centres_m[field.kinds != RANDOM]
         self._target_cells = self.cell_of(targets)
@@ -123,10 +134,8 @@ class RegionSearchEnv(gym.Env[np.ndarray, np.ndarray]):
         self._reference_time = (
             self.config.frame_px**2 * self.config.dwell_s + self.config.survey.stage_settle_s
         )
-        self.dose_e = frame.dose_e
         self.time_s = frame.duration_s
         self.high_res_frames = 0
-        del g
         return self._observation(), self._info()
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -218,7 +227,7 @@ class RegionSearchEnv(gym.Env[np.ndarray, np.ndarray]):
         before = self.scope.read().dose_e
         self.scope.set({"stage_x": x, "stage_y": y, "scan_fov": fov})
         frame = self.scope.acquire(ImageRequest(scan=RasterScan(shape=(px, px)), dwell_s=dwell))
-        self.dose_e = getattr(self, "dose_e", 0.0) + (self.scope.read().dose_e - before)
+        self.dose_e += self.scope.read().dose_e - before
         self.last_frame = frame
         return frame
 
@@ -246,7 +255,7 @@ class RegionSearchEnv(gym.Env[np.ndarray, np.ndarray]):
             "dose_e": self.dose_e,
             "time_s": self.time_s,
             "steps": self._steps,
-            "field_seed": self.field_seed if hasattr(self, "field_seed") else None,
+            "field_seed": self.field_seed,
         }
 
 
