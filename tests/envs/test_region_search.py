@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import emauto  # noqa: F401  (registers the envs)
 from emauto.drivers.sim.survey import SurveyConfig
 from emauto.envs.region_search import RegionSearchConfig, RegionSearchEnv, cell_action
+from emauto.errors import ModelFileError
 from emauto.policies.dkl import DKLSearch, cell_crops
+from emauto.policies.region_rl import load_region_policy
 
 SMALL = RegionSearchConfig(
     survey=SurveyConfig(
@@ -73,6 +78,16 @@ def test_non_finite_action_is_rejected() -> None:
         env.step(np.array([np.nan, 0.0, 1.0], dtype=np.float32))
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Small GP fits run fastest on one torch thread (a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_dkl_learns_which_cells_pay() -> None:
     rng = np.random.default_rng(0)
     survey = rng.uniform(0.0, 0.1, size=(64, 64)).astype(np.float32)
@@ -80,7 +95,7 @@ def test_dkl_learns_which_cells_pay() -> None:
     for r, c in bright:
         survey[r * 8 + 2 : r * 8 + 6, c * 8 + 2 : c * 8 + 6] = 0.9
     value = {r * 8 + c: 1.0 for r, c in bright}
-    search = DKLSearch(cell_crops(survey, 8), initial=4, seed=1)
+    search = DKLSearch(cell_crops(survey, 8), initial=4, iterations=25, seed=1)
     for cell in (0 * 8 + 3, 10, 20, 30):  # one bright, three dark
         search.observe(cell, value.get(cell, 0.0))
     picks = []
@@ -89,3 +104,12 @@ def test_dkl_learns_which_cells_pay() -> None:
         picks.append(cell)
         search.observe(cell, value.get(cell, 0.0))
     assert sum(p in value for p in picks) >= 4
+
+
+def test_shipped_policy_acts_and_a_missing_one_is_a_clear_error(tmp_path: Path) -> None:
+    env = RegionSearchEnv(SMALL)
+    observation, _ = env.reset(seed=0)
+    action = load_region_policy().act(observation)
+    assert action.shape == (3,) and env.action_space.contains(np.clip(action, -1, 1))
+    with pytest.raises(ModelFileError, match="no such policy"):
+        load_region_policy(tmp_path)
