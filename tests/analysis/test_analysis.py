@@ -146,6 +146,24 @@ def test_files_npy_tif_and_bad_ones(tmp_path: Path) -> None:
         load_image(tmp_path / "cube.npy")
 
 
+def test_emd_file_with_its_pixel_size(tmp_path: Path) -> None:
+    """An NCEM EMD (HDF5) file, as rosettasciio reads it: stored [x, y], dims in nm."""
+    import h5py
+
+    image, _ = lattice_image(shape=(40, 48))
+    with h5py.File(tmp_path / "a.emd", "w") as f:
+        f.attrs["version_major"], f.attrs["version_minor"] = 0, 2
+        group = f.create_group("data/image")
+        group.attrs["emd_group_type"] = 1
+        group.create_dataset("data", data=image.T)
+        for name, axis, n in (("dim1", "x", 48), ("dim2", "y", 40)):
+            dim = group.create_dataset(name, data=np.arange(n) * 0.05)
+            dim.attrs["name"], dim.attrs["units"] = axis, "nm"
+    loaded = load_image(tmp_path / "a.emd")
+    assert np.allclose(loaded.data, image)
+    assert loaded.pixel_m == pytest.approx(5e-11)
+
+
 def test_cli_analyze_prints_json_and_writes_the_overlay(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
