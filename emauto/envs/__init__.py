@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-ENV_IDS = ("emauto/ProbeTuning-v0",)
-ENV_IDS += ("emauto/RegionSearch-v0",)
+ENV_IDS = ("emauto/ProbeTuning-v0", "emauto/RegionSearch-v0")
 
 
 def register_envs() -> None:
