@@ -15,6 +15,7 @@ from typing import Any
 from emauto import __version__
 from emauto.cli_agent import add_agent_bench, add_agent_commands
 from emauto.cli_driver import add_driver_bench, add_driver_commands
+from emauto.cli_region import add_region_bench, add_region_commands
 from emauto.cli_scan import add_scan_bench, add_scan_commands
 from emauto.cli_tuning import add_tuning_bench, add_tuning_commands
 from emauto.errors import EmautoError
@@ -55,6 +56,7 @@ def _add_bench_parsers(bench_tasks: Any) -> None:
     add_driver_bench(bench_tasks)
     add_agent_bench(bench_tasks)
     add_scan_bench(bench_tasks)
+    add_region_bench(bench_tasks)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     add_driver_commands(commands)
     add_agent_commands(commands)
     add_scan_commands(commands)
+    add_region_commands(commands)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     _add_bench_parsers(bench.add_subparsers(dest="task", required=True, metavar="TASK"))
     return parser

@@ -126,8 +126,20 @@ class AbortedError(EmautoError, RuntimeError):
     """The operator aborted the running plan."""
 
 
-# --------------------------------------------------------------------------- data files
+# --------------------------------------------------------------------------- analysis
 
 
-class ImageFileError(EmautoError, ValueError):
-    """An image file is missing, unreadable, of an unknown format or not a 2-D image."""
+class AnalysisError(EmautoError, ValueError):
+    """An image could not be analysed (wrong shape, non-finite values, nothing to find)."""
+
+
+class ImageFileError(AnalysisError):
+    """An image file is missing, unreadable or of an unsupported format."""
+
+
+class NoLatticeError(AnalysisError):
+    """The image shows no crystal lattice (no periodic peaks above the noise in its FFT)."""
+
+
+class LabelError(EmautoError, ValueError):
+    """Operator labels are empty, inconsistent or name an unknown class."""

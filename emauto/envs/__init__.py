@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-ENV_IDS = ("emauto/ProbeTuning-v0",)
+#: Every environment emauto registers, with its entry point.
+ENTRY_POINTS = {
+    "emauto/ProbeTuning-v0": "emauto.envs.probe_tuning:ProbeTuningEnv",
+    "emauto/SparseScan-v0": "emauto.envs.sparse_scan:SparseScanEnv",
+    "emauto/RegionSearch-v0": "emauto.envs.region_search:RegionSearchEnv",
+}
+ENV_IDS = tuple(ENTRY_POINTS)
 
 
 def register_envs() -> None:
     """Register emauto's environments with Gymnasium (idempotent)."""
     import gymnasium as gym
 
-    if "emauto/ProbeTuning-v0" not in gym.registry:
-        gym.register(
-            id="emauto/ProbeTuning-v0",
-            entry_point="emauto.envs.probe_tuning:ProbeTuningEnv",
-            disable_env_checker=False,
-        )
-    register_scan_envs()
-
-
-def register_scan_envs() -> None:
-    """Register `emauto/SparseScan-v0` (idempotent)."""
-    import gymnasium as gym
-
-    if "emauto/SparseScan-v0" not in gym.registry:
-        gym.register(
-            id="emauto/SparseScan-v0",
-            entry_point="emauto.envs.sparse_scan:SparseScanEnv",
-            disable_env_checker=False,
-        )
+    for env_id, entry_point in ENTRY_POINTS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, disable_env_checker=False)
