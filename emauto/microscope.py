@@ -249,6 +249,16 @@ class RasterScan(BaseModel):
     mode: Literal["raster"] = "raster"
     shape: tuple[Annotated[int, Field(ge=1, le=8192)], Annotated[int, Field(ge=1, le=8192)]]
 
+    def positions(self, fov_m: float) -> np.ndarray:
+        """Pixel centres (ny * nx, 2) [x, y] in metres, row by row, over a field of view of
+        ``fov_m`` along x (square pixels, centred on the scan centre)."""
+        ny, nx = self.shape
+        pixel = fov_m / nx
+        xs = (np.arange(nx) - (nx - 1) / 2) * pixel
+        ys = (np.arange(ny) - (ny - 1) / 2) * pixel
+        gx, gy = np.meshgrid(xs, ys, indexing="xy")
+        return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
 
 class PositionsScan(BaseModel):
     """An explicit list of (x, y) scan-frame positions, visited in order."""

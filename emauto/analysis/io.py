@@ -14,6 +14,7 @@ import numpy as np
 
 from emauto.analysis.image import as_image
 from emauto.errors import AnalysisError, ImageFileError
+from emauto.io.images import first_2d_signal
 
 SUFFIXES = (".npy", ".tif", ".tiff", ".dm3", ".dm4", ".emd")
 _UNIT_TO_M = {"m": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "nm": 1e-9, "Å": 1e-10, "A": 1e-10,
@@ -47,7 +48,7 @@ def load_image(path: str | Path) -> LoadedImage:
 
             data, pixel = tifffile.imread(path), None
         else:
-            data, pixel = _read_rsciio(path, suffix)
+            data, pixel = _read_rsciio(path)
     except ImageFileError:
         raise
     except Exception as exc:  # every reader raises its own types for a corrupt file
@@ -59,17 +60,8 @@ def load_image(path: str | Path) -> LoadedImage:
     return LoadedImage(path=path, data=image, pixel_m=pixel)
 
 
-def _read_rsciio(path: Path, suffix: str) -> tuple[np.ndarray, float | None]:
-    if suffix == ".emd":
-        from rsciio.emd import file_reader
-    else:
-        from rsciio.digitalmicrograph import file_reader
-    signals: list[dict[str, Any]] = file_reader(str(path))
-    images = [s for s in signals if np.asarray(s["data"]).ndim == 2]
-    if not images:
-        shapes = [np.asarray(s["data"]).shape for s in signals]
-        raise ImageFileError(f"{path}: expected a 2-D image, found datasets of shapes {shapes}")
-    signal = images[0]
+def _read_rsciio(path: Path) -> tuple[np.ndarray, float | None]:
+    signal = first_2d_signal(path)  # the one reader of microscope files (emauto.io.images)
     return np.asarray(signal["data"]), _pixel_size(signal.get("axes", []))
 
 

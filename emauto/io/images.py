@@ -15,7 +15,7 @@ import numpy as np
 
 from emauto.errors import ImageFileError
 
-__all__ = ["SUPPORTED_SUFFIXES", "read_image"]
+__all__ = ["SUPPORTED_SUFFIXES", "first_2d_signal", "read_image"]
 
 SUPPORTED_SUFFIXES = (".npy", ".tif", ".tiff", ".png", ".dm3", ".dm4", ".emd")
 
@@ -37,7 +37,9 @@ def _read_png(path: Path) -> Any:
         return np.asarray(image.convert("F") if image.mode not in ("L", "I", "F") else image)
 
 
-def _read_rsciio(path: Path) -> Any:
+def first_2d_signal(path: Path) -> dict[str, Any]:
+    """The first signal of a microscope file (.dm3/.dm4/.emd, rosettasciio) whose data is a
+    2-D image once singleton axes are dropped: its ``data``, ``axes`` and metadata."""
     suffix = path.suffix.lower()
     if suffix in (".dm3", ".dm4"):
         from rsciio.digitalmicrograph import file_reader
@@ -49,10 +51,14 @@ def _read_rsciio(path: Path) -> Any:
         data = np.asarray(signal["data"])
         shapes.append(data.shape)
         if np.squeeze(data).ndim == 2:
-            return data
+            return dict(signal)
     raise ImageFileError(
         f"{path}: expected a 2-D image among the file's signals, got shapes {shapes}"
     )
+
+
+def _read_rsciio(path: Path) -> Any:
+    return first_2d_signal(path)["data"]
 
 
 _READERS = {

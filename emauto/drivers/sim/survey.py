@@ -442,10 +442,7 @@ class SurveyMicroscope:
         if isinstance(scan, RasterScan):
             ny, nx = scan.shape
             pixel = fov / nx
-            xs = (np.arange(nx) - (nx - 1) / 2) * pixel
-            ys = (np.arange(ny) - (ny - 1) / 2) * pixel
-            gx, gy = np.meshgrid(xs, ys, indexing="xy")
-            positions = np.stack([gx.ravel(), gy.ravel()], axis=1)
+            positions = scan.positions(fov)
         elif isinstance(scan, PositionsScan):
             positions = np.asarray(scan.positions_m)
             pixel = fov / 256

@@ -355,10 +355,7 @@ class SimulatedMicroscope:
         if isinstance(scan, RasterScan):
             ny, nx = scan.shape
             pixel = fov / nx
-            xs = (np.arange(nx) - (nx - 1) / 2) * pixel
-            ys = (np.arange(ny) - (ny - 1) / 2) * pixel
-            gx, gy = np.meshgrid(xs, ys, indexing="xy")
-            positions = np.stack([gx.ravel(), gy.ravel()], axis=1)
+            positions = scan.positions(fov)
             line = nx * dwell + limits.flyback_s
             times = (np.arange(ny)[:, None] * line + np.arange(nx)[None, :] * dwell).ravel()
             return positions, times + limits.settle_s, pixel
