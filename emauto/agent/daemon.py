@@ -225,8 +225,7 @@ class Daemon:
         ]
         return {
             "uri": self.config.microscope,
-            "plan": self.config.model_dump(mode="json")["plan"],
-            "seeds": [getattr(task, "seed", None) for task in self.config.plan],
+            "plan": self.config.model_dump(mode="json")["plan"],  # with each task's seed
             "policies": policies,
         }
 

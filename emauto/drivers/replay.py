@@ -16,7 +16,7 @@ as long as the replayed commands do not diverge from it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,7 @@ class ReplayMicroscope:
 
     # ------------------------------------------------------------------ internals
 
-    def _next(self, kind: str, matches: Any) -> int | None:
+    def _next(self, kind: str, matches: Callable[[Step], bool]) -> int | None:
         for index in range(self._cursor, len(self._steps)):
             step = self._steps[index]
             if step.kind == kind and matches(step):
