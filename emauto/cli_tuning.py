@@ -31,16 +31,30 @@ def _train(args: argparse.Namespace) -> int:
     from emauto.config import EstimatorTrainingConfig, RLTrainingConfig, load_yaml
 
     if args.task == "ronchigram-estimator":
-        from emauto.policies.estimator_training import train_from_files
+        from emauto.config import EstimatorDataConfig
+        from emauto.policies.estimator_training import train_from_data_config, train_from_files
 
-        if not args.data:
-            raise ConfigError("--task ronchigram-estimator needs --data DATASET.npz")
+        if bool(args.data) == bool(args.data_config):
+            raise ConfigError(
+                "--task ronchigram-estimator needs either --data DATASET.npz or --data-config "
+                "FILE (generate the dataset in memory)"
+            )
         config = (
             load_yaml(args.config, EstimatorTrainingConfig)
             if args.config
             else EstimatorTrainingConfig()
         )
-        estimator = train_from_files(args.data, args.out, config)
+        if args.data:
+            estimator = train_from_files(args.data, args.out, config)
+        else:
+            data_config = load_yaml(args.data_config, EstimatorDataConfig)
+            estimator = train_from_data_config(
+                data_config,
+                args.out,
+                config,
+                scheduler_address=args.scheduler,
+                n_workers=args.workers,
+            )
         print(json.dumps({"out": str(args.out), **estimator.metadata.validation}, indent=2))
         return 0
     from emauto.policies.rl import train_policy
@@ -116,6 +130,15 @@ def add_tuning_commands(commands: Any) -> None:
     train.add_argument("--config", type=Path, help="RLTrainingConfig / EstimatorTrainingConfig")
     train.add_argument("--out", type=Path, required=True, help="output folder or .pt file")
     train.add_argument("--data", type=Path, help="dataset .npz (ronchigram-estimator)")
+    train.add_argument(
+        "--data-config",
+        type=Path,
+        help="EstimatorDataConfig YAML: generate the dataset in memory instead of --data",
+    )
+    train.add_argument("--scheduler", help="Dask scheduler address, with --data-config")
+    train.add_argument(
+        "--workers", type=int, default=2, help="LocalCluster workers (--data-config)"
+    )
     train.add_argument("--estimator", type=Path, help="estimator .pt for RL features")
     train.add_argument("--timesteps", type=int, help="override total_timesteps")
     train.add_argument("--record", type=Path, help="record every env's session under DIR")

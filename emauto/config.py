@@ -263,12 +263,21 @@ class EstimatorDataConfig(BaseModel):
         aberrations=("C1", "A1", "B2", "A2", "C3"), max_steps=1000
     )
     scale_range: tuple[float, float] = (0.01, 1.3)
+    start_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="samples that start from `start` unscaled"
+    )
+    unscaled_groups: tuple[Literal["C1", "A1", "B2", "A2", "C3", "S3", "A3"], ...] = Field(
+        default=(), description="aberrations never scaled down (those no policy corrects)"
+    )
     joint_scale_fraction: float = Field(default=0.4, ge=0, le=1)
     joint_scale_range: tuple[float, float] = (0.003, 0.3)
     defocus_probe_m: tuple[float, float] = Field(
         default=(2e-9, 60e-9), description="size range of the pure defocus step (m), log-uniform"
     )
     defocus_probe_fraction: float = Field(default=0.35, ge=0, le=1)
+    defocus_probe_positive_fraction: float = Field(
+        default=0.5, ge=0, le=1, description="share of defocus steps towards over-focus (+C1)"
+    )
     correction_fraction: float = Field(default=0.35, ge=0, le=1)
     correction_residual_range: tuple[float, float] = Field(
         default=(0.005, 0.3), description="residual after a correction, x start width"
@@ -278,6 +287,8 @@ class EstimatorDataConfig(BaseModel):
     def _consistent(self) -> EstimatorDataConfig:
         if self.defocus_probe_fraction + self.correction_fraction > 1:
             raise ValueError("defocus_probe_fraction + correction_fraction must be <= 1")
+        if self.start_fraction + self.joint_scale_fraction > 1:
+            raise ValueError("start_fraction + joint_scale_fraction must be <= 1")
         for name in (
             "scale_range",
             "joint_scale_range",
@@ -301,7 +312,19 @@ class EstimatorTrainingConfig(BaseModel):
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)
     seed: int = Field(default=0, ge=0)
     width: int = Field(default=32, ge=4, le=512, description="channels of the first conv layer")
-    device: str = "cpu"
+    arch: Literal["plain", "resnet"] = Field(
+        default="plain", description="plain: 4 strided convs; resnet: residual stages"
+    )
+    device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    bf16: bool = Field(default=False, description="bfloat16 autocast (CUDA only)")
+    init_weights: str | None = Field(
+        default=None, description="start from this estimator file (same arch, width, size)"
+    )
+    time_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="fewer epochs if the first batches project a longer training (s)",
+    )
 
 
 class RLTrainingConfig(BaseModel):

@@ -66,3 +66,39 @@ def test_errors_are_reported_not_raised(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit):
         main(["bench", "nonsense"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_estimator_training_from_a_data_config(
+    tmp_path: Path,
+    specimen_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`emauto train --task ronchigram-estimator --data-config` generates the pairs in memory
+    on a Dask LocalCluster and trains; exactly one of --data and --data-config is needed."""
+    from emauto.policies.estimator import RonchigramEstimator
+
+    monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
+    tiny = Path(__file__).parent / "data" / "tiny_carbon.yaml"
+    (tmp_path / "data.yaml").write_text(f"samples: 6\nchunk: 3\nspecimen: {tiny}\n")
+    (tmp_path / "train.yaml").write_text("epochs: 1\nbatch_size: 2\nwidth: 8\narch: resnet\n")
+    out = tmp_path / "estimator.pt"
+    base = ["train", "--task", "ronchigram-estimator", "--out", str(out)]
+    for extra in ([], ["--data", "x.npz", "--data-config", str(tmp_path / "data.yaml")]):
+        assert main([*base, *extra]) != 0
+        assert "either --data DATASET.npz or --data-config" in capsys.readouterr().err
+    code = main(
+        [
+            *base,
+            "--data-config",
+            str(tmp_path / "data.yaml"),
+            "--config",
+            str(tmp_path / "train.yaml"),
+            "--workers",
+            "1",
+        ]
+    )
+    assert code == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["train_samples"] == 5 and figures["generate_seconds"] > 0
+    assert RonchigramEstimator.load(out).metadata.arch == "resnet"

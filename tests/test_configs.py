@@ -20,7 +20,11 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS: dict[str, type[BaseModel]] = {
     "daemon.yaml": DaemonConfig,
     "estimator_data.yaml": EstimatorDataConfig,
+    "estimator_data_gpu.yaml": EstimatorDataConfig,
+    "estimator_finetune_data_gpu.yaml": EstimatorDataConfig,
+    "estimator_finetune_gpu.yaml": EstimatorTrainingConfig,
     "estimator_training.yaml": EstimatorTrainingConfig,
+    "estimator_training_gpu.yaml": EstimatorTrainingConfig,
     "probe_tuning_low_dose.yaml": ProbeTuningConfig,
     "probe_tuning_ppo.yaml": RLTrainingConfig,
 }

@@ -17,12 +17,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
+from torch.nn import functional
 
 from emauto import optics
 from emauto.errors import ModelFileError
@@ -46,31 +47,95 @@ class EstimatorMetadata(BaseModel):
     convergence_rad: float = 0.030
     energy_eV: float = 200e3
     width: int = 32
+    arch: Literal["plain", "resnet"] = "plain"
     data: dict[str, Any] = Field(default_factory=dict)
     training: dict[str, Any] = Field(default_factory=dict)
     validation: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Residual(nn.Module):
+    """Two 3x3 convolutions with group norm, added to the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.GroupNorm(8, channels),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.GroupNorm(8, channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return functional.gelu(x + self.body(x))
+
+
+class _WithCoordinates(nn.Module):
+    """Appends the camera angle (x, y in [-1, 1]) as two channels: aberrations are read from
+    where on the Ronchigram a pattern sits, which plain convolutions do not see."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        axis = torch.linspace(-1.0, 1.0, image_size)
+        y, x = torch.meshgrid(axis, axis, indexing="ij")
+        self.grid: torch.Tensor
+        self.register_buffer("grid", torch.stack([x, y])[None], persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grid = self.grid.to(images.dtype).expand(images.shape[0], -1, -1, -1)
+        return torch.cat([images, grid], dim=1)
+
+
+def _plain_trunk(image_size: int, c: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(2, c, 5, stride=2, padding=2),
+        nn.GELU(),
+        nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
+        nn.GELU(),
+        nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1),
+        nn.GELU(),
+        nn.Conv2d(4 * c, 4 * c, 3, stride=2, padding=1),
+        nn.GELU(),
+    ]
+
+
+def _resnet_trunk(image_size: int, c: int) -> list[nn.Module]:
+    layers: list[nn.Module] = [
+        _WithCoordinates(image_size),
+        nn.Conv2d(4, c, 5, stride=2, padding=2),
+        nn.GroupNorm(8, c),
+        nn.GELU(),
+        _Residual(c),
+        _Residual(c),
+    ]
+    for before, after, blocks in ((c, 2 * c, 2), (2 * c, 4 * c, 2), (4 * c, 4 * c, 1)):
+        layers += [
+            nn.Conv2d(before, after, 3, stride=2, padding=1, bias=False),
+            nn.GroupNorm(8, after),
+            nn.GELU(),
+        ]
+        layers += [_Residual(after) for _ in range(blocks)]
+    return layers
 
 
 class EstimatorNet(nn.Module):
     """Conv trunk over the image pair, joined with the knob change; outputs mean, log-var.
 
     images (B, 2, S, S) float in [0, 1]; change (B, K) in scale units -> two (B, K) tensors.
+    ``arch``: ``plain`` (four strided convolutions, the first shipped estimator) or
+    ``resnet`` (camera-angle channels and residual stages); both end at S/16 x S/16.
     """
 
-    def __init__(self, n_knobs: int, image_size: int, width: int = 32) -> None:
+    def __init__(self, n_knobs: int, image_size: int, width: int = 32, arch: str = "plain") -> None:
         super().__init__()
         if image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {image_size}")
+        trunks = {"plain": _plain_trunk, "resnet": _resnet_trunk}
+        if arch not in trunks:
+            raise ValueError(f"unknown estimator arch {arch!r}; expected one of {sorted(trunks)}")
         c = width
         self.trunk = nn.Sequential(
-            nn.Conv2d(2, c, 5, stride=2, padding=2),
-            nn.GELU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1),
-            nn.GELU(),
-            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1),
-            nn.GELU(),
-            nn.Conv2d(4 * c, 4 * c, 3, stride=2, padding=1),
-            nn.GELU(),
+            *trunks[arch](image_size, c),
             nn.Flatten(),
             nn.Linear(4 * c * (image_size // 16) ** 2, 256),
             nn.GELU(),
@@ -110,7 +175,7 @@ class RonchigramEstimator:
     def untrained(cls, metadata: EstimatorMetadata | None = None) -> RonchigramEstimator:
         """A freshly initialised estimator (for training)."""
         metadata = metadata or EstimatorMetadata()
-        return cls(EstimatorNet(len(metadata.knobs), metadata.image_size, metadata.width), metadata)
+        return cls(_net_for(metadata), metadata)
 
     # ------------------------------------------------------------------ prediction
 
@@ -183,11 +248,15 @@ class RonchigramEstimator:
             raise ModelFileError(f"{path}: expected format {FORMAT!r}, found {found!r}")
         try:
             metadata = EstimatorMetadata.model_validate(json.loads(blob["metadata"]))
-            net = EstimatorNet(len(metadata.knobs), metadata.image_size, metadata.width)
+            net = _net_for(metadata)
             net.load_state_dict(blob["state_dict"])
         except (KeyError, ValueError, RuntimeError, ValidationError) as exc:
             raise ModelFileError(f"{path}: estimator file does not match its model: {exc}") from exc
         return cls(net, metadata)
+
+
+def _net_for(metadata: EstimatorMetadata) -> EstimatorNet:
+    return EstimatorNet(len(metadata.knobs), metadata.image_size, metadata.width, metadata.arch)
 
 
 def load_default_estimator() -> RonchigramEstimator:

@@ -32,14 +32,27 @@ def _log_uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float
 
 
 def _start_offsets(config: EstimatorDataConfig, rng: np.random.Generator) -> dict[str, float]:
-    """Start offsets: the configured distribution, each aberration scaled log-uniformly."""
-    if rng.uniform() < config.joint_scale_fraction:
+    """Start offsets: the configured distribution as it is (``start_fraction``), scaled by one
+    common factor (``joint_scale_fraction``) or each aberration by its own log-uniform factor;
+    ``unscaled_groups`` (aberrations the policies leave alone) always as configured."""
+    kind = rng.uniform()
+    if kind < config.start_fraction:
+        factors = dict.fromkeys(TUNING_KNOB_GROUPS, 1.0)
+    elif kind < config.start_fraction + config.joint_scale_fraction:
         common = _log_uniform(rng, config.joint_scale_range)
         factors = dict.fromkeys(TUNING_KNOB_GROUPS, common)
     else:
         factors = {name: _log_uniform(rng, config.scale_range) for name in TUNING_KNOB_GROUPS}
+    factors.update(dict.fromkeys(config.unscaled_groups, 1.0))
     offsets = draw_start(config.tuning, rng)
     return {knob: value * factors[_knob_group(knob)] for knob, value in offsets.items()}
+
+
+def _defocus_sign(config: EstimatorDataConfig, rng: np.random.Generator) -> float:
+    """+1 (towards over-focus) with ``defocus_probe_positive_fraction``, else -1."""
+    if config.defocus_probe_positive_fraction == 0.5:
+        return float(rng.choice([-1.0, 1.0]))  # the draw datasets before the option used
+    return 1.0 if rng.uniform() < config.defocus_probe_positive_fraction else -1.0
 
 
 def _change(
@@ -51,7 +64,7 @@ def _change(
     if kind < config.defocus_probe_fraction:
         change = np.zeros(len(env.knobs))
         size = _log_uniform(rng, config.defocus_probe_m)
-        change[env.knobs.index("C10")] = rng.choice([-1.0, 1.0]) * size
+        change[env.knobs.index("C10")] = _defocus_sign(config, rng) * size
         return change
     if kind < config.defocus_probe_fraction + config.correction_fraction:
         current = env.microscope.read().knobs
@@ -96,16 +109,15 @@ def generate_chunk(
     return {"images": images, "changes_m": changes, "targets_m": targets}
 
 
-def generate_dataset(
+def generate_arrays(
     config: EstimatorDataConfig,
-    out: str | Path,
     *,
     scheduler_address: str | None = None,
     n_workers: int = 2,
     cache_dir: str | None = None,
     progress: bool = True,
-) -> Path:
-    """Generate ``config.samples`` samples on Dask and write them to ``out`` (.npz)."""
+) -> dict[str, np.ndarray]:
+    """Generate ``config.samples`` samples on Dask: ``images``, ``changes_m``, ``targets_m``."""
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
@@ -138,7 +150,26 @@ def generate_dataset(
         client.close()
         if cluster is not None:
             cluster.close()
-    arrays = {name: np.concatenate([c[name] for c in chunks if c is not None]) for name in ARRAYS}
+    return {name: np.concatenate([c[name] for c in chunks if c is not None]) for name in ARRAYS}
+
+
+def generate_dataset(
+    config: EstimatorDataConfig,
+    out: str | Path,
+    *,
+    scheduler_address: str | None = None,
+    n_workers: int = 2,
+    cache_dir: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Generate ``config.samples`` samples on Dask and write them to ``out`` (.npz)."""
+    arrays: dict[str, np.ndarray] = generate_arrays(
+        config,
+        scheduler_address=scheduler_address,
+        n_workers=n_workers,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     arrays["knobs"] = np.array(ESTIMATED_KNOBS)

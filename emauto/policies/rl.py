@@ -1,18 +1,23 @@
 """Reinforcement learning (stable-baselines3 PPO or SAC) on `emauto/ProbeTuning-v0`.
 
-Features: by default the frozen CNN estimator reads the observation's Ronchigram pair and
-the last action (the knob change between the two frames) and hands its aberration means and
-log-variances, with both frames' flatness and the action history, to the policy's MLP;
-``features: cnn`` learns SB3's NatureCNN from scratch instead. Training uses vectorised
-envs, evaluation and checkpoint callbacks and a progress bar; TensorBoard logs on request.
-A trained policy is a folder: ``policy.zip`` (SB3's format), ``config.yaml`` (the
-`RLTrainingConfig`) and ``normalization.json`` (reward normalisation statistics;
-observations are not normalised).
+Features: by default (``features: estimator``) the frozen CNN estimator reads each
+observation's Ronchigram pair and the last action (the knob change between the two frames);
+its aberration means and log-variances, both frames' flatness and the action history form
+a vector observation (`EstimatorObservation`, a Gymnasium wrapper: the estimator runs once
+per env step, not in every gradient step) for SB3's MLP policy. ``features: cnn`` learns
+SB3's NatureCNN on the raw observation instead. Training uses vectorised envs, evaluation
+and checkpoint callbacks and a progress bar; TensorBoard logs on request. A trained policy
+is a folder: ``policy.zip`` (SB3's format), ``config.yaml`` (the `RLTrainingConfig`),
+``normalization.json`` (reward normalisation statistics; observations are not normalised)
+and, for estimator features, ``estimator.json`` (the estimator file's name and SHA-256: the
+policy is loaded with that very estimator or not at all).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +26,11 @@ import numpy as np
 import torch
 import yaml
 from gymnasium import spaces
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from emauto.config import RLTrainingConfig, load_yaml
 from emauto.errors import ModelFileError
 from emauto.policies.base import Observation
-from emauto.policies.estimator import EstimatorNet, RonchigramEstimator
+from emauto.policies.estimator import DEFAULT_WEIGHTS, RonchigramEstimator
 from emauto.policies.flatness import flatness_torch
 
 #: Flatness (about 0.07-0.15) times this is of order one, like the other features.
@@ -34,44 +38,78 @@ FLATNESS_GAIN = 10.0
 DEFAULT_POLICY = Path(__file__).with_name("weights") / "probe_tuning_ppo"
 
 
-class EstimatorFeatures(BaseFeaturesExtractor):
-    """Frozen estimator outputs (mean, log-var per aberration), the flatness of both frames
-    (`emauto.policies.flatness`, the fine-focus signal) and the action history."""
+class EstimatorFeatureMap:
+    """A ProbeTuning-v0 observation -> the feature vector (float32): the frozen estimator's
+    means (in units of each knob's scale) and log-variances / 10 at the latest frame, the
+    flatness of both frames (x `FLATNESS_GAIN`) and the action history."""
 
     def __init__(
         self,
-        observation_space: spaces.Dict,
-        estimator_path: str,
-        step_limits_m: list[float],
-        knobs: list[str],
+        estimator: RonchigramEstimator,
+        knobs: Sequence[str],
+        step_limits_m: Sequence[float],
+        history_length: int,
     ) -> None:
-        estimator = RonchigramEstimator.load(estimator_path)
-        history_dim = int(np.prod(observation_space["history"].shape or (0,)))
-        super().__init__(observation_space, 2 * len(estimator.knobs) + 2 + history_dim)
-        self.margin = estimator.metadata.observation_margin
-        self.estimator: EstimatorNet = estimator.net
-        for parameter in self.estimator.parameters():
-            parameter.requires_grad_(False)
-        scales = np.array(estimator.metadata.scales_m)
-        # last action (env knob order) x step limit / scale -> change in estimator order
-        mapping = np.zeros((len(knobs), len(estimator.knobs)), dtype=np.float32)
-        for row, knob in enumerate(knobs):
-            if knob in estimator.knobs:
-                column = estimator.knobs.index(knob)
-                mapping[row, column] = step_limits_m[row] / scales[column]
-        self.action_to_change: torch.Tensor
-        self.register_buffer("action_to_change", torch.from_numpy(mapping))
-        self.n_knobs = len(knobs)
+        self.estimator = estimator
+        self.knobs = tuple(knobs)
+        self.step_limits_m = np.asarray(step_limits_m, dtype=np.float64)
+        self.size = 2 * len(estimator.knobs) + 2 + history_length * len(self.knobs)
+        self._scales = np.asarray(estimator.metadata.scales_m, dtype=np.float64)
 
-    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        history = observations["history"]
-        last_action = history[:, -self.n_knobs :]
-        change = last_action @ self.action_to_change
-        self.estimator.eval()
-        images = observations["ronchigram"]
-        mean, log_var = self.estimator(images, change)
-        flat = FLATNESS_GAIN * flatness_torch(images, self.margin)
-        return torch.cat([mean, log_var / 10.0, flat, history], dim=1)
+    @torch.no_grad()
+    def __call__(self, observation: Observation) -> np.ndarray:
+        history = np.asarray(observation["history"], dtype=np.float32).ravel()
+        last_action = history[-len(self.knobs) :] * self.step_limits_m
+        change = dict(zip(self.knobs, last_action, strict=True))
+        pair = observation["ronchigram"]
+        estimate = self.estimator.predict(pair[None], self.estimator.change_vector(change)[None])
+        mean, std = estimate[0][0] / self._scales, estimate[1][0] / self._scales
+        log_var = 2 * np.log(np.maximum(std, 1e-12))
+        images = torch.from_numpy(pair[None].astype(np.float32) / 255.0)
+        flat = FLATNESS_GAIN * flatness_torch(images, self.estimator.metadata.observation_margin)
+        parts = [mean, log_var / 10.0, flat[0].numpy(), history]
+        return np.concatenate(parts).astype(np.float32)
+
+
+class EstimatorObservation(gym.ObservationWrapper[np.ndarray, Any, Observation]):
+    """ProbeTuning-v0 with `EstimatorFeatureMap` vectors as its observations."""
+
+    def __init__(self, env: gym.Env[Observation, Any], features: EstimatorFeatureMap) -> None:
+        super().__init__(env)
+        self.features = features
+        self.observation_space = spaces.Box(
+            -np.inf, np.inf, shape=(features.size,), dtype=np.float32
+        )
+
+    def observation(self, observation: Observation) -> np.ndarray:
+        return self.features(observation)
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file (hex)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _feature_map(config: RLTrainingConfig, estimator: RonchigramEstimator) -> EstimatorFeatureMap:
+    return EstimatorFeatureMap(
+        estimator, config.env.knobs(), config.env.step_limits(), config.env.history_length
+    )
+
+
+def _policy_estimator(folder: Path) -> RonchigramEstimator:
+    """The estimator a policy folder was trained with (`estimator.json`), digest checked."""
+    try:
+        record = json.loads((folder / "estimator.json").read_text())
+        recorded, digest = Path(record["path"]), str(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelFileError(f"{folder}: no readable estimator.json ({exc})") from exc
+    for candidate in (DEFAULT_WEIGHTS, recorded, folder / recorded.name):
+        if candidate.is_file() and file_digest(candidate) == digest:
+            return RonchigramEstimator.load(candidate)
+    raise ModelFileError(
+        f"{folder}: trained with the estimator {recorded.name} (sha256 {digest[:12]}…), which "
+        "is neither the shipped estimator nor found beside the policy"
+    )
 
 
 class SB3Policy:
@@ -79,9 +117,12 @@ class SB3Policy:
 
     name = "rl"
 
-    def __init__(self, model: Any, config: RLTrainingConfig) -> None:
+    def __init__(
+        self, model: Any, config: RLTrainingConfig, features: EstimatorFeatureMap | None = None
+    ) -> None:
         self.model = model
         self.config = config
+        self.features = features
         self._observation: Observation | None = None
 
     def reset(self, observation: Observation, info: dict[str, Any]) -> None:
@@ -89,7 +130,10 @@ class SB3Policy:
 
     def suggest(self) -> np.ndarray:
         assert self._observation is not None, "reset() first"
-        action, _ = self.model.predict(self._observation, deterministic=True)
+        observation: Any = self._observation
+        if self.features is not None:
+            observation = self.features(observation)
+        action, _ = self.model.predict(observation, deterministic=True)
         return np.asarray(action, dtype=np.float32)
 
     def ingest(
@@ -114,10 +158,15 @@ def load_policy(path: str | Path | None = None) -> SB3Policy:
         model = _algorithm(config.algo).load(folder / "policy.zip", device="cpu")
     except Exception as exc:  # SB3 raises many kinds on a bad zip
         raise ModelFileError(f"{folder / 'policy.zip'}: not a readable SB3 model ({exc})") from exc
-    return SB3Policy(model, config)
+    features = None
+    if config.features == "estimator":
+        features = _feature_map(config, _policy_estimator(folder))
+    return SB3Policy(model, config, features)
 
 
-def _make_env(config: RLTrainingConfig, role: str = "train") -> Any:
+def _make_env(
+    config: RLTrainingConfig, role: str = "train", estimator_path: Path | None = None
+) -> Any:
     def factory() -> gym.Env[Any, Any]:
         import uuid
 
@@ -126,7 +175,11 @@ def _make_env(config: RLTrainingConfig, role: str = "train") -> Any:
         record = None
         if config.record_dir is not None:  # one session per env, in any process
             record = config.record_dir / f"{role}-{uuid.uuid4().hex[:12]}"
-        return ProbeTuningEnv(config.microscope, config.env, record=record)
+        env = ProbeTuningEnv(config.microscope, config.env, record=record)
+        if estimator_path is None:
+            return env
+        estimator = RonchigramEstimator.load(estimator_path)
+        return EstimatorObservation(env, _feature_map(config, estimator))
 
     return factory
 
@@ -143,30 +196,27 @@ def train_policy(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    from emauto.policies.estimator import DEFAULT_WEIGHTS
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    estimator = None
+    if config.features == "estimator":
+        estimator = Path(estimator_path or DEFAULT_WEIGHTS)
+        RonchigramEstimator.load(estimator)  # a bad file fails here, not in every env
     vec_cls = SubprocVecEnv if config.vec_env == "subproc" else DummyVecEnv
     env = make_vec_env(
-        _make_env(config), n_envs=config.n_envs, seed=config.seed, vec_env_cls=vec_cls
+        _make_env(config, "train", estimator),
+        n_envs=config.n_envs,
+        seed=config.seed,
+        vec_env_cls=vec_cls,
     )
     env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=config.gamma)
     eval_env = VecNormalize(
-        make_vec_env(_make_env(config, "eval"), n_envs=1, seed=config.seed + 10_000),
+        make_vec_env(_make_env(config, "eval", estimator), n_envs=1, seed=config.seed + 10_000),
         norm_obs=False,
         norm_reward=False,
         training=False,
     )
-    knobs = list(config.env.knobs())
     policy_kwargs: dict[str, Any] = {"net_arch": list(config.net_arch)}
-    if config.features == "estimator":
-        policy_kwargs["features_extractor_class"] = EstimatorFeatures
-        policy_kwargs["features_extractor_kwargs"] = {
-            "estimator_path": str(estimator_path or DEFAULT_WEIGHTS),
-            "step_limits_m": list(config.env.step_limits()),
-            "knobs": knobs,
-        }
     common: dict[str, Any] = {
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
@@ -179,7 +229,8 @@ def train_policy(
     }
     if config.algo == "ppo":
         common["n_steps"] = config.n_steps
-    model = _algorithm(config.algo)("MultiInputPolicy", env, **common)
+    network = "MlpPolicy" if estimator is not None else "MultiInputPolicy"
+    model = _algorithm(config.algo)(network, env, **common)
     per_env = max(1, config.n_envs)
     callbacks = [
         EvalCallback(
@@ -210,4 +261,7 @@ def train_policy(
         "observations": "not normalised",
     }
     (out / "normalization.json").write_text(json.dumps(statistics, indent=2))
+    if estimator is not None:
+        record = {"path": str(estimator), "sha256": file_digest(estimator)}
+        (out / "estimator.json").write_text(json.dumps(record, indent=2))
     return out

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import emauto
-from emauto.config import EstimatorDataConfig, EstimatorTrainingConfig
+from emauto.config import EstimatorDataConfig, EstimatorTrainingConfig, load_yaml
 from emauto.errors import ModelFileError
 from emauto.policies.estimator import (
     ESTIMATED_KNOBS,
@@ -18,6 +18,8 @@ from emauto.policies.estimator import (
 )
 from emauto.policies.estimator_data import generate_chunk, generate_dataset, load_dataset
 from emauto.policies.estimator_training import evaluate_estimator, train_estimator
+
+CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 def _data_config(tiny_carbon: Path, samples: int = 6) -> EstimatorDataConfig:
@@ -105,9 +107,11 @@ def test_bad_estimator_files_raise(tmp_path: Path) -> None:
 def test_shipped_estimator_measures_unseen_twin_frames(
     carbon_uri: str, specimen_cache: Path
 ) -> None:
-    """On frames from a data seed the training never used, the shipped weights measure the
-    aberrations within bounds set from their validation figures (README)."""
-    config = EstimatorDataConfig(seed=987_654)
+    """On frames from a data seed the training never used, drawn like its fine-tuning data
+    (the pairs the `cnn` policy measures on), the shipped weights measure the aberrations
+    within bounds set from their validation figures (README)."""
+    config = load_yaml(CONFIGS / "estimator_finetune_data_gpu.yaml", EstimatorDataConfig)
+    config = config.model_copy(update={"seed": 987_654})
     arrays = generate_chunk(config.model_dump_json(), 0, 160, str(specimen_cache))
     figures = evaluate_estimator(load_default_estimator(), arrays)
     rms = figures["rms_m"]
@@ -118,12 +122,13 @@ def test_shipped_estimator_measures_unseen_twin_frames(
     assert rms["C10"] < RMS_BOUNDS_M["C10"]
     assert pooled("C12a", "C12b") < RMS_BOUNDS_M["A1"]
     assert pooled("C21a", "C21b", "C23a", "C23b") < RMS_BOUNDS_M["B2A2"]
-    assert 0.4 < figures["coverage_1sigma"] < 0.95
+    assert 0.3 < figures["coverage_1sigma"] < 0.95  # 0.45: the stds are overconfident
 
 
-#: Validation RMS of the shipped weights: C10 9.3 nm, A1 3.1 nm, B2/A2 48 nm; predicting
-#: zero scores 28 nm, 5.6 nm and 88 nm on the same data. Bounds: 1.5x the validation RMS.
-RMS_BOUNDS_M = {"C10": 14e-9, "A1": 4.7e-9, "B2A2": 72e-9}
+#: Validation RMS of the shipped weights (5,000 pairs): C10 6.6 nm, A1 4.4 nm, B2/A2 78 nm;
+#: on 160 pairs of seed 987654 they score 4.9, 3.7 and 74 nm, where predicting zero scores
+#: 50 nm, 7.4 nm and 109 nm. Bounds: 1.5x the validation RMS, and below the zero predictor.
+RMS_BOUNDS_M = {"C10": 10e-9, "A1": 6e-9, "B2A2": 95e-9}
 
 
 def test_defocused_frames_are_measured_precisely(carbon: emauto.microscope.Microscope) -> None:
@@ -146,3 +151,103 @@ def test_defocused_frames_are_measured_precisely(carbon: emauto.microscope.Micro
     defocused = estimator.expected_strehl(estimate)
     assert abs(estimate.mean_m["C10"] - 30e-9) < 3e-9 and estimate.std_m["C10"] < 3e-9
     assert at_focus > 3 * defocused
+
+
+def _pairs(n: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    images = np.random.default_rng(0).integers(0, 256, (n, 2, 64, 64), dtype=np.uint8)
+    return images, np.zeros((n, len(ESTIMATED_KNOBS)))
+
+
+def test_resnet_estimator_round_trips_and_unknown_archs_are_rejected(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from emauto.policies.estimator import EstimatorNet
+
+    estimator = RonchigramEstimator.untrained(EstimatorMetadata(width=8, arch="resnet"))
+    loaded = RonchigramEstimator.load(estimator.save(tmp_path / "resnet.pt"))
+    assert loaded.metadata.arch == "resnet"
+    assert np.array_equal(estimator.predict(*_pairs())[0], loaded.predict(*_pairs())[0])
+    with pytest.raises(ValidationError, match="arch"):
+        EstimatorMetadata(arch="vgg")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown estimator arch"):
+        EstimatorNet(8, 64, 8, "vgg")
+
+
+def test_fine_tuning_starts_from_the_given_weights(
+    tiny_carbon: Path, specimen_cache: Path, tmp_path: Path
+) -> None:
+    config = _data_config(tiny_carbon, samples=8)
+    arrays = generate_chunk(config.model_dump_json(), 0, 8, str(specimen_cache))
+    training = EstimatorTrainingConfig(epochs=1, batch_size=4, width=8, arch="resnet")
+    base = train_estimator(arrays, config, training, progress=False)
+    path = base.save(tmp_path / "base.pt")
+    still = training.model_copy(update={"learning_rate": 1e-12})
+    tuned = train_estimator(
+        arrays, config, still.model_copy(update={"init_weights": str(path)}), progress=False
+    )
+    fresh = train_estimator(arrays, config, still, progress=False)
+    assert np.allclose(tuned.predict(*_pairs())[0], base.predict(*_pairs())[0], rtol=1e-4)
+    assert not np.allclose(fresh.predict(*_pairs())[0], base.predict(*_pairs())[0], rtol=1e-4)
+    narrower = training.model_copy(update={"width": 16, "init_weights": str(path)})
+    with pytest.raises(ModelFileError, match="differ from the config in \\['width'\\]"):
+        train_estimator(arrays, config, narrower, progress=False)
+
+
+def test_time_budget_and_interrupt_keep_a_trained_model(
+    tiny_carbon: Path, specimen_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget far too short cuts the epochs to the one under way when the speed was timed
+    (step 40 of 12 per epoch: the 4th); Ctrl-C in training keeps, evaluates and marks the
+    model so far."""
+    from emauto.policies import estimator_training
+
+    config = _data_config(tiny_carbon, samples=13)
+    arrays = generate_chunk(config.model_dump_json(), 0, 13, str(specimen_cache))
+    training = EstimatorTrainingConfig(
+        epochs=50, batch_size=1, width=8, validation_fraction=0.05, time_budget_s=1e-3
+    )
+    budgeted = train_estimator(arrays, config, training, progress=False)
+    assert budgeted.metadata.validation["epochs_run"] == 4
+    assert budgeted.metadata.validation["interrupted"] is False
+
+    calls = {"n": 0}
+    loss = estimator_training.beta_nll
+
+    def interrupted_loss(*args: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise KeyboardInterrupt
+        return loss(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(estimator_training, "beta_nll", interrupted_loss)
+    stopped = train_estimator(
+        arrays, config, training.model_copy(update={"time_budget_s": None}), progress=False
+    )
+    assert stopped.metadata.validation["interrupted"] is True
+    assert stopped.metadata.validation["epochs_run"] == 1
+    assert stopped.metadata.validation["samples"] >= 1
+
+
+def test_data_options_shape_the_pairs(tiny_carbon: Path, specimen_cache: Path) -> None:
+    """``unscaled_groups`` keep C3 at its configured spread while the rest is scaled to 1 %;
+    ``defocus_probe_positive_fraction=1`` makes every probe an over-focus step."""
+    from pydantic import ValidationError
+
+    config = EstimatorDataConfig(
+        samples=8,
+        specimen=str(tiny_carbon),
+        scale_range=(0.01, 0.01),
+        joint_scale_range=(0.01, 0.01),
+        unscaled_groups=("C3",),
+        defocus_probe_fraction=1.0,
+        correction_fraction=0.0,
+        defocus_probe_positive_fraction=1.0,
+    )
+    arrays = generate_chunk(config.model_dump_json(), 0, 8, str(specimen_cache))
+    knobs = list(ESTIMATED_KNOBS)
+    assert np.all(arrays["changes_m"][:, knobs.index("C10")] > 0)
+    coma = arrays["targets_m"][:, knobs.index("C21a") : knobs.index("C23b") + 1]
+    assert np.abs(coma).max() < 0.02 * 300e-9
+    assert np.abs(arrays["targets_m"][:, knobs.index("C30")]).max() > 0.05e-6
+    with pytest.raises(ValidationError, match="start_fraction"):
+        EstimatorDataConfig(start_fraction=0.7, joint_scale_fraction=0.4)

@@ -12,7 +12,8 @@ from emauto.config import ProbeTuningConfig, RLTrainingConfig
 from emauto.envs.probe_tuning import ProbeTuningEnv
 from emauto.errors import ModelFileError
 from emauto.policies.base import TuningPolicy, run_episode
-from emauto.policies.rl import load_policy, train_policy
+from emauto.policies.estimator import DEFAULT_WEIGHTS
+from emauto.policies.rl import file_digest, load_policy, train_policy
 
 
 def _tiny(algo: str, uri: str) -> RLTrainingConfig:
@@ -52,6 +53,12 @@ def test_tiny_training_writes_a_loadable_policy(
     result = run_episode(env, policy, seed=0)
     assert result.acquisitions >= 2 or result.success
     env.close()
+    # the policy is bound to the estimator it was trained with, by digest
+    record = json.loads((out / "estimator.json").read_text())
+    assert record["sha256"] == file_digest(DEFAULT_WEIGHTS)
+    (out / "estimator.json").write_text(json.dumps({**record, "sha256": "0" * 64}))
+    with pytest.raises(ModelFileError, match="trained with the estimator"):
+        load_policy(out)
 
 
 def test_bad_policy_folders_raise(tmp_path: Path) -> None:
