@@ -10,7 +10,7 @@ from typing import Any
 from emauto.errors import ConfigError
 
 #: The tuning methods (`emauto.bench.probe_tuning.METHODS`, listed here to keep --help fast).
-METHODS_CHOICES = ("shift", "cnn", "bo", "simplex", "rl", "random")
+METHODS_CHOICES = ("shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random")
 
 
 def _dataset(args: argparse.Namespace) -> int:

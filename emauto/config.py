@@ -246,12 +246,14 @@ class ProbeTuningConfig(BaseModel):
 class EstimatorDataConfig(BaseModel):
     """Twin data for the Ronchigram estimator: pairs of frames with a known knob change.
 
-    Each sample starts from the aligned state detuned by ``start`` scaled per aberration by a
-    log-uniform factor in ``scale_range`` or, for ``joint_scale_fraction`` of the samples, by
-    one common factor in ``joint_scale_range`` (a nearly aligned probe, where the fine work
-    is), takes a frame, changes the knobs, takes a second frame. The change is a pure
-    defocus step of log-uniform size (``defocus_probe_fraction``), a correction towards the
-    aligned state that leaves a random residual (``correction_fraction``), or a random action.
+    Each sample starts from the aligned state detuned by ``start`` as configured
+    (``start_fraction`` of the samples), scaled by one common factor in ``joint_scale_range``
+    (``joint_scale_fraction``: a nearly aligned probe, where the fine work is) or scaled per
+    aberration by a log-uniform factor in ``scale_range``; ``unscaled_groups`` are never
+    scaled. It takes a frame (after an optional over-focus step, ``pre_probe_fraction``),
+    changes the knobs, takes a second frame. The change is a pure defocus step of log-uniform
+    size (``defocus_probe_fraction``), a correction towards the aligned state that leaves a
+    random residual (``correction_fraction``), or a random action.
     """
 
     model_config = _STRICT
@@ -279,6 +281,16 @@ class EstimatorDataConfig(BaseModel):
         default=0.5, ge=0, le=1, description="share of defocus steps towards over-focus (+C1)"
     )
     correction_fraction: float = Field(default=0.35, ge=0, le=1)
+    pre_probe_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="samples with an over-focus step before the pair's first frame, so both "
+        "frames are out of focus and show the same specimen features (a defocus pair)",
+    )
+    pre_probe_m: tuple[float, float] = Field(
+        default=(3e-8, 6e-8), description="size range of that step (m), log-uniform"
+    )
     correction_residual_range: tuple[float, float] = Field(
         default=(0.005, 0.3), description="residual after a correction, x start width"
     )
@@ -293,6 +305,7 @@ class EstimatorDataConfig(BaseModel):
             "scale_range",
             "joint_scale_range",
             "defocus_probe_m",
+            "pre_probe_m",
             "correction_residual_range",
         ):
             low, high = getattr(self, name)

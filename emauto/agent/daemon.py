@@ -103,11 +103,15 @@ def policy_version(task: AlignProbeTask) -> dict[str, str]:
     """The policy's name, emauto's version and a digest of its weights, for the record."""
     weights = resources.files("emauto.policies") / "weights"
     version = {"policy": task.policy, "emauto": __version__}
+    estimator = Path(str(weights / "ronchigram_estimator.pt"))
     if task.policy == "rl":
-        path = Path(task.policy_path) if task.policy_path else Path(str(weights))
-        version["weights_sha256"] = _sha256(path / "probe_tuning_ppo" / "policy.zip")
-    elif task.policy in ("cnn", "bo", "simplex"):
-        version["weights_sha256"] = _sha256(Path(str(weights / "ronchigram_estimator.pt")))
+        folder = (
+            Path(task.policy_path) if task.policy_path else Path(str(weights / "probe_tuning_ppo"))
+        )
+        version["weights_sha256"] = _sha256(folder / "policy.zip")
+        version["estimator_sha256"] = _sha256(estimator)
+    elif task.policy in ("cnn", "cnn_shift", "bo", "simplex"):
+        version["weights_sha256"] = _sha256(estimator)
     return version
 
 

@@ -11,7 +11,7 @@ from emauto.config import ProbeTuningConfig
 from emauto.policies.registry import METHODS
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-PolicyName = Literal["shift", "cnn", "bo", "simplex", "rl", "random"]
+PolicyName = Literal["shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random"]
 assert set(PolicyName.__args__) == set(METHODS)  # type: ignore[attr-defined]
 
 

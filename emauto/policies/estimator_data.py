@@ -98,6 +98,10 @@ def generate_chunk(
         for i in range(n):
             offsets = _start_offsets(config, rng)
             env.reset(seed=int(rng.integers(2**31)), options={"offsets": offsets})
+            if config.pre_probe_fraction > 0 and rng.uniform() < config.pre_probe_fraction:
+                pre_probe = np.zeros(len(env.knobs))
+                pre_probe[env.knobs.index("C10")] = _log_uniform(rng, config.pre_probe_m)
+                env.step(np.clip(pre_probe / env.step_limits, -1, 1).astype(np.float32))
             action = np.clip(_change(config, env, rng) / env.step_limits, -1, 1)
             observation, *_ = env.step(action.astype(np.float32))
             truth = truth_of().to_dict()

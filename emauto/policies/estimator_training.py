@@ -80,7 +80,8 @@ def train_estimator(
     *,
     progress: bool = True,
 ) -> RonchigramEstimator:
-    """Train a fresh estimator; its metadata carries the configs and validation figures.
+    """Train an estimator (fresh, or from ``config.init_weights``); its metadata carries the
+    configs and validation figures.
 
     On a CUDA device the whole uint8 dataset is moved to the GPU once (batches are indexed
     there) and ``config.bf16`` runs the forward pass under bfloat16 autocast. After every

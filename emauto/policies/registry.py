@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from emauto.envs.probe_tuning import ProbeTuningEnv
 
 #: Every method, in the benchmark's order.
-METHODS = ("shift", "cnn", "bo", "simplex", "rl", "random")
+METHODS = ("shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random")
 
 
 def make_policy(
@@ -33,10 +33,17 @@ def make_policy(
     from emauto.policies.estimator import load_default_estimator
 
     estimator = load_default_estimator()
-    if method == "cnn":
+    if method in ("cnn", "cnn_shift"):
         from emauto.policies.measure_correct import MeasureCorrectPolicy
 
-        return MeasureCorrectPolicy(env.knobs, env.step_limits, estimator)
+        cnn = MeasureCorrectPolicy(env.knobs, env.step_limits, estimator)
+        if method == "cnn":
+            return cnn
+        from emauto.policies.coarse_fine import CNN_SHIFT_COARSE_STEPS, CoarseFinePolicy
+        from emauto.policies.shift_correct import ProbeShiftPolicy
+
+        shift = ProbeShiftPolicy(env.knobs, env.step_limits, env.microscope)
+        return CoarseFinePolicy(method, cnn, shift, CNN_SHIFT_COARSE_STEPS)
     from emauto.policies.objective import RonchigramObjective
 
     objective = RonchigramObjective(estimator, env.config.convergence_rad)

@@ -62,8 +62,10 @@ class EstimatorFeatureMap:
         last_action = history[-len(self.knobs) :] * self.step_limits_m
         change = dict(zip(self.knobs, last_action, strict=True))
         pair = observation["ronchigram"]
-        estimate = self.estimator.predict(pair[None], self.estimator.change_vector(change)[None])
-        mean, std = estimate[0][0] / self._scales, estimate[1][0] / self._scales
+        mean_m, std_m = self.estimator.predict(
+            pair[None], self.estimator.change_vector(change)[None]
+        )
+        mean, std = mean_m[0] / self._scales, std_m[0] / self._scales
         log_var = 2 * np.log(np.maximum(std, 1e-12))
         images = torch.from_numpy(pair[None].astype(np.float32) / 255.0)
         flat = FLATNESS_GAIN * flatness_torch(images, self.estimator.metadata.observation_margin)
@@ -262,6 +264,10 @@ def train_policy(
     }
     (out / "normalization.json").write_text(json.dumps(statistics, indent=2))
     if estimator is not None:
-        record = {"path": str(estimator), "sha256": file_digest(estimator)}
+        shipped = estimator.resolve() == DEFAULT_WEIGHTS.resolve()
+        record = {
+            "path": DEFAULT_WEIGHTS.name if shipped else str(estimator),
+            "sha256": file_digest(estimator),
+        }
         (out / "estimator.json").write_text(json.dumps(record, indent=2))
     return out

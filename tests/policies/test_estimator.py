@@ -249,5 +249,11 @@ def test_data_options_shape_the_pairs(tiny_carbon: Path, specimen_cache: Path) -
     coma = arrays["targets_m"][:, knobs.index("C21a") : knobs.index("C23b") + 1]
     assert np.abs(coma).max() < 0.02 * 300e-9
     assert np.abs(arrays["targets_m"][:, knobs.index("C30")]).max() > 0.05e-6
+    # a pre-probe puts the pair's first frame 40 nm over focus: the target is 40 nm + change
+    pre = config.model_copy(update={"pre_probe_fraction": 1.0, "pre_probe_m": (40e-9, 40e-9)})
+    arrays = generate_chunk(pre.model_dump_json(), 0, 4, str(specimen_cache))
+    column = knobs.index("C10")
+    first_frame_defocus = arrays["targets_m"][:, column] - arrays["changes_m"][:, column]
+    assert np.allclose(first_frame_defocus, 40e-9, atol=2e-9)
     with pytest.raises(ValidationError, match="start_fraction"):
         EstimatorDataConfig(start_fraction=0.7, joint_scale_fraction=0.4)

@@ -21,7 +21,7 @@ def env(carbon: emauto.microscope.Microscope) -> ProbeTuningEnv:
     return ProbeTuningEnv(carbon, ProbeTuningConfig(max_steps=6))
 
 
-@pytest.mark.parametrize("method", ["shift", "cnn", "bo", "simplex", "random"])
+@pytest.mark.parametrize("method", ["shift", "cnn", "cnn_shift", "bo", "simplex", "random"])
 def test_every_method_is_a_tuning_policy(env: ProbeTuningEnv, method: str) -> None:
     policy = make_policy(method, env, seed=0)
     assert isinstance(policy, TuningPolicy) and policy.name == method
@@ -148,3 +148,25 @@ def test_cli_lists_every_bench_method() -> None:
     from emauto.cli_tuning import METHODS_CHOICES
 
     assert tuple(METHODS_CHOICES) == tuple(METHODS)
+
+
+def test_coarse_fine_hands_over_after_its_coarse_steps(env: ProbeTuningEnv) -> None:
+    """`cnn_shift` runs the CNN rounds first (a pure +60 nm probe, then a correction), and
+    the probe-shift policy from step 7 (its own +40 nm probe)."""
+    from emauto.policies.coarse_fine import CNN_SHIFT_COARSE_STEPS, CoarseFinePolicy
+
+    policy = make_policy("cnn_shift", env)
+    assert isinstance(policy, CoarseFinePolicy) and CNN_SHIFT_COARSE_STEPS == 6
+    observation, info = env.reset(seed=5)
+    policy.reset(observation, info)
+    actions = []
+    for _ in range(CNN_SHIFT_COARSE_STEPS + 1):
+        action = policy.suggest()
+        actions.append(action)
+        observation, reward, *_, info = env.step(action)
+        policy.ingest(action, observation, reward, info)
+    assert actions[0][0] == 1.0 and not actions[0][1:].any()  # the CNN's +60 nm probe
+    assert np.isclose(actions[-1][0], 40e-9 / env.step_limits[0])  # the shift policy's probe
+    assert policy.fine.measurement is not None  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="coarse_steps"):
+        CoarseFinePolicy("x", policy.coarse, policy.fine, 0)
