@@ -31,6 +31,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert emauto.__version__ in capsys.readouterr().out
 
 
+def test_python_dash_m_emauto_is_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "emauto", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and emauto.__version__ in result.stdout
+
+
 @pytest.mark.slow
 def test_demo_runs_the_whole_loop(tmp_path: Path, specimen_cache: Path) -> None:
     result = run_cli("demo", "--out", str(tmp_path / "demo"), cache=specimen_cache)
