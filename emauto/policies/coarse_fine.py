@@ -4,8 +4,8 @@
 three rounds (six steps: +60 nm probe, correct, +40 nm probe, correct, twice more), then the
 probe-shift policy (`emauto.policies.shift_correct`). The CNN brings a random start within
 reach fast but its B2/A2 reading stalls at 50-100 nm; the probe-shift measurement resolves
-the rest slowly. Three CNN rounds were chosen on episodes the benchmark does not use (seeds
-7000-7039: 37.5 %, 40 % and 50 % success within 31 Ronchigrams after one, two and three).
+the rest. Three CNN rounds were chosen on episodes the benchmark does not use (seeds
+7000-7039: 37.5 %, 45 % and 52.5 % success within 31 Ronchigrams after one, two and three).
 """
 
 from __future__ import annotations
