@@ -14,7 +14,6 @@ daemon's heartbeats stop (`emauto.safety`).
 
 from __future__ import annotations
 
-import hashlib
 import signal
 import sys
 import threading
@@ -33,6 +32,7 @@ from emauto import __version__
 from emauto.agent.plans import AlignProbeTask, DaemonConfig, SurveyTask
 from emauto.agent.state import State, StateMachine
 from emauto.errors import AbortedError
+from emauto.io.weights import file_digest
 from emauto.microscope import (
     Frame,
     ImageRequest,
@@ -96,7 +96,7 @@ class RunResult:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_digest(path)[:16]
 
 
 def policy_version(task: AlignProbeTask) -> dict[str, str]:

@@ -29,6 +29,7 @@ from torch import nn
 
 from emauto.drivers.sim.survey import CLASSES
 from emauto.errors import AnalysisError, LabelError, ModelFileError
+from emauto.io.weights import read_weights_file
 from emauto.policies.patches import PATCH_PIXEL_M, PATCH_PX
 
 FORMAT = "emauto-patch-classifier/1"
@@ -125,18 +126,8 @@ class PatchClassifier:
 def load_classifier(path: str | Path | None = None) -> PatchClassifier:
     """Load a saved classifier (default: the shipped weights); `ModelFileError` if bad."""
     path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if not path.is_file():
-        raise ModelFileError(
-            f"{path}: no such classifier file; train one with `emauto classifier train --out "
-            f"{path}`"
-        )
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable torch file: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ModelFileError(f"{path}: expected format {FORMAT!r}, got {found!r}")
+    missing = f"no such classifier file; train one with `emauto classifier train --out {path}`"
+    blob = read_weights_file(path, FORMAT, missing)
     try:
         metadata = PatchClassifierMetadata.model_validate(json.loads(blob["metadata"]))
     except (ValidationError, ValueError, KeyError) as exc:

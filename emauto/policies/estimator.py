@@ -27,6 +27,7 @@ from torch.nn import functional
 
 from emauto import optics
 from emauto.errors import ModelFileError
+from emauto.io.weights import read_weights_file
 
 FORMAT = "emauto-ronchigram-estimator/1"
 #: The aberrations the estimator measures (Krivanek Cartesian components, m).
@@ -237,15 +238,7 @@ class RonchigramEstimator:
     def load(cls, path: str | Path) -> RonchigramEstimator:
         """Read an estimator saved by `save`; a bad file raises `ModelFileError`."""
         path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"{path}: no such estimator file")
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many kinds on corrupt files
-            raise ModelFileError(f"{path}: not a readable torch file ({exc})") from exc
-        if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-            found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-            raise ModelFileError(f"{path}: expected format {FORMAT!r}, found {found!r}")
+        blob = read_weights_file(path, FORMAT, "no such estimator file")
         try:
             metadata = EstimatorMetadata.model_validate(json.loads(blob["metadata"]))
             net = _net_for(metadata)

@@ -15,7 +15,6 @@ policy is loaded with that very estimator or not at all).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from gymnasium import spaces
 
 from emauto.config import RLTrainingConfig, load_yaml
 from emauto.errors import ModelFileError
+from emauto.io.weights import file_digest
 from emauto.policies.base import Observation
 from emauto.policies.estimator import DEFAULT_WEIGHTS, RonchigramEstimator
 from emauto.policies.flatness import flatness_torch
@@ -85,11 +85,6 @@ class EstimatorObservation(gym.ObservationWrapper[np.ndarray, Any, Observation])
 
     def observation(self, observation: Observation) -> np.ndarray:
         return self.features(observation)
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file (hex)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _feature_map(config: RLTrainingConfig, estimator: RonchigramEstimator) -> EstimatorFeatureMap:

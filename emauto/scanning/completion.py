@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from emauto.errors import ModelFileError
+from emauto.io.weights import read_weights_file
 from emauto.scanning.config import CompletionTrainingConfig
 from emauto.scanning.reconstruct import linear
 
@@ -118,15 +119,7 @@ def save(net: CompletionNet, metadata: dict[str, Any], path: str | Path) -> Path
 def load_completion(path: str | Path) -> CompletionModel:
     """Load a completion network saved by `save`; a bad file raises `ModelFileError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such completion-network file")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ModelFileError(f"{path}: not a readable torch file: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ModelFileError(f"{path}: expected format {FORMAT!r}, got {found!r}")
+    blob = read_weights_file(path, FORMAT, "no such completion-network file")
     metadata = json.loads(blob["metadata"])
     net = CompletionNet(width=int(metadata["width"]))
     try:

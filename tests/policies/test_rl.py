@@ -11,9 +11,10 @@ import pytest
 from emauto.config import ProbeTuningConfig, RLTrainingConfig
 from emauto.envs.probe_tuning import ProbeTuningEnv
 from emauto.errors import ModelFileError
+from emauto.io.weights import file_digest
 from emauto.policies.base import TuningPolicy, run_episode
 from emauto.policies.estimator import DEFAULT_WEIGHTS
-from emauto.policies.rl import file_digest, load_policy, train_policy
+from emauto.policies.rl import load_policy, train_policy
 
 
 def _tiny(algo: str, uri: str) -> RLTrainingConfig:
