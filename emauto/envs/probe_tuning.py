@@ -258,6 +258,11 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         return self._strehl
 
     @property
+    def last_frame(self) -> Frame | None:
+        """The latest Ronchigram the env took (full camera frame), None before a reset."""
+        return self._last_frame
+
+    @property
     def last_change(self) -> dict[str, float]:
         """The knob change (m) made before the latest frame (zeros after a reset)."""
         return dict(self._last_change)

@@ -21,7 +21,9 @@ def make_policy(
     if method == "shift":
         from emauto.policies.shift_correct import ProbeShiftPolicy
 
-        return ProbeShiftPolicy(env.knobs, env.step_limits, env.microscope)
+        return ProbeShiftPolicy(
+            env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
+        )
     if method == "random":
         from emauto.policies.random_policy import RandomPolicy
 
@@ -42,7 +44,9 @@ def make_policy(
         from emauto.policies.coarse_fine import CNN_SHIFT_COARSE_STEPS, CoarseFinePolicy
         from emauto.policies.shift_correct import ProbeShiftPolicy
 
-        shift = ProbeShiftPolicy(env.knobs, env.step_limits, env.microscope)
+        shift = ProbeShiftPolicy(
+            env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
+        )
         return CoarseFinePolicy(method, cnn, shift, CNN_SHIFT_COARSE_STEPS)
     from emauto.policies.objective import RonchigramObjective
 

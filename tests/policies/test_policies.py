@@ -61,16 +61,31 @@ def test_measure_and_correct_probes_then_cancels(env: ProbeTuningEnv) -> None:
 def test_policy_frames_are_counted_and_the_budget_holds(
     carbon: emauto.microscope.Microscope,
 ) -> None:
-    """The shift policy takes 4 frames of its own per measurement; a CountingMicroscope
-    counts them with the env's, and the episode stops at the acquisition budget."""
+    """The shift policy takes 2 frames of its own per measurement (the env's probe frame is
+    its reference); a CountingMicroscope counts them with the env's, and the episode stops
+    at the acquisition budget."""
     counter = CountingMicroscope(carbon)
     env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=30))
     policy = make_policy("shift", env)
-    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=13)
-    # reset 1 + (probe 1 + measure 4 + correct 1) x 2 rounds = 13
-    assert result.acquisitions == 13 and counter.acquisitions == 13
+    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=9)
+    # reset 1 + (probe 1 + measure 2 + correct 1) x 2 rounds = 9
+    assert not result.success
+    assert result.acquisitions == 9 and counter.acquisitions == 9
     assert result.dose_e == pytest.approx(counter.dose_e) and result.dose_e > 0
     assert len(result.strehl_path) == 1 + 4  # the reset and four env steps
+
+
+def test_shift_policy_takes_its_own_reference_when_the_env_frame_is_dim(
+    carbon: emauto.microscope.Microscope,
+) -> None:
+    """At a tenth of the dose (env frames of 0.2 ms, a fiftieth of the measurement's 10 ms)
+    the env frame is not used as the reference: four frames of its own a measurement."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=30, exposure_s=(2e-4, 2e-4)))
+    policy = make_policy("shift", env)
+    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=7)
+    # reset 1 + probe 1 + measure 4 + correct 1 = 7
+    assert result.acquisitions == 7 and len(result.strehl_path) == 1 + 2
 
 
 def test_simplex_thread_stops_on_reset_and_close(env: ProbeTuningEnv) -> None:
