@@ -3,9 +3,11 @@
 Each trial restarts the twin from its own seed, sets a random near-aligned state (C1 and A1
 within +-3 nm, B2 and A2 within +-60 nm, C3 within +-1 um, untuned), adds the policy's
 +40 nm probe defocus, takes a reference Ronchigram after the lenses settle, and measures
-with `emauto.policies.probe_shift.measure` (two frames beside the reference). Prints, per
-tuned coefficient, the RMS and median absolute error (nm) against the twin's ground truth
-and the gain (slope of the reading on the truth, 1 = unbiased) as JSON.
+with `emauto.policies.probe_shift.measure` (two frames beside the reference). Prints as JSON
+the fraction of measurements the fit refused (patches that disagree, `MAX_MISFIT_M`) and,
+over the accepted ones, per tuned coefficient, the RMS and median absolute error (nm)
+against the twin's ground truth and the gain (slope of the reading on the truth, 1 =
+unbiased).
 
     .venv/bin/python benchmarks/experiments/probe_shift_accuracy.py --trials 40
     .venv/bin/python benchmarks/experiments/probe_shift_accuracy.py --microscope \
@@ -41,7 +43,7 @@ def main() -> None:
     aligned = scope.read().knobs
     knobs = [k for group in TUNING_KNOB_GROUPS.values() for k in group if k in aligned]
     rng = np.random.default_rng(args.seed)
-    truths, readings = [], []
+    truths, readings, refused = [], [], 0
     for trial in range(args.trials):
         scope.restart(1000 + trial)  # type: ignore[attr-defined]
         setpoints = {k: aligned[k] + rng.uniform(-1, 1) * WIDTHS_M.get(k[:3], 0.0) for k in knobs}
@@ -51,7 +53,11 @@ def main() -> None:
         reference = scope.acquire(
             RonchigramRequest(exposure_s=1e-2, probe_position_m=position, wait_s=0.2)
         )
-        fit, _ = measure(scope, position, KNOBS, args.delta, reference=reference)
+        try:
+            fit, _ = measure(scope, position, KNOBS, args.delta, reference=reference)
+        except ValueError:
+            refused += 1
+            continue
         truth = scope.true_aberrations().to_dict()  # type: ignore[attr-defined]
         truths.append([truth[k] - aligned[k] for k in KNOBS])
         readings.append([fit[k] for k in KNOBS])
@@ -66,7 +72,8 @@ def main() -> None:
             "median_abs_nm": round(float(np.median(np.abs(error[:, j]))), 2),
             "gain": round(float(gain), 3),
         }
-    print(json.dumps({"trials": args.trials, "microscope": args.microscope, **figures}))
+    summary = {"trials": args.trials, "microscope": args.microscope, "refused": refused}
+    print(json.dumps({**summary, **figures}))
 
 
 if __name__ == "__main__":

@@ -67,12 +67,11 @@ def test_policy_frames_are_counted_and_the_budget_holds(
     counter = CountingMicroscope(carbon)
     env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=30))
     policy = make_policy("shift", env)
-    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=9)
-    # reset 1 + (probe 1 + measure 2 + correct 1) x 2 rounds = 9
-    assert not result.success
-    assert result.acquisitions == 9 and counter.acquisitions == 9
+    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=4)
+    # reset 1 + probe 1 + measure 2 = 4
+    assert result.acquisitions == 4 and counter.acquisitions == 4
     assert result.dose_e == pytest.approx(counter.dose_e) and result.dose_e > 0
-    assert len(result.strehl_path) == 1 + 4  # the reset and four env steps
+    assert len(result.strehl_path) == 1 + 1  # the reset and one env step
 
 
 def test_shift_policy_takes_its_own_reference_when_the_env_frame_is_dim(
@@ -83,9 +82,48 @@ def test_shift_policy_takes_its_own_reference_when_the_env_frame_is_dim(
     counter = CountingMicroscope(carbon)
     env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=30, exposure_s=(2e-4, 2e-4)))
     policy = make_policy("shift", env)
-    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=7)
-    # reset 1 + probe 1 + measure 4 + correct 1 = 7
-    assert result.acquisitions == 7 and len(result.strehl_path) == 1 + 2
+    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=6)
+    # reset 1 + probe 1 + measure 4 = 6
+    assert result.acquisitions == 6 and len(result.strehl_path) == 1 + 1
+
+
+def test_shift_policy_moves_the_probe_after_a_refused_measurement(
+    carbon: emauto.microscope.Microscope, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A measurement the fit refuses is not applied. Before any was accepted the next step
+    probes again (more defocus); after one was, the policy measures again at once 5 nm away
+    with its own reference, and keeps the new position for later rounds."""
+    from emauto.policies import shift_correct
+
+    calls: list[tuple[tuple[float, float], bool]] = []
+    refuse = {1, 3}  # the first measurement, and the second round's first attempt
+
+    def fake_measure(microscope, position, knobs, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((position, kwargs["reference"] is not None))
+        if len(calls) in refuse:
+            raise ValueError("the patches disagree")
+        return dict.fromkeys(knobs, 0.0), []
+
+    monkeypatch.setattr(shift_correct, "measure", fake_measure)
+    env = ProbeTuningEnv(carbon, ProbeTuningConfig(max_steps=30))
+    policy = make_policy("shift", env)
+    observation, info = env.reset(seed=3)
+    policy.reset(observation, info)
+    suggestions = []
+    for _ in range(6):  # probe (refused), probe, correct, probe (refused, moved), correct, probe
+        action = policy.suggest()
+        suggestions.append(action)
+        observation, reward, *_, info = env.step(action)
+        policy.ingest(action, observation, reward, info)
+    probe = np.zeros(len(env.knobs), dtype=np.float32)
+    probe[0] = 40e-9 / env.step_limits[0]
+    assert np.allclose(suggestions[1], probe)  # refused before any accepted: probe again
+    parked = info["probe_position_m"]
+    assert [position for position, _ in calls[:3]] == [parked] * 3
+    assert all(with_env_frame for _, with_env_frame in calls[:3])
+    (moved, with_reference), (kept, again) = calls[3:]
+    assert np.hypot(moved[0] - parked[0], moved[1] - parked[1]) == pytest.approx(5e-9)
+    assert not with_reference and kept == moved and not again
 
 
 def test_simplex_thread_stops_on_reset_and_close(env: ProbeTuningEnv) -> None:

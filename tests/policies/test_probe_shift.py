@@ -100,6 +100,8 @@ def test_measure_reuses_a_reference_frame(carbon: emauto.microscope.Microscope) 
         measure(carbon, (0.0, 0.0), reference=reference)
     with pytest.raises(ValueError, match="delta_m"):
         measure(carbon, position, delta_m=float("nan"))
+    with pytest.raises(ValueError, match="patches disagree"):  # no fit is that good
+        measure(carbon, position, reference=reference, max_misfit_m=1e-15)
     assert carbon.read().knobs == before.knobs
 
 
