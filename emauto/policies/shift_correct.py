@@ -14,8 +14,8 @@ Before any measurement of the episode has been accepted the optics are the likel
 probe still too close to focus for the aberrations, where the pattern folds), so the next
 step probes again, 40 nm further out. After one has been accepted the specimen is (a strong
 scatterer under the probe, as on Au nanoparticles): the measurement is retaken at once with
-the probe parked `RELOCATE_M` away (own reference: three frames), and a position that
-worked is kept for later rounds.
+the probe parked `RELOCATE_M` away (its own reference and drift frame: four frames), and a
+position that worked is kept for later rounds (six acquisitions a round from then on).
 """
 
 from __future__ import annotations
