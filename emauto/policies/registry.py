@@ -19,11 +19,7 @@ def make_policy(
 ) -> TuningPolicy:
     """A policy for ``env`` by method name (see `METHODS`)."""
     if method == "shift":
-        from emauto.policies.shift_correct import ProbeShiftPolicy
-
-        return ProbeShiftPolicy(
-            env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
-        )
+        return _probe_shift_policy(env)
     if method == "random":
         from emauto.policies.random_policy import RandomPolicy
 
@@ -42,12 +38,8 @@ def make_policy(
         if method == "cnn":
             return cnn
         from emauto.policies.coarse_fine import CNN_SHIFT_COARSE_STEPS, CoarseFinePolicy
-        from emauto.policies.shift_correct import ProbeShiftPolicy
 
-        shift = ProbeShiftPolicy(
-            env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
-        )
-        return CoarseFinePolicy(method, cnn, shift, CNN_SHIFT_COARSE_STEPS)
+        return CoarseFinePolicy(method, cnn, _probe_shift_policy(env), CNN_SHIFT_COARSE_STEPS)
     from emauto.policies.objective import RonchigramObjective
 
     objective = RonchigramObjective(estimator, env.config.convergence_rad)
@@ -60,3 +52,13 @@ def make_policy(
 
         return NelderMeadPolicy(env.knobs, objective)
     raise ConfigError(f"unknown method {method!r}; expected one of {METHODS} or 'all'")
+
+
+def _probe_shift_policy(env: ProbeTuningEnv) -> TuningPolicy:
+    """`shift` on ``env``: its microscope for the policy's own frames, its latest frame as
+    the reference."""
+    from emauto.policies.shift_correct import ProbeShiftPolicy
+
+    return ProbeShiftPolicy(
+        env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
+    )
