@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from emauto.version import __version__
 
 if TYPE_CHECKING:
     from emauto.microscope import Microscope
@@ -17,7 +17,7 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
     return _connect(uri, **kwargs)
 
 
-from emauto.envs import register_envs  # noqa: E402  (after __version__: registration imports gymnasium)
+from emauto.tasks import register_envs  # noqa: E402  (after __version__: registration imports gymnasium)
 
 register_envs()
 

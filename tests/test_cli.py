@@ -83,7 +83,7 @@ def test_estimator_training_from_a_data_config(
 ) -> None:
     """`emauto train --task ronchigram-estimator --data-config` generates the pairs in memory
     on a Dask LocalCluster and trains; exactly one of --data and --data-config is needed."""
-    from emauto.policies.estimator import RonchigramEstimator
+    from emauto.models.estimator import RonchigramEstimator
 
     monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
     tiny = Path(__file__).parent / "data" / "tiny_carbon.yaml"

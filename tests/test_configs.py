@@ -8,13 +8,13 @@ import pytest
 from pydantic import BaseModel
 
 from emauto.agent.plans import DaemonConfig
-from emauto.config import (
+from emauto.models.config import EstimatorTrainingConfig
+from emauto.tasks.probe_tuning.config import (
     EstimatorDataConfig,
-    EstimatorTrainingConfig,
     ProbeTuningConfig,
     RLTrainingConfig,
-    load_yaml,
 )
+from emauto.units import load_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MODELS: dict[str, type[BaseModel]] = {

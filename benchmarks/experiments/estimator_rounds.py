@@ -3,7 +3,7 @@
 Each episode starts from the benchmark's start distribution; each round adds a known
 over-focus step (+60 nm in the first round, +40 nm after), asks the estimator for the
 aberrations at that frame, compares them with the twin's ground truth, and cancels the
-estimate (probe included), as `emauto.policies.measure_correct` does. Prints the RMS and
+estimate (probe included), as `measure_correct` does. Prints the RMS and
 median absolute error per aberration and round, in nm, as JSON.
 
     .venv/bin/python benchmarks/experiments/estimator_rounds.py --episodes 30 --rounds 4
@@ -17,9 +17,9 @@ import json
 import numpy as np
 
 import emauto
-from emauto.config import ProbeTuningConfig
-from emauto.envs.probe_tuning import ProbeTuningEnv
-from emauto.policies.estimator import DEFAULT_WEIGHTS, RonchigramEstimator
+from emauto.models.estimator import DEFAULT_WEIGHTS, RonchigramEstimator
+from emauto.tasks.probe_tuning.config import ProbeTuningConfig
+from emauto.tasks.probe_tuning.env import ProbeTuningEnv
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Each trial restarts the twin from its own seed, sets a random near-aligned state (C1 and A1
 within +-3 nm, B2 and A2 within +-60 nm, C3 within +-1 um, untuned), adds the policy's
 +40 nm probe defocus, takes a reference Ronchigram after the lenses settle, and measures
-with `emauto.policies.probe_shift.measure` (two frames beside the reference). Prints as JSON
+with `probe_shift.measure` (two frames beside the reference). Prints as JSON
 the fraction of measurements the fit refused (patches that disagree, `MAX_MISFIT_M`) and,
 over the accepted ones, per tuned coefficient, the RMS and median absolute error (nm)
 against the twin's ground truth and the gain (slope of the reading on the truth, 1 =
@@ -22,9 +22,9 @@ import json
 import numpy as np
 
 import emauto
-from emauto.config import TUNING_KNOB_GROUPS
 from emauto.microscope import RonchigramRequest
-from emauto.policies.probe_shift import DEFAULT_DELTA_M, measure
+from emauto.tasks.probe_tuning.config import TUNING_KNOB_GROUPS
+from emauto.tasks.probe_tuning.policies.probe_shift import DEFAULT_DELTA_M, measure
 
 KNOBS = ("C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b")
 WIDTHS_M = {"C10": 3e-9, "C12": 3e-9, "C21": 60e-9, "C23": 60e-9, "C30": 1e-6}

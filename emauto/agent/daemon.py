@@ -9,7 +9,7 @@ done, an abort, an exception in a task or policy, a lost link) the ``finally`` p
 the microscope safe (beam blanked, motion stopped) and writes the session's stop document;
 a run that ends in an error leaves the daemon ``tripped`` until an operator resets it. A
 lost link cannot be made safe from this side: the server's watchdog does that when the
-daemon's heartbeats stop (`emauto.safety`).
+daemon's heartbeats stop (`emauto.wrappers.safety`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from emauto import __version__
 from emauto.agent.plans import AlignProbeTask, DaemonConfig, SurveyTask
 from emauto.agent.state import State, StateMachine
 from emauto.errors import AbortedError
-from emauto.io.weights import file_digest
 from emauto.microscope import (
     Frame,
     ImageRequest,
@@ -42,7 +40,9 @@ from emauto.microscope import (
     RasterScan,
     RonchigramRequest,
 )
+from emauto.models.weights import file_digest
 from emauto.sessions.recorder import ExitStatus, RecordingMicroscope, SessionRecorder
+from emauto.version import __version__
 
 
 class ControlledMicroscope:
@@ -241,9 +241,9 @@ class Daemon:
         return self._survey(task, scope)
 
     def _align(self, task: AlignProbeTask, scope: Microscope) -> dict[str, Any]:
-        from emauto.envs.probe_tuning import ProbeTuningEnv
-        from emauto.policies.base import CountingMicroscope, run_episode
-        from emauto.policies.registry import make_policy
+        from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+        from emauto.tasks.probe_tuning.policies.base import CountingMicroscope, run_episode
+        from emauto.tasks.probe_tuning.policies.registry import make_policy
 
         counter = CountingMicroscope(scope)
         config = task.env.model_copy(update={"max_steps": task.max_acquisitions})

@@ -1,4 +1,4 @@
-"""What the daemon does: a plan of tasks, validated like every config (`emauto.config`)."""
+"""What the daemon does: a plan of tasks, validated like every config (`emauto.units.load_yaml`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from emauto.config import ProbeTuningConfig
-from emauto.policies.registry import METHODS
+from emauto.tasks.probe_tuning.config import ProbeTuningConfig
+from emauto.tasks.probe_tuning.policies.registry import METHODS
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 PolicyName = Literal["shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random"]

@@ -38,9 +38,9 @@ def rerun_policy(
 ) -> dict[str, Any]:
     """Re-run ``policy`` (default: the recorded one) on each alignment task; one report each."""
     from emauto.drivers.replay import open_replay
-    from emauto.envs.probe_tuning import ProbeTuningEnv
-    from emauto.policies.base import CountingMicroscope, run_episode
-    from emauto.policies.registry import make_policy
+    from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+    from emauto.tasks.probe_tuning.policies.base import CountingMicroscope, run_episode
+    from emauto.tasks.probe_tuning.policies.registry import make_policy
 
     session = Session(session_path)
     reports: dict[str, Any] = {}

@@ -117,7 +117,7 @@ def run_analysis_benchmark(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Atom-finding precision, recall and position error at each dose (see module doc)."""
-    import emauto
+    from emauto.drivers import connect
 
     rng = np.random.default_rng(seed)
     results: dict[str, Any] = {}
@@ -131,7 +131,7 @@ def run_analysis_benchmark(
     for dwell, index in tqdm(jobs, desc="analysis bench", disable=not progress, file=None):
         specimen_seed = seed * 100 + index + 1
         if specimen_seed not in scopes:
-            scopes[specimen_seed] = emauto.connect(
+            scopes[specimen_seed] = connect(
                 f"sim://?specimen=srtio3&seed={specimen_seed}&effects={effects}"
             )
         scope = scopes[specimen_seed]

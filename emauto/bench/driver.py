@@ -29,7 +29,7 @@ from emauto.microscope import (
     ScanLimits,
     validate_setpoints,
 )
-from emauto.safety import SafeMicroscope, SafetyConfig
+from emauto.wrappers.safety import SafeMicroscope, SafetyConfig
 
 FRAME_SHAPE = (512, 512)
 

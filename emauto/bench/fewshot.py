@@ -23,8 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from emauto.drivers.sim.survey import CLASSES
-from emauto.policies.classifiers import FewShotClassifier, load_classifier
-from emauto.policies.patches import make_patch_dataset
+from emauto.models.classifier import FewShotClassifier, load_classifier
+from emauto.models.patches import make_patch_dataset
 
 SUPPORT_SEEDS = (5000, 5001)
 QUERY_SEEDS = (5002, 5003)

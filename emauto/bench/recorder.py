@@ -42,9 +42,9 @@ def _percentile_ms(samples: list[float], q: float) -> float:
 
 def fsync_cost(folder: Path, steps: int, uri: str = "sim://") -> dict[str, Any]:
     """Median and p99 (ms) of the recorder's time per step on the twin."""
-    import emauto
+    from emauto.drivers import connect
 
-    scope = RecordingMicroscope.open(emauto.connect(uri), folder / "fsync-session")
+    scope = RecordingMicroscope.open(connect(uri), folder / "fsync-session")
     rng = np.random.default_rng(0)
     try:
         for _ in range(steps // 2):
@@ -87,9 +87,9 @@ def record_until_killed(folder: Path, backend: str) -> None:
 
         inner: Any = StaticMicroscope(shape=(128, 128))
     else:
-        import emauto
+        from emauto.drivers import connect
 
-        inner = emauto.connect(backend)
+        inner = connect(backend)
     scope = RecordingMicroscope.open(inner, folder)
     value = 0.0
     while True:

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from emauto.config import EffectsConfig, SimConfig
 from emauto.drivers.sim import SimulatedMicroscope
 from emauto.drivers.sim.adf_multislice import adf_fidelity, unit_cell_positions
 from emauto.drivers.sim.bench_states import random_probe
+from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
 from emauto.drivers.sim.probe import ProbeOptics
 from emauto.drivers.sim.specimens import load_specimen

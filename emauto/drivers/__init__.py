@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from emauto.config import EffectsConfig, SimConfig, load_yaml, validate_model
+from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.errors import ConfigError
 from emauto.microscope import Microscope
+from emauto.units import load_yaml, validate_model
 
 SIM_QUERY_KEYS = ("specimen", "fidelity", "seed", "config", "effects")
 

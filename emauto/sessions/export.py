@@ -8,7 +8,7 @@
 - ``zspy``: the same signals in HyperSpy's Zarr format. rosettasciio's own zspy writer needs
   zarr 2 while abTEM needs zarr 3, so emauto drives rosettasciio's `ZspyWriter` on a group
   opened in Zarr format 2 by zarr 3: the layout on disk is the one HyperSpy reads.
-- ``minari``: a Minari dataset for offline RL (`emauto.agent.offline`).
+- ``minari``: a Minari dataset for offline RL (`emauto.tasks.probe_tuning.minari`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emauto import __version__
 from emauto.errors import SessionError
 from emauto.microscope import Frame
 from emauto.sessions.reader import Session, Step
+from emauto.version import __version__
 
 ExportFormat = Literal["hdf5", "zspy", "minari"]
 FORMATS: tuple[str, ...] = ("hdf5", "zspy", "minari")
@@ -157,7 +157,7 @@ def export_session(session: Session, fmt: str, out: Path) -> list[Path]:
     if fmt in ("hdf5", "zspy"):
         return export_hyperspy(session, out, fmt)  # type: ignore[arg-type]
     if fmt == "minari":  # replays the env: lives with the agent, which may import envs
-        from emauto.agent.offline import export_minari
+        from emauto.tasks.probe_tuning.minari import export_minari
 
         return [export_minari(session, out)]
     raise SessionError(f"unknown export format {fmt!r}; expected one of {FORMATS}")

@@ -29,7 +29,6 @@ from typing import Any, Literal
 import event_model
 import numpy as np
 
-from emauto import __version__
 from emauto.errors import EmautoError, SessionError
 from emauto.microscope import (
     Frame,
@@ -41,6 +40,7 @@ from emauto.microscope import (
 )
 from emauto.optics import ABERRATION_NAMES
 from emauto.sessions.store import DOCUMENTS, FRAMES, DocumentLog, FrameStore
+from emauto.version import __version__
 
 ExitStatus = Literal["success", "abort", "fail"]
 StepKind = Literal["set", "acquire", "safe", "rejected"]

@@ -19,11 +19,11 @@ from emauto.agent.control import ControlServer, send_command
 from emauto.agent.daemon import Daemon, RunResult, run_daemon
 from emauto.agent.plans import DaemonConfig
 from emauto.agent.state import State
-from emauto.config import load_yaml
 from emauto.drivers.zmq.server import MicroscopeServer
 from emauto.errors import ConfigError
-from emauto.safety import SafeMicroscope, SafetyConfig
 from emauto.sessions import Session
+from emauto.units import load_yaml
+from emauto.wrappers.safety import SafeMicroscope, SafetyConfig
 
 
 def free_address() -> str:
@@ -120,7 +120,7 @@ def test_a_crashed_policy_trips_the_daemon_and_ends_safe(
         def ingest(self, *args: Any) -> None:
             pass
 
-    import emauto.policies.registry as registry
+    import emauto.tasks.probe_tuning.policies.registry as registry
 
     monkeypatch.setattr(registry, "make_policy", lambda *a, **k: Crashing())
     daemon = Daemon(short_plan(tiny_sim_uri), session=tmp_path / "s", progress=False)

@@ -132,7 +132,7 @@ def test_a_missing_frame_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_environments_record_their_commands_and_steps(tmp_path: Path, tiny_sim_uri: str) -> None:
-    from emauto.envs.probe_tuning import ProbeTuningEnv
+    from emauto.tasks.probe_tuning.env import ProbeTuningEnv
 
     env = ProbeTuningEnv(tiny_sim_uri, record=tmp_path / "env")
     env.reset(seed=0)
@@ -146,7 +146,7 @@ def test_environments_record_their_commands_and_steps(tmp_path: Path, tiny_sim_u
 
 
 def test_the_benchmark_records_each_method(tmp_path: Path, tiny_sim_uri: str) -> None:
-    from emauto.bench.probe_tuning import run_probe_tuning_benchmark
+    from emauto.tasks.probe_tuning.bench import run_probe_tuning_benchmark
 
     run_probe_tuning_benchmark(
         ["random"], episodes=2, microscope=tiny_sim_uri, budget_steps=2, record=tmp_path

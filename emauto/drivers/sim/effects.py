@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emauto.config import EffectsConfig
+from emauto.drivers.sim.config import EffectsConfig
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from emauto import optics
-from emauto.config import RonchigramCameraConfig
+from emauto.drivers.sim.config import RonchigramCameraConfig
 
 ArrayT = TypeVar("ArrayT", bound=Any)
 

@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
@@ -43,7 +44,6 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-import emauto
 from emauto.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,8 @@ class _RecipeFile(BaseModel):
 
 
 def recipe_dir() -> Path:
-    """The folder of the built-in recipes, ``simulations/specimens`` of the checkout."""
-    return Path(emauto.__file__).resolve().parents[1] / "simulations" / "specimens"
+    """The folder of the built-in recipes, ``emauto/drivers/sim/recipes`` (package data)."""
+    return Path(str(resources.files("emauto.drivers.sim") / "recipes"))
 
 
 def builtin_recipes() -> list[str]:

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from emauto import optics
-from emauto.config import SimConfig
 from emauto.drivers.sim.adf import FastADFEngine
+from emauto.drivers.sim.config import SimConfig
 from emauto.drivers.sim.effects import Effects, LensModel
 from emauto.drivers.sim.fast import FastRonchigramEngine
 from emauto.drivers.sim.knobs import ABERRATION_KNOBS, HYSTERESIS_WIDTH, default_values, twin_knobs

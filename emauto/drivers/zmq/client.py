@@ -40,7 +40,7 @@ from emauto.microscope import (
     validate_setpoints,
 )
 from emauto.optics import Aberrations
-from emauto.safety import beam_time_s
+from emauto.wrappers.safety import beam_time_s
 
 CurveKeys = tuple[Path, Path]  # (client .key_secret, server .key)
 

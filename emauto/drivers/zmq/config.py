@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from emauto.config import load_yaml
 from emauto.errors import AuthError, ConfigError
-from emauto.safety import SafetyConfig
+from emauto.units import load_yaml
+from emauto.wrappers.safety import SafetyConfig
 
 
 class ServerConfig(BaseModel):

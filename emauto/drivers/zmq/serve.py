@@ -8,13 +8,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from emauto.audit import AuditLog
 from emauto.drivers.zmq.auth import KeyRing
 from emauto.drivers.zmq.config import ServerConfig, check_bind
 from emauto.drivers.zmq.server import MicroscopeServer
 from emauto.errors import ConfigError
 from emauto.microscope import Microscope
-from emauto.safety import SafeMicroscope
+from emauto.wrappers.audit import AuditLog
+from emauto.wrappers.safety import SafeMicroscope
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,6 @@ from typing import Any
 
 import zmq
 
-from emauto import __version__
-from emauto.config import validate_model
 from emauto.drivers.zmq import protocol
 from emauto.drivers.zmq.auth import KeyRing
 from emauto.errors import (
@@ -30,7 +28,9 @@ from emauto.errors import (
     ProtocolError,
 )
 from emauto.microscope import ImageRequest, RonchigramRequest
-from emauto.safety import SafeMicroscope, SafetyConfig, beam_time_s
+from emauto.units import validate_model
+from emauto.version import __version__
+from emauto.wrappers.safety import SafeMicroscope, SafetyConfig, beam_time_s
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emauto.config import EffectsConfig, SimConfig
 from emauto.drivers.sim import SimulatedMicroscope
+from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.drivers.sim.knobs import HYSTERESIS_WIDTH
 from emauto.errors import (
     BeamBlankedError,

@@ -11,7 +11,7 @@ import yaml
 from zmq_helpers import ThreadServer
 
 from emauto.microscope import Microscope
-from emauto.safety import SafetyConfig
+from emauto.wrappers.safety import SafetyConfig
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from zmq_helpers import ServerProcess, write_server_config
 
-from emauto.config import SimConfig, load_yaml
 from emauto.drivers.sim import SimulatedMicroscope
+from emauto.drivers.sim.config import SimConfig
 from emauto.drivers.zmq.client import RemoteMicroscope
 from emauto.errors import (
     BeamBlankedError,
@@ -37,7 +37,8 @@ from emauto.microscope import (
     RonchigramRequest,
     SegmentsScan,
 )
-from emauto.safety import SafeMicroscope, SafetyConfig
+from emauto.units import load_yaml
+from emauto.wrappers.safety import SafeMicroscope, SafetyConfig
 
 BACKENDS = ["twin", "zmq-twin", "zmq-temscript", "zmq-nion"]
 NEEDS = {"zmq-temscript": "temscript", "zmq-nion": "nion.usim_device"}

@@ -15,7 +15,7 @@ from emauto.bench.driver import StaticMicroscope
 from emauto.drivers.zmq.client import RemoteMicroscope
 from emauto.errors import WatchdogTrippedError
 from emauto.microscope import RonchigramRequest
-from emauto.safety import SafetyConfig
+from emauto.wrappers.safety import SafetyConfig
 
 WATCHDOG = SafetyConfig(heartbeat_interval_s=0.1, missed_heartbeats=3)
 

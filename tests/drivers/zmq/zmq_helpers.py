@@ -14,7 +14,7 @@ import yaml
 
 from emauto.drivers.zmq.server import MicroscopeServer
 from emauto.microscope import Microscope
-from emauto.safety import SafeMicroscope, SafetyConfig
+from emauto.wrappers.safety import SafeMicroscope, SafetyConfig
 
 SERVE = (sys.executable, "-m", "emauto.cli", "serve")
 

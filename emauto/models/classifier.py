@@ -1,0 +1,200 @@
+"""Patch classifiers: a small CNN and a prototypical few-shot head on its embedding.
+
+Input: patch features (N, 32, 32) float32 from `emauto.models.patches.to_features` (the
+scattered fraction on a log scale). `PatchNet` maps a patch to a 32-d embedding and, through
+a linear layer, to logits over `CLASSES`; `PatchClassifier` is the trained CNN with a
+temperature that calibrates its softmax.
+
+`FewShotClassifier` is the operator's classifier: N-way K-shot labels arrive during a
+session (any class names, any number per class); each class is the mean embedding of its
+labelled patches (a prototype, updated online as labels arrive, the backbone frozen), and a
+patch's class probabilities are ``softmax(-|e - p_k|^2 / T)`` with the temperature ``T``
+fitted on held-out fields (temperature scaling, minimum NLL).
+
+Saved as one ``.pt`` file ``{"format", "metadata" (JSON), "state_dict"}`` read with
+``torch.load(weights_only=True)``: no pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from emauto.drivers.sim.survey import CLASSES
+from emauto.errors import AnalysisError, LabelError, ModelFileError
+from emauto.models.patches import PATCH_PIXEL_M, PATCH_PX
+from emauto.models.weights import read_weights_file, shipped_path
+
+FORMAT = "emauto-patch-classifier/1"
+DEFAULT_WEIGHTS = shipped_path("patch_classifier.pt")
+
+
+class PatchClassifierMetadata(BaseModel):
+    """What the classifier was trained on and its calibration and validation figures."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    classes: tuple[str, ...] = CLASSES
+    patch_px: int = PATCH_PX
+    pixel_m: float = PATCH_PIXEL_M
+    width: int = Field(default=16, ge=4)
+    embedding_dim: int = Field(default=32, ge=2)
+    cnn_temperature: float = Field(default=1.0, gt=0)
+    fewshot_temperature: float = Field(default=1.0, gt=0)
+    training: dict[str, Any] = Field(default_factory=dict)
+    validation: dict[str, Any] = Field(default_factory=dict)
+
+
+class PatchNet(nn.Module):
+    """(B, 1, 32, 32) -> embedding (B, E) -> logits (B, C)."""
+
+    def __init__(self, n_classes: int, width: int = 16, embedding_dim: int = 32) -> None:
+        super().__init__()
+        c = width
+        self.backbone = nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2 * c, 4 * c, 3, padding=1), nn.BatchNorm2d(4 * c), nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4 * c, 4 * c, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * c, embedding_dim),
+        )  # fmt: skip
+        self.head = nn.Linear(embedding_dim, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def _as_batch(features: Any, patch_px: int) -> torch.Tensor:
+    array = np.asarray(features, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (patch_px, patch_px) or len(array) == 0:
+        raise AnalysisError(
+            f"expected patches of shape (N, {patch_px}, {patch_px}) with N >= 1, got {array.shape}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise AnalysisError("patches must be finite")
+    return torch.from_numpy(array[:, None])
+
+
+class PatchClassifier:
+    """The trained CNN: embeddings and calibrated class probabilities of patches."""
+
+    def __init__(self, net: PatchNet, metadata: PatchClassifierMetadata) -> None:
+        self.net = net.eval()
+        self.metadata = metadata
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.metadata.classes
+
+    @torch.no_grad()
+    def embed(self, features: Any) -> np.ndarray:
+        """Embeddings (N, E) of patch features (N, 32, 32)."""
+        return self.net.embed(_as_batch(features, self.metadata.patch_px)).numpy()
+
+    @torch.no_grad()
+    def predict_proba(self, features: Any) -> np.ndarray:
+        """Calibrated class probabilities (N, C), columns in the order of `classes`."""
+        logits = self.net(_as_batch(features, self.metadata.patch_px))
+        return torch.softmax(logits / self.metadata.cnn_temperature, dim=1).numpy()
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {
+                "format": FORMAT,
+                "metadata": self.metadata.model_dump_json(),
+                "state_dict": self.net.state_dict(),
+            },
+            path,
+        )
+        return path
+
+
+def load_classifier(path: str | Path | None = None) -> PatchClassifier:
+    """Load a saved classifier (default: the shipped weights); `ModelFileError` if bad."""
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    missing = f"no such classifier file; train one with `emauto classifier train --out {path}`"
+    blob = read_weights_file(path, FORMAT, missing)
+    try:
+        metadata = PatchClassifierMetadata.model_validate(json.loads(blob["metadata"]))
+    except (ValidationError, ValueError, KeyError) as exc:
+        raise ModelFileError(f"{path}: bad metadata: {exc}") from exc
+    net = PatchNet(len(metadata.classes), metadata.width, metadata.embedding_dim)
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise ModelFileError(f"{path}: weights do not match the metadata: {exc}") from exc
+    return PatchClassifier(net, metadata)
+
+
+class FewShotClassifier:
+    """Prototypical few-shot head on a frozen `PatchClassifier` embedding, updated online."""
+
+    def __init__(self, backbone: PatchClassifier, temperature: float | None = None) -> None:
+        self.backbone = backbone
+        self.temperature = temperature or backbone.metadata.fewshot_temperature
+        self._sums: dict[str, np.ndarray] = {}
+        self._counts: dict[str, int] = {}
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Labelled classes, in the order they first arrived (the probability columns)."""
+        return tuple(self._sums)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Labelled patches per class."""
+        return dict(self._counts)
+
+    def add_labels(self, features: Any, labels: Sequence[str]) -> None:
+        """Add labelled patches (N, 32, 32) with N class names; prototypes update at once."""
+        labels = list(labels)
+        if not labels:
+            raise LabelError("expected at least one label, got an empty label set")
+        bad = [x for x in labels if not isinstance(x, str) or not x.strip()]
+        if bad:
+            raise LabelError(f"labels must be non-empty class names, got {bad[:3]!r}")
+        embeddings = self.backbone.embed(features)
+        if len(embeddings) != len(labels):
+            raise LabelError(
+                f"expected one label per patch: {len(embeddings)} patches, {len(labels)} labels"
+            )
+        for name in sorted(set(labels)):
+            rows = embeddings[[i for i, x in enumerate(labels) if x == name]]
+            self._sums[name] = self._sums.get(name, 0.0) + rows.sum(axis=0)
+            self._counts[name] = self._counts.get(name, 0) + len(rows)
+
+    def prototypes(self) -> np.ndarray:
+        """(K, E) mean embedding of each labelled class."""
+        return np.stack([self._sums[c] / self._counts[c] for c in self.classes])
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        """Calibrated probabilities (N, K) over `classes`; `LabelError` before any label."""
+        if not self._sums:
+            raise LabelError("no labels yet: add at least one labelled patch per class first")
+        embeddings = self.backbone.embed(features)
+        prototypes = self.prototypes()
+        d2 = ((embeddings[:, None, :] - prototypes[None]) ** 2).sum(axis=2)
+        logits = -d2 / self.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def predict(self, features: Any) -> tuple[list[str], np.ndarray]:
+        """Class name and confidence (its probability) of each patch."""
+        p = self.predict_proba(features)
+        best = p.argmax(axis=1)
+        return [self.classes[i] for i in best], p[np.arange(len(p)), best]

@@ -1,0 +1,252 @@
+"""The learned completion network: sparse samples and their mask -> the full image.
+
+A small U-Net (three levels) reads three channels, all ``(ny, nx)`` with ``ny, nx``
+multiples of 8 after padding: the linear reconstruction (`reconstruct.linear`), the mask,
+and the samples (0 where unsampled); it predicts a correction added to the linear
+reconstruction. Intensities are normalised images in [0, 1]. It is trained (`train`) on
+noise-free twin images of the seed-1 training specimens (`twin_images.training_images`:
+different atoms, stage positions, rotations and fields of view from the benchmark images),
+sparse-sampled by every static strategy at several coverages and doses.
+
+Saved as one ``.pt`` file ``{"format", "metadata" (JSON), "state_dict"}`` read back with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emauto.errors import ModelFileError
+from emauto.models.weights import read_weights_file, shipped_path
+from emauto.tasks.sparse_scan.config import CompletionTrainingConfig
+from emauto.tasks.sparse_scan.reconstruct import linear
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "CompletionModel",
+    "CompletionNet",
+    "load_completion",
+    "load_default_completion",
+    "train",
+]
+
+FORMAT = "emauto-scan-completion/1"
+DEFAULT_WEIGHTS = shipped_path("sparse_scan_completion.pt")
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.GELU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.GELU(),
+    )
+
+
+class CompletionNet(nn.Module):
+    """U-Net: (B, 3, H, W) -> (B, 1, H, W) correction; H and W multiples of 8."""
+
+    def __init__(self, width: int = 24) -> None:
+        super().__init__()
+        c = width
+        self.down1 = _block(3, c)
+        self.down2 = _block(c, 2 * c)
+        self.down3 = _block(2 * c, 4 * c)
+        self.bottom = _block(4 * c, 4 * c)
+        self.up3 = _block(8 * c, 2 * c)
+        self.up2 = _block(4 * c, c)
+        self.up1 = _block(2 * c, c)
+        self.out = nn.Conv2d(c, 1, 1)
+        self.pool = nn.AvgPool2d(2)
+        self.upsample = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d1 = self.down1(x)
+        d2 = self.down2(self.pool(d1))
+        d3 = self.down3(self.pool(d2))
+        b = self.bottom(self.pool(d3))
+        u3 = self.up3(torch.cat([self.upsample(b), d3], dim=1))
+        u2 = self.up2(torch.cat([self.upsample(u3), d2], dim=1))
+        u1 = self.up1(torch.cat([self.upsample(u2), d1], dim=1))
+        return self.out(u1)
+
+
+def network_input(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The three input channels (3, ny, nx) float32: linear reconstruction, mask, samples."""
+    base = linear(values, mask)
+    return np.stack([base, mask.astype(np.float64), np.where(mask, values, 0.0)]).astype(np.float32)
+
+
+class CompletionModel:
+    """A trained `CompletionNet` with its metadata; `complete` reconstructs one image."""
+
+    def __init__(self, net: CompletionNet, metadata: dict[str, Any]) -> None:
+        self.net = net.eval()
+        self.metadata = metadata
+
+    def complete(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The full ``(ny, nx)`` image from samples ``values`` where ``mask`` is True."""
+        x = network_input(values, mask)
+        ny, nx = mask.shape
+        py, px = (-ny) % 8, (-nx) % 8
+        padded = np.pad(x, ((0, 0), (0, py), (0, px)), mode="reflect")
+        with torch.no_grad():
+            correction = self.net(torch.from_numpy(padded)[None])[0, 0].numpy()
+        return np.asarray(x[0] + correction[:ny, :nx], dtype=np.float64)
+
+
+def save(net: CompletionNet, metadata: dict[str, Any], path: str | Path) -> Path:
+    """Write the network as one ``.pt`` file (no pickled code)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().to(torch.float16) for k, v in net.state_dict().items()}
+    torch.save({"format": FORMAT, "metadata": json.dumps(metadata), "state_dict": state}, path)
+    return path
+
+
+def load_completion(path: str | Path) -> CompletionModel:
+    """Load a completion network saved by `save`; a bad file raises `ModelFileError`."""
+    path = Path(path)
+    blob = read_weights_file(path, FORMAT, "no such completion-network file")
+    metadata = json.loads(blob["metadata"])
+    net = CompletionNet(width=int(metadata["width"]))
+    try:
+        net.load_state_dict({k: v.float() for k, v in blob["state_dict"].items()})
+    except RuntimeError as exc:
+        raise ModelFileError(f"{path}: weights do not fit the network: {exc}") from exc
+    return CompletionModel(net, metadata)
+
+
+@lru_cache(maxsize=1)
+def load_default_completion() -> CompletionModel:
+    """The shipped network (``emauto/models/weights/sparse_scan_completion.pt``)."""
+    return load_completion(DEFAULT_WEIGHTS)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    image = np.rot90(image, int(rng.integers(4)))
+    return np.ascontiguousarray(image[:, ::-1] if rng.random() < 0.5 else image)
+
+
+def make_examples(
+    config: CompletionTrainingConfig, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, 3, S, S) and targets (N, 1, S, S), float32, from seed-1 twin images."""
+    from emauto.tasks.sparse_scan.sampling import normalise, sample_image
+    from emauto.tasks.sparse_scan.strategies import STATIC_STRATEGIES, make_plan
+    from emauto.tasks.sparse_scan.twin_images import training_images
+
+    rng = np.random.default_rng(config.seed)
+    size = config.image_size
+    images = [
+        normalise(image)
+        for _, image in training_images(config.images_per_specimen, (size, size), config.seed)
+    ]
+    plans = [
+        make_plan(name, (size, size), coverage, seed=s)
+        for name in STATIC_STRATEGIES
+        for coverage in config.coverages
+        for s in range(2)
+    ]
+    inputs = np.empty((config.samples, 3, size, size), dtype=np.float32)
+    targets = np.empty((config.samples, 1, size, size), dtype=np.float32)
+    low, high = config.dose_range_e
+    started = time.perf_counter()
+    for index in range(config.samples):
+        truth = _augment(images[int(rng.integers(len(images)))], rng)
+        plan = plans[int(rng.integers(len(plans)))]
+        dose = (
+            None
+            if rng.random() < config.noise_free_fraction
+            else float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        )
+        values = np.zeros((size, size))
+        values[plan.pixels[:, 0], plan.pixels[:, 1]] = sample_image(truth, plan.pixels, dose, rng)
+        inputs[index] = network_input(values, plan.mask())
+        targets[index, 0] = truth
+        if progress and (index + 1) % 256 == 0:
+            print(
+                f"[train completion] examples {index + 1}/{config.samples} "
+                f"({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return inputs, targets
+
+
+def train(
+    config: CompletionTrainingConfig, out: str | Path, progress: bool = True
+) -> CompletionModel:
+    """Train the completion network and save it to ``out`` (a ``.pt`` file)."""
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    inputs, targets = make_examples(config, progress)
+    n_val = max(1, int(len(inputs) * config.validation_fraction))
+    x_train, y_train = torch.from_numpy(inputs[n_val:]), torch.from_numpy(targets[n_val:])
+    x_val, y_val = torch.from_numpy(inputs[:n_val]), torch.from_numpy(targets[:n_val])
+    net = CompletionNet(config.width)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=1e-5)
+    steps = config.epochs * math.ceil(len(x_train) / config.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=config.learning_rate, total_steps=steps
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    started = time.perf_counter()
+    history = []
+    for epoch in range(config.epochs):
+        net.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            x, y = x_train[batch], y_train[batch]
+            loss = torch.mean((x[:, :1] + net(x) - y) ** 2)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            total += float(loss.detach()) * len(batch)
+        val = _rms(net, x_val, y_val)
+        base = float(torch.sqrt(torch.mean((x_val[:, :1] - y_val) ** 2)))
+        history.append({"epoch": epoch + 1, "train_mse": total / len(x_train), "val_rms": val})
+        if progress:
+            print(
+                f"[train completion] epoch {epoch + 1}/{config.epochs}: train mse "
+                f"{total / len(x_train):.5f}, validation RMS {100 * val:.2f} % "
+                f"(linear {100 * base:.2f} %), {time.perf_counter() - started:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    metadata = {
+        "width": config.width,
+        "training": config.model_dump(mode="json"),
+        "history": history,
+        "validation_rms": history[-1]["val_rms"],
+        "validation_rms_linear": float(torch.sqrt(torch.mean((x_val[:, :1] - y_val) ** 2))),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    save(net, metadata, out)
+    return CompletionModel(net, metadata)
+
+
+def _rms(net: CompletionNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    net.eval()
+    errors = []
+    with torch.no_grad():
+        for start in range(0, len(x), 32):
+            xb = x[start : start + 32]
+            errors.append(torch.sum((xb[:, :1] + net(xb) - y[start : start + 32]) ** 2))
+    return float(torch.sqrt(torch.stack(errors).sum() / y.numel()))

@@ -1,0 +1,101 @@
+"""An operator's labelling session: labelled patches on disk, a few-shot classifier on top.
+
+A session is one ``.npz`` file (``features`` (N, 32, 32) float32, ``labels`` (N,) str),
+written atomically; `LabelSession.classifier` builds the `FewShotClassifier` from it.
+Patches are cut from raw count images at (x, y) pixel centres and turned into features
+with the electrons each pixel received (`emauto.models.patches.to_features`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from emauto.errors import AnalysisError, LabelError, ModelFileError
+from emauto.models.classifier import FewShotClassifier, PatchClassifier, load_classifier
+from emauto.models.patches import PATCH_PX, to_features
+
+
+def cut_patch(image: np.ndarray, x: float, y: float, size: int = PATCH_PX) -> np.ndarray:
+    """The ``size`` square of ``image`` ``[y, x]`` centred on pixel (x, y)."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise AnalysisError(f"expected a 2-D image, got shape {image.shape}")
+    x0, y0 = round(x) - size // 2, round(y) - size // 2
+    ny, nx = image.shape
+    if not (x0 >= 0 and y0 >= 0 and x0 + size <= nx and y0 + size <= ny):
+        raise AnalysisError(
+            f"a {size}x{size} patch at (x={x:g}, y={y:g}) does not fit in the {nx}x{ny} image"
+        )
+    return image[y0 : y0 + size, x0 : x0 + size]
+
+
+def grid_patches(image: np.ndarray, size: int = PATCH_PX) -> tuple[np.ndarray, np.ndarray]:
+    """Non-overlapping patches (N, size, size) tiling ``image`` and their centres (N, 2 as x, y)."""
+    ny, nx = np.asarray(image).shape
+    rows, cols = ny // size, nx // size
+    if rows == 0 or cols == 0:
+        raise AnalysisError(f"the image {nx}x{ny} is smaller than one {size}x{size} patch")
+    tiles = np.asarray(image)[: rows * size, : cols * size]
+    patches = tiles.reshape(rows, size, cols, size).transpose(0, 2, 1, 3).reshape(-1, size, size)
+    cy, cx = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    centres = np.stack([cx.ravel() * size + size / 2, cy.ravel() * size + size / 2], axis=1)
+    return patches, centres
+
+
+class LabelSession:
+    """Labelled patches in ``path`` (created on the first `add`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.features = np.zeros((0, PATCH_PX, PATCH_PX), dtype=np.float32)
+        self.labels: list[str] = []
+        if self.path.exists():
+            try:
+                with np.load(self.path, allow_pickle=False) as data:
+                    self.features = data["features"].astype(np.float32)
+                    self.labels = [str(x) for x in data["labels"]]
+            except Exception as exc:
+                raise ModelFileError(f"{self.path}: not a label session file: {exc}") from exc
+            if len(self.labels) != len(self.features):
+                raise ModelFileError(
+                    f"{self.path}: {len(self.features)} patches but {len(self.labels)} labels"
+                )
+
+    def add(
+        self, image: np.ndarray, x: float, y: float, label: str, electrons_per_pixel: float
+    ) -> None:
+        """Label the patch of a raw count image centred on pixel (x, y); saved at once."""
+        if not isinstance(label, str) or not label.strip():
+            raise LabelError(f"expected a non-empty class name, got {label!r}")
+        if not electrons_per_pixel > 0:
+            raise LabelError(f"electrons_per_pixel: expected > 0, got {electrons_per_pixel}")
+        patch = to_features(cut_patch(image, x, y), electrons_per_pixel)
+        self.features = np.concatenate([self.features, patch[None]])
+        self.labels.append(label.strip())
+        self.save()
+
+    def counts(self) -> dict[str, int]:
+        """Labelled patches per class."""
+        names, counts = np.unique(np.array(self.labels, dtype=str), return_counts=True)
+        return {str(n): int(c) for n, c in zip(names, counts, strict=True)}
+
+    def classifier(self, backbone: PatchClassifier | None = None) -> FewShotClassifier:
+        """A few-shot classifier holding every label of the session."""
+        if not self.labels:
+            raise LabelError(
+                f"{self.path}: the session has no labels yet; add some with `emauto label add`"
+            )
+        fewshot = FewShotClassifier(backbone or load_classifier())
+        fewshot.add_labels(self.features, self.labels)
+        return fewshot
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".npz")
+        os.close(handle)
+        np.savez(tmp, features=self.features, labels=np.array(self.labels, dtype=str))
+        os.replace(tmp, self.path)

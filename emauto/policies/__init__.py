@@ -1,1 +1,0 @@
-"""Policies that drive a microscope through an env: RL, Bayesian optimisation, CNN, baselines."""

@@ -1,0 +1,1 @@
+"""Probe tuning: correct the probe's aberrations from Ronchigrams."""

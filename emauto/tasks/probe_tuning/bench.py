@@ -1,0 +1,112 @@
+"""`emauto bench probe-tuning`: every method on the same episodes, the same success rule.
+
+Each episode starts from `ProbeTuningConfig.start` (random aberrations, region, dose) with
+seed ``seed * 100_000 + i``; every method sees the same episodes. Success: the twin's
+ground-truth Strehl ratio >= 0.8 over the aperture at any acquisition (the episode ends
+there). Acquisitions count every Ronchigram, the reset frame included. Figures per method:
+
+- ``success_rate``: fraction of episodes that succeed within ``budget_acquisitions``.
+- ``median_acquisitions`` / ``p90_acquisitions``: Ronchigrams to success; a failed episode
+  counts as ``budget_acquisitions + 1`` (censored), so a rate below 50% (10%) shows there.
+- ``median_final_strehl``: ground-truth Strehl at the end of the episode.
+- ``median_dose``: electrons delivered to the specimen in the episode.
+- ``wall_s_per_episode``: median wall time per episode, policy and twin together.
+
+The policies see only images (and the knob changes they made); ground truth is used for
+scoring alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emauto.errors import ConfigError
+from emauto.tasks.probe_tuning.config import ProbeTuningConfig
+from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+from emauto.tasks.probe_tuning.policies.base import CountingMicroscope, EpisodeResult, run_episode
+from emauto.tasks.probe_tuning.policies.registry import METHODS, make_policy
+
+__all__ = ["METHODS", "make_policy", "run_probe_tuning_benchmark", "summarise"]
+
+#: The Ronchigrams each method may take after the reset frame.
+DEFAULT_BUDGET_STEPS = 30
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def summarise(results: Sequence[EpisodeResult], budget_steps: int) -> dict[str, Any]:
+    """The benchmark's figures for one method's episodes."""
+    censored = [
+        r.acquisitions_to_success if r.acquisitions_to_success is not None else budget_steps + 2
+        for r in results
+    ]
+    return {
+        "episodes": len(results),
+        "success_rate": sum(r.success for r in results) / len(results),
+        "median_acquisitions": _percentile(censored, 50),
+        "p90_acquisitions": _percentile(censored, 90),
+        "median_final_strehl": statistics.median(r.final_strehl for r in results),
+        "median_dose": statistics.median(r.dose_e for r in results),
+        "wall_s_per_episode": round(statistics.median(r.wall_s for r in results), 4),
+        "budget_acquisitions": budget_steps + 1,
+    }
+
+
+def run_probe_tuning_benchmark(
+    methods: Sequence[str],
+    episodes: int,
+    seed: int = 0,
+    microscope: str = "sim://",
+    budget_steps: int = DEFAULT_BUDGET_STEPS,
+    policy_path: str | None = None,
+    progress: bool = False,
+    config: ProbeTuningConfig | None = None,
+    record: str | Path | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Run each method on the same ``episodes`` seeded episodes; figures keyed by method.
+
+    ``config`` changes the episodes (e.g. a lower dose); its ``max_steps`` is replaced by
+    ``budget_steps``. ``record`` records each method's episodes into ``record/METHOD``.
+    """
+    if episodes < 1:
+        raise ConfigError(f"episodes must be >= 1, got {episodes}")
+    config = (config or ProbeTuningConfig()).model_copy(update={"max_steps": budget_steps})
+    seeds = [seed * 100_000 + i for i in range(episodes)]
+    figures: dict[str, dict[str, Any]] = {}
+    from emauto.drivers import connect
+
+    for method in methods:
+        counter = CountingMicroscope(connect(microscope))
+        folder = Path(record) / method if record is not None else None
+        env = ProbeTuningEnv(counter, config, record=folder)
+        try:
+            policy = make_policy(method, env, seed, policy_path)
+            results = []
+            for index, episode_seed in enumerate(seeds):
+                results.append(
+                    run_episode(
+                        env, policy, episode_seed, counter, max_acquisitions=budget_steps + 1
+                    )
+                )
+                if progress:
+                    last = results[-1]
+                    print(
+                        f"{method:8s} episode {index + 1}/{episodes}: success={last.success} "
+                        f"acquisitions={last.acquisitions} strehl={last.final_strehl:.3f}",
+                        flush=True,
+                    )
+            close = getattr(policy, "close", None)
+            if callable(close):
+                close()
+        finally:
+            env.close()
+            counter.close()
+        figures[method] = summarise(results, budget_steps)
+    return figures

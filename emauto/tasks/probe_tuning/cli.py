@@ -1,0 +1,174 @@
+"""`emauto dataset`, `emauto train`, `emauto evaluate` and `emauto bench probe-tuning`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from emauto.errors import ConfigError
+
+#: The tuning methods (`emauto.tasks.probe_tuning.bench.METHODS`, listed here to keep --help fast).
+METHODS_CHOICES = ("shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random")
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    from emauto.tasks.probe_tuning.config import EstimatorDataConfig
+    from emauto.tasks.probe_tuning.estimator_data import generate_dataset
+    from emauto.units import load_yaml
+
+    config = load_yaml(args.config, EstimatorDataConfig) if args.config else EstimatorDataConfig()
+    if args.samples is not None:
+        config = config.model_copy(update={"samples": args.samples})
+    path = generate_dataset(
+        config, args.out, scheduler_address=args.scheduler, n_workers=args.workers
+    )
+    print(f"wrote {config.samples} samples to {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from emauto.models.config import EstimatorTrainingConfig
+    from emauto.tasks.probe_tuning.config import RLTrainingConfig
+    from emauto.units import load_yaml
+
+    if args.task == "ronchigram-estimator":
+        from emauto.models.estimator_training import train_from_data_config, train_from_files
+        from emauto.tasks.probe_tuning.config import EstimatorDataConfig
+
+        if bool(args.data) == bool(args.data_config):
+            raise ConfigError(
+                "--task ronchigram-estimator needs either --data DATASET.npz or --data-config "
+                "FILE (generate the dataset in memory)"
+            )
+        config = (
+            load_yaml(args.config, EstimatorTrainingConfig)
+            if args.config
+            else EstimatorTrainingConfig()
+        )
+        if args.data:
+            estimator = train_from_files(args.data, args.out, config)
+        else:
+            data_config = load_yaml(args.data_config, EstimatorDataConfig)
+            estimator = train_from_data_config(
+                data_config,
+                args.out,
+                config,
+                scheduler_address=args.scheduler,
+                n_workers=args.workers,
+            )
+        print(json.dumps({"out": str(args.out), **estimator.metadata.validation}, indent=2))
+        return 0
+    from emauto.tasks.probe_tuning.policies.rl import train_policy
+
+    rl_config = load_yaml(args.config, RLTrainingConfig) if args.config else RLTrainingConfig()
+    if args.algo:
+        rl_config = rl_config.model_copy(update={"algo": args.algo})
+    if args.timesteps:
+        rl_config = rl_config.model_copy(update={"total_timesteps": args.timesteps})
+    if args.record:
+        rl_config = rl_config.model_copy(update={"record_dir": args.record})
+    out = train_policy(rl_config, args.out, estimator_path=args.estimator)
+    print(f"wrote the {rl_config.algo} policy to {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from emauto.tasks.probe_tuning.bench import run_probe_tuning_benchmark
+
+    figures = run_probe_tuning_benchmark(
+        ["rl"] if args.policy else [args.method],
+        episodes=args.episodes,
+        seed=args.seed,
+        microscope=args.microscope,
+        budget_steps=args.budget,
+        policy_path=args.policy,
+        progress=True,
+        record=args.record,
+    )
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+def _bench_probe_tuning(args: argparse.Namespace) -> int:
+    from emauto.tasks.probe_tuning.bench import METHODS, run_probe_tuning_benchmark
+    from emauto.tasks.probe_tuning.config import ProbeTuningConfig
+    from emauto.units import load_yaml
+
+    methods = list(METHODS) if args.method == "all" else [args.method]
+    config = load_yaml(args.config, ProbeTuningConfig) if args.config else None
+    figures = run_probe_tuning_benchmark(
+        methods,
+        episodes=args.episodes,
+        seed=args.seed,
+        microscope=args.microscope,
+        budget_steps=args.budget,
+        policy_path=args.policy,
+        progress=not args.json,
+        config=config,
+        record=args.record,
+    )
+    result: dict[str, Any] = figures if args.method == "all" else figures[args.method]
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+def add_tuning_commands(commands: Any) -> None:
+    """Register `dataset`, `train` and `evaluate`."""
+    dataset = commands.add_parser(
+        "dataset", help="generate twin training data for the Ronchigram estimator (Dask)"
+    )
+    dataset.add_argument("--out", type=Path, required=True, help="output .npz file")
+    dataset.add_argument("--config", type=Path, help="EstimatorDataConfig YAML")
+    dataset.add_argument("--samples", type=int, help="override the number of samples")
+    dataset.add_argument("--scheduler", help="Dask scheduler address (default: LocalCluster)")
+    dataset.add_argument("--workers", type=int, default=2, help="LocalCluster workers")
+    dataset.set_defaults(handler=_dataset)
+
+    train = commands.add_parser("train", help="train the estimator or an RL policy")
+    train.add_argument(
+        "--task", choices=["probe-tuning", "ronchigram-estimator"], default="probe-tuning"
+    )
+    train.add_argument("--algo", choices=["ppo", "sac"], help="RL algorithm (probe-tuning)")
+    train.add_argument("--config", type=Path, help="RLTrainingConfig / EstimatorTrainingConfig")
+    train.add_argument("--out", type=Path, required=True, help="output folder or .pt file")
+    train.add_argument("--data", type=Path, help="dataset .npz (ronchigram-estimator)")
+    train.add_argument(
+        "--data-config",
+        type=Path,
+        help="EstimatorDataConfig YAML: generate the dataset in memory instead of --data",
+    )
+    train.add_argument("--scheduler", help="Dask scheduler address, with --data-config")
+    train.add_argument(
+        "--workers", type=int, default=2, help="LocalCluster workers (--data-config)"
+    )
+    train.add_argument("--estimator", type=Path, help="estimator .pt for RL features")
+    train.add_argument("--timesteps", type=int, help="override total_timesteps")
+    train.add_argument("--record", type=Path, help="record every env's session under DIR")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a policy on probe tuning")
+    evaluate.add_argument("--policy", help="a trained RL policy folder")
+    evaluate.add_argument("--method", default="cnn", help="a built-in method (without --policy)")
+    _add_episode_options(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+
+
+def _add_episode_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--microscope", default="sim://", help="microscope URI")
+    parser.add_argument("--budget", type=int, default=30, help="Ronchigrams after the first")
+    parser.add_argument("--record", type=Path, help="record each method's session under DIR")
+
+
+def add_tuning_bench(bench_tasks: Any) -> None:
+    """Register `bench probe-tuning`."""
+    bench = bench_tasks.add_parser("probe-tuning", help="every tuning method, same episodes")
+    bench.add_argument("--method", choices=[*METHODS_CHOICES, "all"], default="all")
+    bench.add_argument("--policy", help="RL policy folder (default: the shipped one)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument("--config", type=Path, help="ProbeTuningConfig YAML (e.g. a lower dose)")
+    _add_episode_options(bench)
+    bench.set_defaults(handler=_bench_probe_tuning)

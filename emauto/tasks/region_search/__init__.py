@@ -1,0 +1,1 @@
+"""Region search: find regions of interest on a survey field."""

@@ -1,0 +1,1 @@
+"""Region-search policies."""

@@ -1,0 +1,1 @@
+"""Sparse scanning: choose where to put the probe, reconstruct the image."""

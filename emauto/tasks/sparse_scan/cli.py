@@ -1,0 +1,164 @@
+"""`emauto bench sparse-scan`, `emauto scan` and `emauto train-scan`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from emauto.errors import ConfigError
+
+#: Listed here to keep --help fast (`emauto.tasks.sparse_scan.bench.STRATEGIES`).
+STRATEGY_CHOICES = (
+    "raster",
+    "raster_lines",
+    "random",
+    "jittered",
+    "spiral",
+    "lissajous",
+    "line_hop",
+    "uncertainty",
+    "rl",
+)
+RECONSTRUCTION_CHOICES = ("linear", "tv", "cs", "biharmonic", "gp", "completion")
+
+
+def _bench_sparse_scan(args: argparse.Namespace) -> int:
+    from emauto.tasks.sparse_scan.bench import (
+        DEFAULT_RECONSTRUCTIONS,
+        STRATEGIES,
+        run_sparse_scan_benchmark,
+    )
+
+    if args.image:
+        from emauto.io.images import read_image
+
+        images = {Path(args.image).name: read_image(args.image)}
+    else:
+        from emauto.tasks.sparse_scan.twin_images import benchmark_images
+
+        images = benchmark_images((args.size, args.size))
+    keep: dict[str, Any] | None = {} if args.out else None
+    result = run_sparse_scan_benchmark(
+        images,
+        coverage=args.coverage,
+        dose_e=args.dose,
+        seed=args.seed,
+        strategies=args.strategies or STRATEGIES,
+        reconstruction=args.reconstruction,
+        reconstructions=args.reconstructions or DEFAULT_RECONSTRUCTIONS,
+        keep=keep,
+    )
+    if args.out and keep is not None:
+        from emauto.tasks.sparse_scan.pictures import save_reconstructions
+
+        save_reconstructions(keep, images, Path(args.out), args.coverage)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from emauto.tasks.sparse_scan.run import run_scan
+
+    summary = run_scan(
+        args.microscope,
+        coverage=args.coverage,
+        strategy=args.strategy,
+        out=args.out,
+        shape=(args.size, args.size),
+        fov_m=args.fov,
+        dwell_s=args.dwell,
+        reconstruction=args.reconstruction,
+        seed=args.seed,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _train_scan(args: argparse.Namespace) -> int:
+    from emauto.tasks.sparse_scan.config import CompletionTrainingConfig, ScanRLConfig
+    from emauto.units import load_yaml
+
+    if args.model == "completion":
+        from emauto.models.completion import train
+
+        config = (
+            load_yaml(args.config, CompletionTrainingConfig)
+            if args.config
+            else CompletionTrainingConfig()
+        )
+        model = train(config, args.out)
+        print(json.dumps({"out": str(args.out), **model.metadata}, indent=2))
+        return 0
+    from emauto.tasks.sparse_scan.policies.rl import train_scan_policy
+
+    rl = load_yaml(args.config, ScanRLConfig) if args.config else ScanRLConfig()
+    if args.timesteps:
+        rl = rl.model_copy(update={"total_timesteps": args.timesteps})
+    print(f"wrote the scan policy to {train_scan_policy(rl, args.out)}")
+    return 0
+
+
+def _coverage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"coverage must be in (0, 1], got {value:g}")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise ConfigError(f"expected a positive number, got {value:g}")
+    return value
+
+
+def add_scan_bench(bench_tasks: Any) -> None:
+    """Register `bench sparse-scan`."""
+    bench = bench_tasks.add_parser(
+        "sparse-scan", help="every sparse-scan strategy on twin images or your own file"
+    )
+    bench.add_argument("--image", help="a .npy, .tif, .png, .dm3, .dm4 or .emd image")
+    bench.add_argument("--coverage", type=_coverage, required=True, help="fraction of pixels")
+    bench.add_argument(
+        "--dose", type=_positive, help="electrons at full intensity per position (default: none)"
+    )
+    bench.add_argument("--strategies", nargs="+", choices=STRATEGY_CHOICES)
+    bench.add_argument("--reconstruction", choices=RECONSTRUCTION_CHOICES, default="completion")
+    bench.add_argument("--reconstructions", nargs="+", choices=RECONSTRUCTION_CHOICES)
+    bench.add_argument("--size", type=int, default=256, help="twin image size (pixels)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--out", help="folder for PNGs of the reconstructions")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(handler=_bench_sparse_scan)
+
+
+def add_scan_commands(commands: Any) -> None:
+    """Register `scan` and `train-scan`."""
+    scan = commands.add_parser("scan", help="a sparse scan on any microscope, reconstructed")
+    scan.add_argument("--microscope", default="sim://", help="microscope URI")
+    scan.add_argument("--coverage", type=_coverage, required=True)
+    scan.add_argument("--strategy", choices=STRATEGY_CHOICES, default="jittered")
+    scan.add_argument("--out", type=Path, required=True, help="output folder")
+    scan.add_argument("--size", type=int, default=256, help="raster pixels per side")
+    scan.add_argument("--fov", type=_positive, help="field of view, m (default: scan_fov knob)")
+    scan.add_argument("--dwell", type=_positive, help="dwell per position, s (default: knob)")
+    scan.add_argument("--reconstruction", choices=RECONSTRUCTION_CHOICES, default="completion")
+    scan.add_argument("--seed", type=int, default=0)
+    scan.set_defaults(handler=_scan)
+
+    train = commands.add_parser(
+        "train-scan", help="train the completion network or the RL scan policy"
+    )
+    train.add_argument("model", choices=["completion", "rl"])
+    train.add_argument("--config", type=Path, help="CompletionTrainingConfig / ScanRLConfig")
+    train.add_argument("--out", type=Path, required=True, help=".pt file or policy folder")
+    train.add_argument("--timesteps", type=int, help="override total_timesteps (rl)")
+    train.set_defaults(handler=_train_scan)

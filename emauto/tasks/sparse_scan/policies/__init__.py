@@ -1,0 +1,1 @@
+"""Sparse-scan policies."""

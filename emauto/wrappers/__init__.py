@@ -1,0 +1,1 @@
+"""Microscope wrappers: each implements the contract over another Microscope."""

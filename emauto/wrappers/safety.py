@@ -1,0 +1,461 @@
+"""The safety layer: wraps any Microscope and refuses whatever could harm the instrument.
+
+Enforced for every command, before the backend sees it:
+
+- soft limits, narrower than the hardware's (reject, never clip);
+- a maximum single step and a maximum rate (units/s) per knob;
+- a cumulative dose budget (electrons) over the session;
+- confirmation by readback within a tolerance and a timeout;
+- a heartbeat watchdog: after ``missed_heartbeats`` silent intervals the backend goes safe
+  (beam blanked, motion stopped) and stays tripped until an operator resets it.
+
+Every accepted or rejected command is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from emauto.errors import (
+    ConfigError,
+    DoseBudgetError,
+    EmautoError,
+    OutOfLimitsError,
+    RateLimitError,
+    ReadbackError,
+    StepTooLargeError,
+    WatchdogTrippedError,
+)
+from emauto.microscope import (
+    Frame,
+    ImageRequest,
+    KnobSpec,
+    Microscope,
+    MicroscopeDescription,
+    MicroscopeState,
+    PositionsScan,
+    RasterScan,
+    RonchigramRequest,
+    SegmentsScan,
+    validate_setpoints,
+)
+from emauto.wrappers.audit import AuditLog
+
+ELECTRON_CHARGE_C = 1.602176634e-19
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class KnobSafety(BaseModel):
+    """Per-knob safety settings, in the knob's SI unit; ``None`` keeps the backend's value."""
+
+    model_config = _STRICT
+    lower: float | None = None
+    upper: float | None = None
+    max_step: float | None = Field(default=None, gt=0)
+    max_rate_per_s: float | None = Field(default=None, gt=0, description="unit per second")
+    readback_tolerance: float | None = Field(default=None, ge=0)
+
+
+class SafetyConfig(BaseModel):
+    """What the safety layer enforces. Times in seconds, dose in electrons."""
+
+    model_config = _STRICT
+    knobs: dict[str, KnobSafety] = Field(default_factory=dict)
+    dose_budget_e: float | None = Field(default=None, gt=0, description="None: unlimited")
+    readback: bool = True
+    readback_timeout_s: float = Field(default=1.0, ge=0)
+    readback_poll_s: float = Field(default=0.01, gt=0)
+    readback_relative_tolerance: float = Field(
+        default=1e-6, ge=0, description="fraction of the knob's range"
+    )
+    readback_exclude: tuple[str, ...] = Field(
+        default=("stage_x", "stage_y"),
+        description="knobs that move over time (confirmed by stage_moving instead)",
+    )
+    heartbeat_interval_s: float | None = Field(default=None, gt=0, description="None: off")
+    missed_heartbeats: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SafetyConfig:
+        for name, knob in self.knobs.items():
+            if knob.lower is not None and knob.upper is not None and knob.lower >= knob.upper:
+                raise ValueError(f"knobs.{name}: lower {knob.lower} must be < upper {knob.upper}")
+        return self
+
+    @property
+    def watchdog_bound_s(self) -> float | None:
+        """Longest silence before the watchdog trips, s (None when it is off)."""
+        if self.heartbeat_interval_s is None:
+            return None
+        return self.heartbeat_interval_s * self.missed_heartbeats
+
+
+def narrowed_knobs(knobs: Mapping[str, KnobSpec], config: SafetyConfig) -> dict[str, KnobSpec]:
+    """The backend's knob table with soft limits and steps applied; raises `ConfigError`
+    when a soft limit lies outside the hardware limit or names an unknown knob."""
+    unknown = sorted(set(config.knobs) - set(knobs))
+    if unknown:
+        raise ConfigError(f"safety config names unknown knob(s) {unknown}; have {sorted(knobs)}")
+    out: dict[str, KnobSpec] = {}
+    for name, spec in knobs.items():
+        rule = config.knobs.get(name)
+        if rule is None:
+            out[name] = spec
+            continue
+        lower = spec.lower if rule.lower is None else rule.lower
+        upper = spec.upper if rule.upper is None else rule.upper
+        if lower < spec.lower or upper > spec.upper or lower >= upper:
+            raise ConfigError(
+                f"knobs.{name}: soft limits [{lower:g}, {upper:g}] must lie inside the "
+                f"hardware limits [{spec.lower:g}, {spec.upper:g}] {spec.unit}"
+            )
+        step = spec.max_step if rule.max_step is None else min(rule.max_step, spec.max_step)
+        out[name] = spec.model_copy(update={"lower": lower, "upper": upper, "max_step": step})
+    return out
+
+
+def beam_time_s(request: RonchigramRequest | ImageRequest, dwell_s: float) -> float:
+    """Beam-on time of an acquisition, s (``dwell_s``: the scan_dwell knob, if unset)."""
+    if isinstance(request, RonchigramRequest):
+        return request.exposure_s
+    scan = request.scan
+    if isinstance(scan, RasterScan):
+        count = scan.shape[0] * scan.shape[1]
+    elif isinstance(scan, PositionsScan):
+        count = len(scan.positions_m)
+    else:
+        assert isinstance(scan, SegmentsScan)
+        count = sum(s.n_points for s in scan.segments)
+    dwell = request.dwell_s if request.dwell_s is not None else dwell_s
+    return dwell * count
+
+
+def estimate_dose_e(
+    request: RonchigramRequest | ImageRequest, current_A: float, dwell_s: float
+) -> float:
+    """Electrons an acquisition will deliver: current x beam-on time / e."""
+    return current_A * beam_time_s(request, dwell_s) / ELECTRON_CHARGE_C
+
+
+class SafeMicroscope:
+    """A Microscope that enforces `SafetyConfig` on ``backend``; thread-safe.
+
+    ``caller`` and ``role`` keyword arguments name who sent a command, for the audit log.
+    """
+
+    def __init__(
+        self,
+        backend: Microscope,
+        config: SafetyConfig | None = None,
+        *,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.config = config or SafetyConfig()
+        self.audit = audit or AuditLog()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._hardware = backend.describe()
+        self._description = self._narrow(self.config)
+        self._last_change: dict[str, float] = {}
+        self._dose_used_e = 0.0
+        self._last_heartbeat: float | None = None
+        self._tripped = False
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ configuration
+
+    def _narrow(self, config: SafetyConfig) -> MicroscopeDescription:
+        knobs = narrowed_knobs(self._hardware.knobs, config)
+        return self._hardware.model_copy(update={"knobs": knobs})
+
+    def set_limits(self, config: SafetyConfig, *, caller: str = "local") -> None:
+        """Replace the safety configuration (an operator command)."""
+        with self._lock:
+            try:
+                self._description = self._narrow(config)
+            except EmautoError as exc:
+                self.audit.record("set_limits", "rejected", caller=caller, error=exc)
+                raise
+            self.config = config
+            self.audit.record(
+                "set_limits", "accepted", caller=caller, args=config.model_dump(mode="json")
+            )
+
+    # ------------------------------------------------------------------ status
+
+    @property
+    def tripped(self) -> bool:
+        """True while the watchdog holds the microscope safe."""
+        return self._tripped
+
+    @property
+    def dose_used_e(self) -> float:
+        """Electrons delivered through this layer since it started."""
+        return self._dose_used_e
+
+    def status(self) -> dict[str, Any]:
+        """Watchdog, dose budget and limits, for operators."""
+        with self._lock:
+            since = None
+            if self._last_heartbeat is not None:
+                since = self._clock() - self._last_heartbeat
+            return {
+                "tripped": self._tripped,
+                "dose_used_e": self._dose_used_e,
+                "dose_budget_e": self.config.dose_budget_e,
+                "heartbeat_interval_s": self.config.heartbeat_interval_s,
+                "missed_heartbeats": self.config.missed_heartbeats,
+                "since_heartbeat_s": since,
+                "config": self.config.model_dump(mode="json"),
+            }
+
+    # ------------------------------------------------------------------ watchdog
+
+    def heartbeat(self, *, caller: str = "local") -> None:
+        """The agent is alive; arms the watchdog on first call."""
+        del caller
+        with self._lock:
+            self._last_heartbeat = self._clock()
+
+    def check_watchdog(self) -> bool:
+        """Trip the watchdog if the agent has been silent too long; True when tripped."""
+        bound = self.config.watchdog_bound_s
+        with self._lock:
+            if self._tripped or bound is None or self._last_heartbeat is None:
+                return self._tripped
+            silent = self._clock() - self._last_heartbeat
+            if silent <= bound:
+                return False
+            self._tripped = True
+            self.audit.record(
+                "watchdog",
+                "event",
+                caller="watchdog",
+                role="system",
+                args={"silent_s": silent, "bound_s": bound},
+            )
+            self._safe_backend()
+            return True
+
+    def reset_watchdog(self, *, caller: str = "local") -> None:
+        """Operator reset: re-enable commands (the beam stays blanked until set)."""
+        with self._lock:
+            self._tripped = False
+            self._last_heartbeat = None
+            self.audit.record("reset_watchdog", "accepted", caller=caller)
+
+    def start_watchdog(self, period_s: float | None = None) -> None:
+        """Check the watchdog from a background thread every ``period_s`` (default interval/4)."""
+        interval = self.config.heartbeat_interval_s
+        if interval is None or self._thread is not None:
+            return
+        period = period_s or interval / 4
+
+        def loop() -> None:
+            while not self._stop.wait(period):
+                self.check_watchdog()
+
+        self._thread = threading.Thread(target=loop, name="emauto-watchdog", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ contract
+
+    def describe(self) -> MicroscopeDescription:
+        """The backend's description with soft limits and max steps applied."""
+        return self._description
+
+    def read(self, *, caller: str = "local", role: str = "agent") -> MicroscopeState:
+        """Read the backend (counts as a heartbeat)."""
+        del role
+        self.heartbeat(caller=caller)
+        with self._lock:
+            return self.backend.read()
+
+    def set(
+        self, setpoints: Mapping[str, float], *, caller: str = "local", role: str = "agent"
+    ) -> MicroscopeState:
+        """Check every setpoint against limits, step, rate and watchdog; apply; read back."""
+        args = dict(setpoints) if isinstance(setpoints, Mapping) else repr(setpoints)
+        with self._lock:
+            try:
+                self._check_tripped()
+                checked = validate_setpoints(self._description, {}, setpoints)
+                current = self.backend.read()
+                now = self._clock()
+                self._check_steps(checked, current.knobs, now)
+            except EmautoError as exc:
+                self.audit.record("set", "rejected", caller=caller, role=role, args=args, error=exc)
+                raise
+            self._last_heartbeat = self._clock()
+            try:
+                state = self.backend.set(checked)
+                state = self._confirm(checked, state)
+            except EmautoError as exc:
+                self.audit.record("set", "failed", caller=caller, role=role, args=args, error=exc)
+                raise
+            for name, value in checked.items():
+                if value != current.knobs.get(name):
+                    self._last_change[name] = now
+            self.audit.record("set", "accepted", caller=caller, role=role, args=checked)
+            return state
+
+    def acquire(
+        self,
+        request: RonchigramRequest | ImageRequest,
+        *,
+        caller: str = "local",
+        role: str = "agent",
+    ) -> Frame:
+        """Check the watchdog and the dose budget, then acquire."""
+        args = request.model_dump(mode="json") if isinstance(request, BaseModel) else None
+        with self._lock:
+            try:
+                self._check_tripped()
+                budget = self.config.dose_budget_e
+                if budget is not None:
+                    dwell = self.backend.read().knobs.get("scan_dwell", 0.0)
+                    need = estimate_dose_e(request, self._hardware.beam_current_A, dwell)
+                    if self._dose_used_e + need > budget:
+                        raise DoseBudgetError(
+                            f"acquisition needs {need:.3g} e but only "
+                            f"{budget - self._dose_used_e:.3g} e of the {budget:.3g} e "
+                            "dose budget are left"
+                        )
+            except EmautoError as exc:
+                self.audit.record(
+                    "acquire", "rejected", caller=caller, role=role, args=args, error=exc
+                )
+                raise
+            self._last_heartbeat = self._clock()
+            try:
+                frame = self.backend.acquire(request)
+            except EmautoError as exc:
+                self.audit.record(
+                    "acquire", "failed", caller=caller, role=role, args=args, error=exc
+                )
+                raise
+            self._dose_used_e += frame.dose_e
+            self.audit.record(
+                "acquire",
+                "accepted",
+                caller=caller,
+                role=role,
+                args={"kind": frame.kind, "dose_e": frame.dose_e},
+            )
+            return frame
+
+    def safe(self, *, caller: str = "local", role: str = "agent") -> None:
+        """Blank the beam and stop motion; always allowed."""
+        with self._lock:
+            self._safe_backend()
+            self.audit.record("safe", "accepted", caller=caller, role=role)
+
+    def close(self) -> None:
+        """Stop the watchdog thread, go safe and close the backend."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            try:
+                self._safe_backend()
+            finally:
+                self.backend.close()
+                self.audit.record("close", "accepted", role="system")
+
+    def __enter__(self) -> SafeMicroscope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _safe_backend(self) -> None:
+        try:
+            self.backend.safe()
+        except Exception as exc:  # going safe must not raise past this layer
+            self.audit.record("safe", "failed", role="system", error=exc)
+
+    def _check_tripped(self) -> None:
+        if self._tripped:
+            raise WatchdogTrippedError(
+                "the heartbeat watchdog tripped and the microscope is safe; "
+                "an operator must reset it (emauto operator reset-watchdog)"
+            )
+
+    def _check_steps(
+        self, checked: Mapping[str, float], current: Mapping[str, float], now: float
+    ) -> None:
+        for name, value in checked.items():
+            spec = self._description.knobs[name]
+            before = current.get(name)
+            if before is None or not math.isfinite(before):
+                continue
+            delta = abs(value - before)
+            if delta > spec.max_step * (1 + 1e-9):
+                raise StepTooLargeError(
+                    f"knob {name}: a step of {delta:g} {spec.unit} from {before:g} to {value:g} "
+                    f"exceeds the maximum step {spec.max_step:g} {spec.unit}"
+                )
+            rule = self.config.knobs.get(name)
+            rate = rule.max_rate_per_s if rule else None
+            last = self._last_change.get(name)
+            if rate is not None and last is not None and delta > 0:
+                elapsed = max(now - last, 0.0)
+                if delta > rate * elapsed * (1 + 1e-9):
+                    raise RateLimitError(
+                        f"knob {name}: changing by {delta:g} {spec.unit} {elapsed:.3g} s after "
+                        f"the last change exceeds the maximum rate {rate:g} {spec.unit}/s"
+                    )
+
+    def _tolerance(self, name: str) -> float:
+        spec = self._hardware.knobs[name]
+        rule = self.config.knobs.get(name)
+        if rule is not None and rule.readback_tolerance is not None:
+            return rule.readback_tolerance
+        return self.config.readback_relative_tolerance * (spec.upper - spec.lower)
+
+    def _confirm(self, checked: Mapping[str, float], state: MicroscopeState) -> MicroscopeState:
+        """Poll ``read()`` until every knob reads back its setpoint; else go safe and raise."""
+        if not self.config.readback:
+            return state
+        names = [n for n in checked if n not in self.config.readback_exclude]
+        deadline = self._clock() + self.config.readback_timeout_s
+        while True:
+            off = {
+                n: state.knobs.get(n, math.nan)
+                for n in names
+                if not abs(state.knobs.get(n, math.nan) - checked[n]) <= self._tolerance(n)
+            }
+            if not off:
+                return state
+            if self._clock() >= deadline:
+                self._safe_backend()
+                detail = ", ".join(f"{n}: set {checked[n]:g}, read {v:g}" for n, v in off.items())
+                raise ReadbackError(
+                    f"readback did not confirm within {self.config.readback_timeout_s:g} s "
+                    f"({detail}); the microscope was made safe"
+                )
+            time.sleep(self.config.readback_poll_s)
+            state = self.backend.read()
+
+
+__all__ = [
+    "KnobSafety",
+    "OutOfLimitsError",
+    "SafeMicroscope",
+    "SafetyConfig",
+    "beam_time_s",
+    "estimate_dose_e",
+    "narrowed_knobs",
+]
