@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import emauto
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -33,3 +35,15 @@ def tiny_sim_uri(
         yaml.safe_dump({"specimen": str(tiny_carbon), "cache_dir": str(specimen_cache), "seed": 1})
     )
     return f"sim://?config={path}"
+
+
+@pytest.fixture(scope="session")
+def carbon_uri(specimen_cache: Path) -> str:
+    """``sim://`` on the default amorphous carbon film (what the shipped estimator knows)."""
+    emauto.connect("sim://", cache_dir=specimen_cache).close()  # build the specimen once
+    return "sim://"
+
+
+@pytest.fixture
+def carbon(carbon_uri: str, specimen_cache: Path) -> emauto.microscope.Microscope:
+    return emauto.connect(carbon_uri + "?seed=7", cache_dir=specimen_cache)

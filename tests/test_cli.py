@@ -15,7 +15,7 @@ from emauto.cli import main
 
 def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "emauto.cli", *args],
+        [sys.executable, "-m", "emauto", *args],
         capture_output=True,
         text=True,
         check=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import emauto
-from emauto.drivers import sim_config_from_uri
+from emauto.drivers.sim.uri import sim_config_from_uri
 from emauto.errors import ConfigError
 
 

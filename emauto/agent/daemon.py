@@ -21,14 +21,10 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from tqdm import tqdm
-
-from emauto.agent.plans import AlignProbeTask, DaemonConfig, SurveyTask
+from emauto.agent.plans import DaemonConfig, Task
 from emauto.agent.state import State, StateMachine
 from emauto.errors import AbortedError
 from emauto.microscope import (
@@ -37,12 +33,10 @@ from emauto.microscope import (
     Microscope,
     MicroscopeDescription,
     MicroscopeState,
-    RasterScan,
     RonchigramRequest,
 )
-from emauto.models.weights import file_digest
 from emauto.sessions.recorder import ExitStatus, RecordingMicroscope, SessionRecorder
-from emauto.version import __version__
+from emauto.tasks.steps import StepContext
 
 
 class ControlledMicroscope:
@@ -93,26 +87,6 @@ class RunResult:
     tasks: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     safe: bool = False
-
-
-def _sha256(path: Path) -> str:
-    return file_digest(path)[:16]
-
-
-def policy_version(task: AlignProbeTask) -> dict[str, str]:
-    """The policy's name, emauto's version and a digest of its weights, for the record."""
-    weights = resources.files("emauto.policies") / "weights"
-    version = {"policy": task.policy, "emauto": __version__}
-    estimator = Path(str(weights / "ronchigram_estimator.pt"))
-    if task.policy == "rl":
-        folder = (
-            Path(task.policy_path) if task.policy_path else Path(str(weights / "probe_tuning_ppo"))
-        )
-        version["weights_sha256"] = _sha256(folder / "policy.zip")
-        version["estimator_sha256"] = _sha256(estimator)
-    elif task.policy in ("cnn", "cnn_shift", "bo", "simplex"):
-        version["weights_sha256"] = _sha256(estimator)
-    return version
 
 
 class Daemon:
@@ -224,93 +198,22 @@ class Daemon:
             return False
 
     def _metadata(self) -> dict[str, Any]:
-        policies = [
-            policy_version(task) for task in self.config.plan if isinstance(task, AlignProbeTask)
-        ]
         return {
             "uri": self.config.microscope,
             "plan": self.config.model_dump(mode="json")["plan"],  # with each task's seed
-            "policies": policies,
+            "policies": self.config.provenance(),
         }
 
     # ------------------------------------------------------------------ tasks
 
-    def _run_task(self, task: AlignProbeTask | SurveyTask, scope: Microscope) -> dict[str, Any]:
-        if isinstance(task, AlignProbeTask):
-            return self._align(task, scope)
-        return self._survey(task, scope)
-
-    def _align(self, task: AlignProbeTask, scope: Microscope) -> dict[str, Any]:
-        from emauto.tasks.probe_tuning.env import ProbeTuningEnv
-        from emauto.tasks.probe_tuning.policies.base import CountingMicroscope, run_episode
-        from emauto.tasks.probe_tuning.policies.registry import make_policy
-
-        counter = CountingMicroscope(scope)
-        config = task.env.model_copy(update={"max_steps": task.max_acquisitions})
-        env = ProbeTuningEnv(counter, config)
-        policy = make_policy(task.policy, env, seed=task.seed, policy_path=task.policy_path)
+    def _run_task(self, task: Task, scope: Microscope) -> dict[str, Any]:
         recorder = self._recorder
         assert recorder is not None
-        options = None if task.detune else {"offsets": dict.fromkeys(env.reference, 0.0)}
-        self._done = (0, task.max_acquisitions)
-        bar = tqdm(
-            total=task.max_acquisitions,
-            desc=f"{task.name} ({task.policy})",
-            unit="frame",
-            file=sys.stderr,
-            disable=not self.progress,
-        )
 
-        def on_step(
-            action: np.ndarray, reward: float, terminated: bool, truncated: bool, info: Any
-        ) -> None:
-            recorder.record_episode_step(action, reward, terminated, truncated, info["strehl"])
-            self._done = (counter.acquisitions, task.max_acquisitions)
-            bar.update(counter.acquisitions - bar.n)
-            bar.set_postfix(strehl=f"{info['strehl']:.2f}")
+        def report(done: int, total: int) -> None:
+            self._done = (done, total)
 
-        try:
-            result = run_episode(
-                env,
-                policy,
-                seed=task.seed,
-                counter=counter,
-                max_acquisitions=task.max_acquisitions,
-                on_step=on_step,
-                options=options,
-            )
-        finally:
-            bar.close()
-            close = getattr(policy, "close", None)  # e.g. the simplex's ask/tell thread
-            if callable(close):
-                close()
-        return {
-            "task": task.name,
-            "kind": task.kind,
-            "policy": task.policy,
-            "success": result.success,
-            "acquisitions": result.acquisitions,
-            "acquisitions_to_success": result.acquisitions_to_success,
-            "start_strehl": result.strehl_path[0],
-            "final_strehl": result.final_strehl,
-            "dose_e": result.dose_e,
-            "wall_s": round(result.wall_s, 3),
-        }
-
-    def _survey(self, task: SurveyTask, scope: Microscope) -> dict[str, Any]:
-        self._done = (0, 1)
-        scope.set({"scan_fov": task.fov_m, "scan_dwell": task.dwell_s})
-        frame = scope.acquire(
-            ImageRequest(detector=task.detector, scan=RasterScan(shape=task.shape))
-        )
-        self._done = (1, 1)
-        return {
-            "task": task.name,
-            "kind": task.kind,
-            "shape": list(frame.data.shape),
-            "dose_e": frame.dose_e,
-            "duration_s": frame.duration_s,
-        }
+        return task.run(scope, StepContext(recorder, self.progress, report))
 
 
 def run_daemon(config: DaemonConfig, *, session: str | Path | None = None) -> RunResult:

@@ -1,60 +1,45 @@
-"""What the daemon does: a plan of tasks, validated like every config (`emauto.units.load_yaml`)."""
+"""What the daemon does: a plan of steps, validated like every config (`emauto.units`).
+
+Each kind of step is registered once in `STEP_KINDS` (``kind`` -> its model); the plan's
+step type is derived from it. A new task adds one line here and a model with ``kind``,
+``run(scope, context)`` and ``provenance()`` (see `emauto.tasks.steps`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from emauto.tasks.probe_tuning.config import ProbeTuningConfig
-from emauto.tasks.probe_tuning.policies.registry import METHODS
+from emauto.agent.survey import SurveyTask
+from emauto.registry import Registry
+from emauto.tasks.probe_tuning.plan import AlignProbeTask
+from emauto.units import StrictModel
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-PolicyName = Literal["shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random"]
-assert set(PolicyName.__args__) == set(METHODS)  # type: ignore[attr-defined]
+#: Every kind of plan step, by its ``kind`` literal.
+STEP_KINDS = Registry(
+    "plan step",
+    {
+        "align_probe": "emauto.tasks.probe_tuning.plan:AlignProbeTask",
+        "acquire_image": "emauto.agent.survey:SurveyTask",
+    },
+)
 
+if TYPE_CHECKING:
+    Task = AlignProbeTask | SurveyTask
+else:  # one model per registered kind, told apart by ``kind``
+    Task = Annotated[
+        Union[tuple(STEP_KINDS.load(kind) for kind in STEP_KINDS)],  # noqa: UP007
+        Field(discriminator="kind"),
+    ]
 
-class AlignProbeTask(BaseModel):
-    """Correct the probe's aberrations with a tuning policy (`ProbeTuning-v0` underneath).
-
-    ``detune`` first detunes the probe by random aberrations from ``env.start`` (a twin demo
-    or a test); on a real microscope leave it False to tune from where the probe is.
-    """
-
-    model_config = _STRICT
-    kind: Literal["align_probe"] = "align_probe"
-    name: str = "align_probe"
-    policy: PolicyName = "shift"
-    policy_path: str | None = Field(default=None, description="an SB3 policy folder for 'rl'")
-    max_acquisitions: int = Field(default=61, ge=2, le=10_000)
-    detune: bool = False
-    seed: int = Field(default=0, ge=0)
-    env: ProbeTuningConfig = Field(default_factory=ProbeTuningConfig)
-
-
-class SurveyTask(BaseModel):
-    """Acquire one scanned-detector image (a survey or a high-resolution frame)."""
-
-    model_config = _STRICT
-    kind: Literal["acquire_image"] = "acquire_image"
-    name: str = "survey"
-    detector: str = "adf"
-    shape: tuple[Annotated[int, Field(ge=8, le=4096)], Annotated[int, Field(ge=8, le=4096)]] = (
-        256,
-        256,
-    )
-    fov_m: float = Field(default=8e-9, gt=0)
-    dwell_s: float = Field(default=4e-6, gt=0)
+__all__ = ["STEP_KINDS", "AlignProbeTask", "DaemonConfig", "SurveyTask", "Task"]
 
 
-Task = Annotated[AlignProbeTask | SurveyTask, Field(discriminator="kind")]
-
-
-class DaemonConfig(BaseModel):
+class DaemonConfig(StrictModel):
     """``emauto daemon --config FILE``: where to connect, what to run, where to record."""
 
-    model_config = _STRICT
     microscope: str = "sim://"
     plan: tuple[Task, ...] = Field(default=(AlignProbeTask(), SurveyTask()), min_length=1)
     sessions: Path = Path("sessions")
@@ -74,3 +59,7 @@ class DaemonConfig(BaseModel):
                 f"got {self.control!r}"
             )
         return self
+
+    def provenance(self) -> list[dict[str, Any]]:
+        """What each step that uses a policy records of it (name, version, weight digests)."""
+        return [p for p in (task.provenance() for task in self.plan) if p is not None]

@@ -16,21 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from emauto.agent.plans import AlignProbeTask
-from emauto.errors import ReplayExhaustedError, SessionError
+from emauto.errors import ReplayExhaustedError
 from emauto.sessions.reader import Session
-
-
-def alignment_tasks(session: Session) -> list[AlignProbeTask]:
-    """The recorded session's probe-alignment tasks, as they were configured."""
-    tasks = [
-        AlignProbeTask.model_validate(task)
-        for task in session.start.get("plan", [])
-        if task.get("kind") == "align_probe" and task["name"] in session.tasks()
-    ]
-    if not tasks:
-        raise SessionError(f"{session.path}: no recorded probe-alignment task to replay")
-    return tasks
+from emauto.tasks.probe_tuning.plan import alignment_tasks
 
 
 def rerun_policy(

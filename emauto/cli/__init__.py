@@ -1,62 +1,34 @@
 """The `emauto` command.
 
-Each subcommand registers a handler with ``set_defaults(handler=...)``; a handler takes the
-parsed arguments and returns the process exit code.
+Every command module is registered once in `COMMAND_MODULES`; each has ``add_commands``
+(its subcommands) and ``add_bench`` (its ``emauto bench`` entries). A handler takes the
+parsed arguments and returns the process exit code. Command modules import their work
+inside the handlers, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
-from emauto.cli.agent import add_agent_bench, add_agent_commands
-from emauto.cli.driver import add_driver_bench, add_driver_commands
 from emauto.errors import EmautoError
-from emauto.tasks.probe_tuning.cli import add_tuning_bench, add_tuning_commands
-from emauto.tasks.region_search.cli import add_region_bench, add_region_commands
-from emauto.tasks.sparse_scan.cli import add_scan_bench, add_scan_commands
 from emauto.version import __version__
 
 Handler = Callable[[argparse.Namespace], int]
 
-
-def print_result(result: dict[str, Any], as_json: bool) -> None:
-    """Print a benchmark result as one JSON object or as aligned ``key value`` lines."""
-    if as_json:
-        print(json.dumps(result))
-        return
-    for key, value in result.items():
-        print(f"{key:32s} {value}")
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from emauto.agent.demo import run_demo
-
-    print(json.dumps(run_demo(args.out, seed=args.seed), indent=2))
-    return 0
-
-
-def _bench_sim(args: argparse.Namespace) -> int:
-    from emauto.bench.sim import run_sim_benchmark
-
-    print_result(run_sim_benchmark(seed=args.seed, repeats=args.repeats), args.json)
-    return 0
-
-
-def _add_bench_parsers(bench_tasks: Any) -> None:
-    sim = bench_tasks.add_parser("sim", help="the twin: fast vs multislice speed and error")
-    sim.add_argument("--json", action="store_true", help="print one JSON object")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--repeats", type=int, default=None, help="override repetitions")
-    sim.set_defaults(handler=_bench_sim)
-    add_tuning_bench(bench_tasks)
-    add_driver_bench(bench_tasks)
-    add_agent_bench(bench_tasks)
-    add_scan_bench(bench_tasks)
-    add_region_bench(bench_tasks)
+#: Each module's commands, in the order ``--help`` lists them: the shared packages' and
+#: each task's.
+COMMAND_MODULES = (
+    "emauto.cli.demo",
+    "emauto.tasks.probe_tuning.cli",
+    "emauto.cli.driver",
+    "emauto.cli.agent",
+    "emauto.tasks.sparse_scan.cli",
+    "emauto.cli.analysis",
+    "emauto.tasks.region_search.cli",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,21 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"emauto {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    demo = commands.add_parser(
-        "demo", help="drive the built-in simulated microscope end to end and write PNGs"
-    )
-    demo.add_argument("--out", default="emauto-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.set_defaults(handler=_demo)
-
-    add_tuning_commands(commands)
-    add_driver_commands(commands)
-    add_agent_commands(commands)
-    add_scan_commands(commands)
-    add_region_commands(commands)
+    modules = [importlib.import_module(name) for name in COMMAND_MODULES]
+    for module in modules:
+        module.add_commands(commands)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
-    _add_bench_parsers(bench.add_subparsers(dest="task", required=True, metavar="TASK"))
+    bench_tasks = bench.add_subparsers(dest="task", required=True, metavar="TASK")
+    for module in modules:
+        module.add_bench(bench_tasks)
     return parser
 
 

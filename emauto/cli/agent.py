@@ -7,9 +7,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from emauto.tasks.probe_tuning.cli import METHODS_CHOICES
+from emauto.registry import Registry
+from emauto.tasks.probe_tuning.policies.registry import METHODS
 
-EXPORT_FORMATS = ("hdf5", "zspy", "minari")
+#: Every ``emauto export`` format: name -> ``export(session, out_folder) -> [paths]``.
+EXPORTERS = Registry(
+    "export format",
+    {
+        "hdf5": "emauto.sessions.export:export_hdf5",
+        "zspy": "emauto.sessions.export:export_zspy",
+        "minari": "emauto.tasks.probe_tuning.minari:export_minari_files",
+    },
+)
 CONTROL_COMMANDS = ("status", "pause", "resume", "abort", "reset")
 DEFAULT_CONTROL = "tcp://127.0.0.1:5580"
 
@@ -65,12 +74,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from emauto.sessions.export import export_session
     from emauto.sessions.reader import Session
 
     session = Session(args.session)
     out = args.out or session.path / f"export-{args.format}"
-    paths = export_session(session, args.format, Path(out))
+    paths = EXPORTERS.load(args.format)(session, Path(out))
     print(json.dumps({"format": args.format, "written": [str(p) for p in paths]}, indent=2))
     return 0
 
@@ -85,7 +93,7 @@ def _bench_recorder(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_agent_bench(bench_tasks: Any) -> None:
+def add_bench(bench_tasks: Any) -> None:
     """Register `bench recorder`."""
     bench = bench_tasks.add_parser("recorder", help="fsync cost per step, kill -9 trials")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -96,7 +104,7 @@ def add_agent_bench(bench_tasks: Any) -> None:
     bench.set_defaults(handler=_bench_recorder)
 
 
-def add_agent_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Register `daemon`, `ctl`, `replay`, `report` and `export`."""
     daemon = commands.add_parser("daemon", help="run a plan on a microscope, recorded")
     daemon.add_argument("--config", type=Path, help="DaemonConfig YAML (default: built-in plan)")
@@ -112,7 +120,7 @@ def add_agent_commands(commands: Any) -> None:
 
     replay = commands.add_parser("replay", help="re-run a policy on a recorded session")
     replay.add_argument("session", type=Path)
-    replay.add_argument("--policy", choices=METHODS_CHOICES, help="default: the recorded one")
+    replay.add_argument("--policy", choices=METHODS, help="default: the recorded one")
     replay.add_argument("--policy-path", help="an SB3 policy folder for --policy rl")
     replay.set_defaults(handler=_replay)
 
@@ -123,6 +131,6 @@ def add_agent_commands(commands: Any) -> None:
 
     export = commands.add_parser("export", help="export a session (HyperSpy, Minari)")
     export.add_argument("session", type=Path)
-    export.add_argument("--format", choices=EXPORT_FORMATS, required=True)
+    export.add_argument("--format", choices=EXPORTERS.names(), required=True)
     export.add_argument("--out", type=Path, help="folder (default: SESSION/export-FORMAT)")
     export.set_defaults(handler=_export)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from emauto.drivers.vendors import BACKENDS
 from emauto.errors import ConfigError
 
 
@@ -82,7 +83,7 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _bench_driver(args: argparse.Namespace) -> int:
     from emauto.bench.driver import run_driver_benchmark
-    from emauto.cli import print_result
+    from emauto.io.results import print_result
 
     print_result(run_driver_benchmark(requests=args.requests, frames=args.frames), args.json)
     return 0
@@ -95,10 +96,10 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per try, s")
 
 
-def add_driver_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Register ``serve``, ``keys`` and ``operator`` on the top-level subparsers."""
     serve = commands.add_parser("serve", help="serve a microscope over ZeroMQ (microscope PC)")
-    serve.add_argument("--backend", choices=("sim", "temscript", "nion"), default=None)
+    serve.add_argument("--backend", choices=BACKENDS.names(), default=None)
     serve.add_argument("--bind", default=None, help="default tcp://127.0.0.1:5555 (loopback)")
     serve.add_argument("--config", default=None, help="server YAML (emauto/drivers/zmq/config)")
     serve.add_argument("--keys", default=None, help="CURVE key folder (emauto keys create)")
@@ -121,7 +122,7 @@ def add_driver_commands(commands: Any) -> None:
     operator.set_defaults(handler=_operator)
 
 
-def add_driver_bench(bench_tasks: Any) -> None:
+def add_bench(bench_tasks: Any) -> None:
     """Register ``bench driver``."""
     driver = bench_tasks.add_parser("driver", help="ZeroMQ driver: round trip and frame rate")
     driver.add_argument("--json", action="store_true", help="print one JSON object")

@@ -2,56 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.errors import ConfigError
 from emauto.microscope import Microscope
-from emauto.units import load_yaml, validate_model
+from emauto.registry import Registry
 
-SIM_QUERY_KEYS = ("specimen", "fidelity", "seed", "config", "effects")
-
-
-def sim_config_from_uri(uri: str) -> SimConfig:
-    """Parse ``sim://[?specimen=NAME|PATH&fidelity=fast|multislice&seed=N&effects=...]``.
-
-    ``config=PATH`` loads a YAML `SimConfig` first; the other parameters override it.
-    ``effects`` is ``all`` (default), ``none``, or a comma list of the effects to keep on
-    (``poisson,detector_noise,drift,lens_lag,hysteresis,scan_jitter``).
-    """
-    parts = urlsplit(uri)
-    if parts.scheme != "sim":
-        raise ConfigError(f"expected a sim:// URI, got {uri!r}")
-    if parts.netloc or parts.path not in ("", "/"):
-        raise ConfigError(f"{uri!r}: put the specimen in the query, e.g. sim://?specimen=srtio3")
-    query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
-    unknown = sorted(set(query) - set(SIM_QUERY_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"{uri!r}: unknown query parameter(s) {unknown}; expected {list(SIM_QUERY_KEYS)}"
-        )
-    values = {key: items[-1] for key, items in query.items()}
-    base: dict[str, Any] = {}
-    if "config" in values:
-        base = load_yaml(Path(values.pop("config")), SimConfig).model_dump()
-    effects_spec = values.pop("effects", None)
-    base.update(values)
-    if effects_spec is not None:
-        base["effects"] = _effects(effects_spec, uri)
-    return validate_model(base, SimConfig, source=uri)
-
-
-def _effects(spec: str, uri: str) -> dict[str, Any]:
-    names = ("poisson", "detector_noise", "drift", "lens_lag", "hysteresis", "scan_jitter")
-    if spec == "all":
-        return EffectsConfig().model_dump()
-    chosen = [] if spec in ("none", "") else [part.strip() for part in spec.split(",")]
-    bad = sorted(set(chosen) - set(names))
-    if bad:
-        raise ConfigError(f"{uri!r}: unknown effect(s) {bad}; expected 'all', 'none' or {names}")
-    return EffectsConfig().model_copy(update={n: n in chosen for n in names}).model_dump()
+#: Every microscope URI scheme ``connect`` opens: scheme -> ``open(uri, **kwargs)``.
+SCHEMES = Registry(
+    "microscope URI scheme",
+    {
+        "sim": "emauto.drivers.sim.uri:open_sim",
+        "tcp": "emauto.drivers.zmq.client:connect_remote",
+        "ipc": "emauto.drivers.zmq.client:connect_remote",
+        "replay": "emauto.drivers.replay:open_replay",
+    },
+)
 
 
 def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
@@ -64,7 +31,7 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
     - ``replay://SESSION[?task=NAME]`` a recorded session (`emauto.drivers.replay`).
 
     ``record=FOLDER`` (any scheme) records every call into a new session folder
-    (`emauto.sessions.RecordingMicroscope`); ``metadata=`` adds to its start document.
+    (`emauto.wrappers.recording.RecordingMicroscope`); ``metadata=`` adds to its start document.
     """
     if not isinstance(uri, str):
         raise ConfigError(f"expected a URI string, got {type(uri).__name__}")
@@ -80,21 +47,11 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
             inner.close()
             raise
     scheme = urlsplit(uri).scheme
-    if scheme == "sim":
-        from emauto.drivers.sim import SimulatedMicroscope
-
-        config = kwargs.pop("config", None) or sim_config_from_uri(uri)
-        if kwargs:
-            config = validate_model({**config.model_dump(), **kwargs}, SimConfig, source=uri)
-        return SimulatedMicroscope(config)
-    if scheme in ("tcp", "ipc"):
-        from emauto.drivers.zmq.client import connect_remote
-
-        return connect_remote(uri, **kwargs)
-    if scheme == "replay":
-        from emauto.drivers.replay import open_replay
-
-        return open_replay(uri, **kwargs)
-    raise ConfigError(
-        f"unknown microscope URI scheme in {uri!r}; expected sim://, tcp:// or replay://"
-    )
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"unknown microscope URI scheme in {uri!r}; expected one of "
+            f"{', '.join(name + '://' for name in SCHEMES)}"
+        )
+    opener = SCHEMES.load(scheme)
+    microscope: Microscope = opener(uri, **kwargs)
+    return microscope

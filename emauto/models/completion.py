@@ -1,12 +1,12 @@
 """The learned completion network: sparse samples and their mask -> the full image.
 
 A small U-Net (three levels) reads three channels, all ``(ny, nx)`` with ``ny, nx``
-multiples of 8 after padding: the linear reconstruction (`reconstruct.linear`), the mask,
-and the samples (0 where unsampled); it predicts a correction added to the linear
-reconstruction. Intensities are normalised images in [0, 1]. It is trained (`train`) on
-noise-free twin images of the seed-1 training specimens (`twin_images.training_images`:
-different atoms, stage positions, rotations and fields of view from the benchmark images),
-sparse-sampled by every static strategy at several coverages and doses.
+multiples of 8 after padding: a base reconstruction (the sparse-scan task's linear
+interpolation, passed in by the caller), the mask, and the samples (0 where unsampled); it
+predicts a correction added to the base. Intensities are normalised images in [0, 1].
+`fit` trains it on examples the task makes
+(`emauto.tasks.sparse_scan.completion_training`: noise-free twin images of the seed-1
+training specimens, sparse-sampled by every static strategy at several coverages and doses).
 
 Saved as one ``.pt`` file ``{"format", "metadata" (JSON), "state_dict"}`` read back with
 ``torch.load(weights_only=True)``.
@@ -27,17 +27,17 @@ import torch
 from torch import nn
 
 from emauto.errors import ModelFileError
+from emauto.models.config import CompletionTrainingConfig
 from emauto.models.weights import read_weights_file, shipped_path
-from emauto.tasks.sparse_scan.config import CompletionTrainingConfig
-from emauto.tasks.sparse_scan.reconstruct import linear
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "CompletionModel",
     "CompletionNet",
+    "fit",
     "load_completion",
     "load_default_completion",
-    "train",
+    "network_input",
 ]
 
 FORMAT = "emauto-scan-completion/1"
@@ -81,9 +81,8 @@ class CompletionNet(nn.Module):
         return self.out(u1)
 
 
-def network_input(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The three input channels (3, ny, nx) float32: linear reconstruction, mask, samples."""
-    base = linear(values, mask)
+def network_input(base: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The three input channels (3, ny, nx) float32: base reconstruction, mask, samples."""
     return np.stack([base, mask.astype(np.float64), np.where(mask, values, 0.0)]).astype(np.float32)
 
 
@@ -94,9 +93,10 @@ class CompletionModel:
         self.net = net.eval()
         self.metadata = metadata
 
-    def complete(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """The full ``(ny, nx)`` image from samples ``values`` where ``mask`` is True."""
-        x = network_input(values, mask)
+    def complete(self, base: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The full ``(ny, nx)`` image from samples ``values`` where ``mask`` is True and the
+        base reconstruction ``base`` of the same samples."""
+        x = network_input(base, values, mask)
         ny, nx = mask.shape
         py, px = (-ny) % 8, (-nx) % 8
         padded = np.pad(x, ((0, 0), (0, py), (0, px)), mode="reflect")
@@ -136,64 +136,17 @@ def load_default_completion() -> CompletionModel:
 # --------------------------------------------------------------------------- training
 
 
-def _augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    image = np.rot90(image, int(rng.integers(4)))
-    return np.ascontiguousarray(image[:, ::-1] if rng.random() < 0.5 else image)
-
-
-def make_examples(
-    config: CompletionTrainingConfig, progress: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (N, 3, S, S) and targets (N, 1, S, S), float32, from seed-1 twin images."""
-    from emauto.tasks.sparse_scan.sampling import normalise, sample_image
-    from emauto.tasks.sparse_scan.strategies import STATIC_STRATEGIES, make_plan
-    from emauto.tasks.sparse_scan.twin_images import training_images
-
-    rng = np.random.default_rng(config.seed)
-    size = config.image_size
-    images = [
-        normalise(image)
-        for _, image in training_images(config.images_per_specimen, (size, size), config.seed)
-    ]
-    plans = [
-        make_plan(name, (size, size), coverage, seed=s)
-        for name in STATIC_STRATEGIES
-        for coverage in config.coverages
-        for s in range(2)
-    ]
-    inputs = np.empty((config.samples, 3, size, size), dtype=np.float32)
-    targets = np.empty((config.samples, 1, size, size), dtype=np.float32)
-    low, high = config.dose_range_e
-    started = time.perf_counter()
-    for index in range(config.samples):
-        truth = _augment(images[int(rng.integers(len(images)))], rng)
-        plan = plans[int(rng.integers(len(plans)))]
-        dose = (
-            None
-            if rng.random() < config.noise_free_fraction
-            else float(math.exp(rng.uniform(math.log(low), math.log(high))))
-        )
-        values = np.zeros((size, size))
-        values[plan.pixels[:, 0], plan.pixels[:, 1]] = sample_image(truth, plan.pixels, dose, rng)
-        inputs[index] = network_input(values, plan.mask())
-        targets[index, 0] = truth
-        if progress and (index + 1) % 256 == 0:
-            print(
-                f"[train completion] examples {index + 1}/{config.samples} "
-                f"({time.perf_counter() - started:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    return inputs, targets
-
-
-def train(
-    config: CompletionTrainingConfig, out: str | Path, progress: bool = True
+def fit(
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    config: CompletionTrainingConfig,
+    out: str | Path,
+    progress: bool = True,
 ) -> CompletionModel:
-    """Train the completion network and save it to ``out`` (a ``.pt`` file)."""
+    """Train the completion network on ``inputs`` (N, 3, S, S) and ``targets`` (N, 1, S, S),
+    float32 (`network_input` channels and true images), and save it to ``out`` (``.pt``)."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
-    inputs, targets = make_examples(config, progress)
     n_val = max(1, int(len(inputs) * config.validation_fraction))
     x_train, y_train = torch.from_numpy(inputs[n_val:]), torch.from_numpy(targets[n_val:])
     x_val, y_val = torch.from_numpy(inputs[:n_val]), torch.from_numpy(targets[:n_val])

@@ -1,12 +1,16 @@
-"""Training the Ronchigram estimator on a twin dataset (`estimator_data`)."""
+"""Training the Ronchigram estimator on pairs of twin frames.
+
+The data are made by the probe-tuning task (`emauto.tasks.probe_tuning.estimator_data`,
+which also composes data and training into `train_from_files` / `train_from_data_config`);
+here is the training loop on those arrays and what it must know of the data's geometry.
+"""
 
 from __future__ import annotations
 
 import math
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,7 +27,6 @@ from emauto.models.estimator import (
     coverage_1sigma,
     rms_by_knob,
 )
-from emauto.tasks.probe_tuning.config import EstimatorDataConfig
 
 #: beta of the beta-NLL loss (Seitzer et al. 2022): 0 is plain Gaussian NLL, 1 is MSE-like.
 BETA_NLL = 0.5
@@ -74,9 +77,28 @@ def evaluate_estimator(
     }
 
 
+class ObservationGeometry(Protocol):
+    """How the frames were cut: what the estimator must be told of its inputs."""
+
+    @property
+    def observation_size(self) -> int: ...  # pixels per side
+    @property
+    def observation_margin(self) -> float: ...  # field of view / aperture angle
+    @property
+    def convergence_rad(self) -> float: ...  # probe-forming aperture semi-angle (rad)
+
+
+class DataDescription(Protocol):
+    """The data config the arrays were made with (the task's ``EstimatorDataConfig``)."""
+
+    @property
+    def tuning(self) -> ObservationGeometry: ...
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
 def train_estimator(
     arrays: dict[str, np.ndarray],
-    data_config: EstimatorDataConfig,
+    data_config: DataDescription,
     config: EstimatorTrainingConfig,
     *,
     progress: bool = True,
@@ -259,43 +281,3 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
-
-
-def train_from_files(
-    dataset: str | Path, out: str | Path, config: EstimatorTrainingConfig, progress: bool = True
-) -> RonchigramEstimator:
-    """Load a dataset file, train, and save the estimator to ``out``."""
-    from emauto.tasks.probe_tuning.estimator_data import load_dataset
-
-    arrays, data_config = load_dataset(dataset)
-    estimator = train_estimator(arrays, data_config, config, progress=progress)
-    estimator.save(out)
-    return estimator
-
-
-def train_from_data_config(
-    data_config: EstimatorDataConfig,
-    out: str | Path,
-    config: EstimatorTrainingConfig,
-    *,
-    scheduler_address: str | None = None,
-    n_workers: int = 2,
-    progress: bool = True,
-) -> RonchigramEstimator:
-    """Generate the dataset in memory (Dask, as `emauto dataset`), train, save to ``out``.
-
-    The same data as `emauto dataset` with this config writes (chunks are seeded by index),
-    without the file: for large datasets on a machine with a GPU.
-    """
-    from emauto.tasks.probe_tuning.estimator_data import generate_arrays
-
-    started = time.perf_counter()
-    arrays = generate_arrays(
-        data_config, scheduler_address=scheduler_address, n_workers=n_workers, progress=progress
-    )
-    generated_s = round(time.perf_counter() - started, 1)
-    estimator = train_estimator(arrays, data_config, config, progress=progress)
-    validation = {**estimator.metadata.validation, "generate_seconds": generated_s}
-    estimator.metadata = estimator.metadata.model_copy(update={"validation": validation})
-    estimator.save(out)
-    return estimator

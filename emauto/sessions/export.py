@@ -1,4 +1,4 @@
-"""`emauto export SESSION --format hdf5|zspy|minari`.
+"""`emauto export SESSION --format hdf5|zspy`: HyperSpy files of a session.
 
 - ``hdf5``: HyperSpy's HDF5 format (``.hspy``, written by rosettasciio): one signal per
   group of frames of the same kind and shape, stacked along a ``step`` navigation axis, with
@@ -8,7 +8,8 @@
 - ``zspy``: the same signals in HyperSpy's Zarr format. rosettasciio's own zspy writer needs
   zarr 2 while abTEM needs zarr 3, so emauto drives rosettasciio's `ZspyWriter` on a group
   opened in Zarr format 2 by zarr 3: the layout on disk is the one HyperSpy reads.
-- ``minari``: a Minari dataset for offline RL (`emauto.tasks.probe_tuning.minari`).
+- ``minari`` (a Minari dataset for offline RL, made by replaying the probe-tuning env)
+  lives with that task: `emauto.tasks.probe_tuning.minari`.
 """
 
 from __future__ import annotations
@@ -25,9 +26,6 @@ from emauto.errors import SessionError
 from emauto.microscope import Frame
 from emauto.sessions.reader import Session, Step
 from emauto.version import __version__
-
-ExportFormat = Literal["hdf5", "zspy", "minari"]
-FORMATS: tuple[str, ...] = ("hdf5", "zspy", "minari")
 
 
 def _signal(session: Session, name: str, steps: list[Step], frames: list[Frame]) -> dict[str, Any]:
@@ -152,12 +150,11 @@ def _write_zspy(path: Path, signal: dict[str, Any]) -> None:
         ).write()
 
 
-def export_session(session: Session, fmt: str, out: Path) -> list[Path]:
-    """Export ``session`` in ``fmt`` (one of `FORMATS`) into the folder ``out``."""
-    if fmt in ("hdf5", "zspy"):
-        return export_hyperspy(session, out, fmt)  # type: ignore[arg-type]
-    if fmt == "minari":  # replays the env: lives with the agent, which may import envs
-        from emauto.tasks.probe_tuning.minari import export_minari
+def export_hdf5(session: Session, out: Path) -> list[Path]:
+    """HyperSpy ``.hspy`` files (HDF5), one calibrated stack per frame kind, in ``out``."""
+    return export_hyperspy(session, out, "hdf5")
 
-        return [export_minari(session, out)]
-    raise SessionError(f"unknown export format {fmt!r}; expected one of {FORMATS}")
+
+def export_zspy(session: Session, out: Path) -> list[Path]:
+    """HyperSpy ``.zspy`` stores (Zarr), one calibrated stack per frame kind, in ``out``."""
+    return export_hyperspy(session, out, "zspy")

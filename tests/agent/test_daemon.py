@@ -14,7 +14,6 @@ import pytest
 from conftest import short_plan
 
 import emauto
-from emauto.agent import daemon as daemon_module
 from emauto.agent.control import ControlServer, send_command
 from emauto.agent.daemon import Daemon, RunResult, run_daemon
 from emauto.agent.plans import DaemonConfig
@@ -224,5 +223,7 @@ def test_bad_daemon_configs_name_the_bad_field(tmp_path: Path, yaml_text: str, w
 def test_policy_versions_name_the_weights() -> None:
     from emauto.agent.plans import AlignProbeTask
 
-    assert "weights_sha256" in daemon_module.policy_version(AlignProbeTask(policy="rl"))
-    assert "weights_sha256" not in daemon_module.policy_version(AlignProbeTask(policy="shift"))
+    rl = AlignProbeTask(policy="rl").provenance()
+    assert {"weights_sha256", "estimator_sha256"} <= set(rl)
+    assert "weights_sha256" in AlignProbeTask(policy="cnn").provenance()
+    assert "weights_sha256" not in AlignProbeTask(policy="shift").provenance()

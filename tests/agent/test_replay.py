@@ -14,8 +14,9 @@ from emauto.drivers.replay import ReplayMicroscope, ReplayTwin
 from emauto.errors import ConfigError, OutOfLimitsError, ReplayExhaustedError, UnknownKnobError
 from emauto.microscope import RonchigramRequest
 from emauto.sessions import Session
-from emauto.sessions.export import export_session
+from emauto.sessions.export import export_hdf5, export_zspy
 from emauto.sessions.report import write_report
+from emauto.tasks.probe_tuning.minari import export_minari_files
 
 
 def test_replay_serves_the_recorded_frames_for_the_recorded_requests(
@@ -82,7 +83,7 @@ def test_hyperspy_exports_read_back(recorded_session: Path, tmp_path: Path, fmt:
     from rsciio.zspy import file_reader as read_zspy
 
     session = Session(recorded_session)
-    paths = export_session(session, fmt, tmp_path)
+    paths = {"hdf5": export_hdf5, "zspy": export_zspy}[fmt](session, tmp_path)
     reader = read_hspy if fmt == "hdf5" else read_zspy
     ronchigrams = next(p for p in paths if p.name.startswith("ronchigram"))
     signal = reader(str(ronchigrams))[0]
@@ -95,7 +96,7 @@ def test_hyperspy_exports_read_back(recorded_session: Path, tmp_path: Path, fmt:
 def test_minari_export_replays_the_episode(recorded_session: Path, tmp_path: Path) -> None:
     import minari
 
-    (path,) = export_session(Session(recorded_session), "minari", tmp_path)
+    (path,) = export_minari_files(Session(recorded_session), tmp_path)
     assert path == tmp_path / "emauto" / "probe-tuning-v0" and path.is_dir()
     os.environ["MINARI_DATASETS_PATH"] = str(tmp_path)
     try:

@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from emauto.drivers.vendors import BACKENDS
 from emauto.errors import AuthError, ConfigError
 from emauto.units import load_yaml
 from emauto.wrappers.safety import SafetyConfig
+
+if TYPE_CHECKING:
+    BackendName = str
+else:  # the registry's names, as a literal
+    BackendName = Literal[BACKENDS.names()]
 
 
 class ServerConfig(BaseModel):
     """Where to listen, which backend to serve, keys, audit log and safety limits."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    backend: Literal["sim", "temscript", "nion"] = "sim"
+    backend: BackendName = "sim"
     sim_uri: str = Field(default="sim://", description="sim backend: the twin's sim:// URI")
     temscript: str = Field(
         default="local",

@@ -8,10 +8,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from emauto.drivers.vendors import BACKENDS
 from emauto.drivers.zmq.auth import KeyRing
 from emauto.drivers.zmq.config import ServerConfig, check_bind
 from emauto.drivers.zmq.server import MicroscopeServer
-from emauto.errors import ConfigError
 from emauto.microscope import Microscope
 from emauto.wrappers.audit import AuditLog
 from emauto.wrappers.safety import SafeMicroscope
@@ -21,19 +21,9 @@ log = logging.getLogger(__name__)
 
 def build_backend(config: ServerConfig) -> Microscope:
     """The backend named by ``config.backend`` (vendor adapters need their extras)."""
-    if config.backend == "sim":
-        from emauto.drivers import connect
-
-        if not config.sim_uri.startswith("sim://"):
-            raise ConfigError(f"sim_uri must be a sim:// URI, got {config.sim_uri!r}")
-        return connect(config.sim_uri)
-    if config.backend == "temscript":
-        from emauto.drivers.vendors.temscript import TemscriptMicroscope, open_temscript
-
-        return TemscriptMicroscope(open_temscript(config.temscript))
-    from emauto.drivers.vendors.nion import NionMicroscope
-
-    return NionMicroscope()
+    opener = BACKENDS.load(config.backend)
+    backend: Microscope = opener(config)
+    return backend
 
 
 def make_server(

@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from emauto.errors import ConfigError
-
-#: The tuning methods (`emauto.tasks.probe_tuning.bench.METHODS`, listed here to keep --help fast).
-METHODS_CHOICES = ("shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random")
+from emauto.tasks.probe_tuning.policies.registry import METHODS
 
 
 def _dataset(args: argparse.Namespace) -> int:
@@ -34,8 +32,11 @@ def _train(args: argparse.Namespace) -> int:
     from emauto.units import load_yaml
 
     if args.task == "ronchigram-estimator":
-        from emauto.models.estimator_training import train_from_data_config, train_from_files
         from emauto.tasks.probe_tuning.config import EstimatorDataConfig
+        from emauto.tasks.probe_tuning.estimator_data import (
+            train_from_data_config,
+            train_from_files,
+        )
 
         if bool(args.data) == bool(args.data_config):
             raise ConfigError(
@@ -92,7 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench_probe_tuning(args: argparse.Namespace) -> int:
-    from emauto.tasks.probe_tuning.bench import METHODS, run_probe_tuning_benchmark
+    from emauto.tasks.probe_tuning.bench import run_probe_tuning_benchmark
     from emauto.tasks.probe_tuning.config import ProbeTuningConfig
     from emauto.units import load_yaml
 
@@ -114,7 +115,7 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_tuning_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Register `dataset`, `train` and `evaluate`."""
     dataset = commands.add_parser(
         "dataset", help="generate twin training data for the Ronchigram estimator (Dask)"
@@ -163,10 +164,10 @@ def _add_episode_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", type=Path, help="record each method's session under DIR")
 
 
-def add_tuning_bench(bench_tasks: Any) -> None:
+def add_bench(bench_tasks: Any) -> None:
     """Register `bench probe-tuning`."""
     bench = bench_tasks.add_parser("probe-tuning", help="every tuning method, same episodes")
-    bench.add_argument("--method", choices=[*METHODS_CHOICES, "all"], default="all")
+    bench.add_argument("--method", choices=[*METHODS, "all"], default="all")
     bench.add_argument("--policy", help="RL policy folder (default: the shipped one)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--config", type=Path, help="ProbeTuningConfig YAML (e.g. a lower dose)")

@@ -9,13 +9,16 @@ concatenated in order, so the dataset does not depend on the number of workers. 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emauto.errors import ModelFileError
-from emauto.models.estimator import ESTIMATED_KNOBS
+from emauto.models.config import EstimatorTrainingConfig
+from emauto.models.estimator import ESTIMATED_KNOBS, RonchigramEstimator
+from emauto.models.estimator_training import train_estimator
 from emauto.tasks.probe_tuning.config import TUNING_KNOB_GROUPS, EstimatorDataConfig
 from emauto.tasks.probe_tuning.env import ProbeTuningEnv, draw_start
 
@@ -200,3 +203,42 @@ def load_dataset(path: str | Path) -> tuple[dict[str, np.ndarray], EstimatorData
     if any(len(a) != n for a in arrays.values()):
         raise ModelFileError(f"{path}: arrays of different lengths")
     return arrays, config
+
+
+# --------------------------------------------------------------------------- data + training
+
+
+def train_from_files(
+    dataset: str | Path, out: str | Path, config: EstimatorTrainingConfig, progress: bool = True
+) -> RonchigramEstimator:
+    """Load a dataset file, train, and save the estimator to ``out``."""
+    arrays, data_config = load_dataset(dataset)
+    estimator = train_estimator(arrays, data_config, config, progress=progress)
+    estimator.save(out)
+    return estimator
+
+
+def train_from_data_config(
+    data_config: EstimatorDataConfig,
+    out: str | Path,
+    config: EstimatorTrainingConfig,
+    *,
+    scheduler_address: str | None = None,
+    n_workers: int = 2,
+    progress: bool = True,
+) -> RonchigramEstimator:
+    """Generate the dataset in memory (Dask, as `emauto dataset`), train, save to ``out``.
+
+    The same data as `emauto dataset` with this config writes (chunks are seeded by index),
+    without the file: for large datasets on a machine with a GPU.
+    """
+    started = time.perf_counter()
+    arrays = generate_arrays(
+        data_config, scheduler_address=scheduler_address, n_workers=n_workers, progress=progress
+    )
+    generated_s = round(time.perf_counter() - started, 1)
+    estimator = train_estimator(arrays, data_config, config, progress=progress)
+    validation = {**estimator.metadata.validation, "generate_seconds": generated_s}
+    estimator.metadata = estimator.metadata.model_copy(update={"validation": validation})
+    estimator.save(out)
+    return estimator

@@ -37,9 +37,9 @@ def export_minari(session: Session, out: Path, dataset_id: str = "emauto/probe-t
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    from emauto.agent.rerun import alignment_tasks
     from emauto.drivers.replay import ReplayTwin
     from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+    from emauto.tasks.probe_tuning.plan import alignment_tasks
 
     tasks = alignment_tasks(session)
     episodes: list[EpisodeBuffer] = []
@@ -101,3 +101,8 @@ def export_minari(session: Session, out: Path, dataset_id: str = "emauto/probe-t
             jpeg_encoding=False,
         )
     return out / dataset_id
+
+
+def export_minari_files(session: Session, out: Path) -> list[Path]:
+    """`export_minari` as an ``emauto export`` format: the written paths."""
+    return [export_minari(session, out)]

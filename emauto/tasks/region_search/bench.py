@@ -22,73 +22,17 @@ after 10/20/30/50 % of the area), ``decision_ms`` (the method's own time per ste
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
-from emauto.tasks.region_search.env import RegionSearchConfig, RegionSearchEnv, cell_action
-from emauto.tasks.region_search.policies.dkl import DKLSearch, cell_crops
+from emauto.tasks.region_search.env import RegionSearchConfig, RegionSearchEnv
+from emauto.tasks.region_search.policies import POLICIES
+from emauto.tasks.region_search.policies.base import run_episode
 
-METHODS = ("rl", "dkl", "survey", "raster", "random")
+METHODS = POLICIES.names()
 AREA_MARKS = (0.1, 0.2, 0.3, 0.5)
-
-
-def _serpentine(grid: int) -> list[tuple[int, int]]:
-    return [(r, c if r % 2 == 0 else grid - 1 - c) for r in range(grid) for c in range(grid)]
-
-
-def run_episode(
-    env: RegionSearchEnv, method: str, field_seed: int, *, max_area: float, seed: int,
-    policy: Any = None,
-) -> dict[str, Any]:  # fmt: skip
-    """One field, one method: the curve of found fraction against area and dose."""
-    observation, info = env.reset(seed=seed, options={"field_seed": field_seed})
-    g = env.config.grid
-    rng = np.random.default_rng(seed)
-    order = _serpentine(g) if method == "raster" else None
-    if method == "random":
-        order = [(int(i) // g, int(i) % g) for i in rng.permutation(g * g)]
-    if method == "survey":
-        order = survey_order(env.survey, g)
-    search = DKLSearch(cell_crops(env.survey, g), seed=seed) if method == "dkl" else None
-    full_dose = g * g * env.reference_dose_e
-    curve = [(0.0, 0.0, info["dose_e"] / full_dose)]
-    decisions = []
-    max_steps = int(2 * max_area * g * g) + 1
-    for step in range(max_steps):
-        start = time.perf_counter()
-        if method in ("raster", "random", "survey"):
-            assert order is not None
-            row, col = order[step]
-            action = cell_action(row, col, g)
-        elif method == "dkl":
-            assert search is not None
-            cell = search.suggest()
-            action = cell_action(cell // g, cell % g, g)
-        else:
-            action = policy.act(observation)
-        decisions.append(time.perf_counter() - start)
-        observation, _, terminated, _, info = env.step(action)
-        if search is not None:
-            count = int((env.patch_target_probability > 0.5).sum())
-            search.observe(cell, float(np.log1p(count)))
-        curve.append((info["area_fraction"], info["found_fraction"], info["dose_e"] / full_dose))
-        if terminated or info["area_fraction"] >= max_area:
-            break
-    return {"curve": curve, "decision_s": decisions, "targets": info["targets"]}
-
-
-def survey_order(survey: np.ndarray, grid: int, level: float = 0.5) -> list[tuple[int, int]]:
-    """Cells by decreasing particle signal: the sum of the survey map above ``level`` (the
-    log-scaled map is 0.2-0.35 on carbon, above 0.45 on Au; set on field 1234)."""
-    s = survey.shape[0] // grid
-    excess = np.clip(survey[: grid * s, : grid * s] - level, 0, None)
-    score = excess.reshape(grid, s, grid, s).sum(axis=(1, 3))
-    order = np.argsort(-score.ravel(), kind="stable")
-    return [(int(i) // grid, int(i) % grid) for i in order]
 
 
 def _at_found(
@@ -123,16 +67,12 @@ def run_region_search_benchmark(
     torch.set_num_threads(1)  # per-step batches are small; timings are for one core
     config = RegionSearchConfig(max_steps=10_000)
     env = RegionSearchEnv(config)
-    policy = None
-    if "rl" in methods:
-        from emauto.tasks.region_search.policies.rl import load_region_policy
-
-        policy = load_region_policy(policy_path)
     fields = [90_000 + 100 * seed + i for i in range(episodes)]
     results: dict[str, Any] = {}
     for method in methods:
+        policy = POLICIES.load(method)(policy_path)
         runs = [
-            run_episode(env, method, f, max_area=max_area, seed=seed + i, policy=policy)
+            run_episode(env, policy, f, max_area=max_area, seed=seed + i)
             for i, f in enumerate(tqdm(fields, desc=method, disable=not progress))
         ]
         hits = [_at_found(r["curve"], 0.9) for r in runs]

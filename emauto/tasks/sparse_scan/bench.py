@@ -31,19 +31,19 @@ import numpy as np
 
 from emauto.errors import ConfigError
 from emauto.microscope import ScanLimits
-from emauto.tasks.sparse_scan.adaptive import image_measure, patch_scan, uncertainty_scan
-from emauto.tasks.sparse_scan.reconstruct import RECONSTRUCTIONS, reconstruct
+from emauto.tasks.sparse_scan.adaptive import image_measure
+from emauto.tasks.sparse_scan.reconstruct import reconstruct
+from emauto.tasks.sparse_scan.registry import ADAPTIVE_STRATEGIES, RECONSTRUCTIONS
+from emauto.tasks.sparse_scan.registry import STRATEGIES as _STRATEGIES
 from emauto.tasks.sparse_scan.sampling import check_dose, normalise
 from emauto.tasks.sparse_scan.strategies import (
-    STATIC_STRATEGIES,
     ScanPlan,
     check_coverage,
     make_plan,
     scan_cost,
 )
 
-ADAPTIVE_STRATEGIES = ("uncertainty", "rl")
-STRATEGIES = (*STATIC_STRATEGIES, *ADAPTIVE_STRATEGIES)
+STRATEGIES = _STRATEGIES.names()
 #: The twin's scan system (`SimulatedMicroscope.describe().scan`) and beam.
 TWIN_SCAN = ScanLimits(
     max_fov_m=2e-6,
@@ -80,17 +80,14 @@ def run_strategy(
     coverage: float,
     dose_e: float | None,
     seed: int = 0,
-    rl_policy: Any = None,
 ) -> tuple[ScanPlan, np.ndarray]:
     """Scan the normalised ``truth`` with ``strategy``; (plan, values with 0 unsampled)."""
     shape = (int(truth.shape[0]), int(truth.shape[1]))
     measure = image_measure(truth, dose_e, seed)
-    if strategy == "uncertainty":
-        return uncertainty_scan(shape, coverage, measure, seed=seed)
-    if strategy == "rl":
-        if rl_policy is None:
-            raise ConfigError("strategy 'rl' needs a trained scan policy")
-        return patch_scan(shape, coverage, measure, rl_policy.chooser(coverage), seed=seed)
+    if strategy in ADAPTIVE_STRATEGIES:
+        scan = ADAPTIVE_STRATEGIES.load(strategy)
+        plan, values = scan(shape, coverage, measure, seed=seed)
+        return plan, values
     plan = make_plan(strategy, shape, coverage, seed)
     values = np.zeros(shape)
     values[plan.pixels[:, 0], plan.pixels[:, 1]] = measure(plan.pixels)
@@ -130,13 +127,12 @@ def run_sparse_scan_benchmark(
             f"unknown reconstructions {bad}; expected some of {sorted(RECONSTRUCTIONS)}"
         )
     truths = {name: normalise(image) for name, image in images.items()}
-    rl_policy = None
     notes: dict[str, str] = {}
     if "rl" in strategies:
         from emauto.tasks.sparse_scan.policies.rl import load_default_scan_policy
 
         try:
-            rl_policy = load_default_scan_policy()
+            load_default_scan_policy()
         except Exception as exc:
             notes["rl"] = f"no RL scan policy: {exc}"
     result: dict[str, Any] = {}
@@ -147,7 +143,7 @@ def run_sparse_scan_benchmark(
         per_image: dict[str, dict[str, Any]] = {}
         for name, truth in truths.items():
             started = time.perf_counter()
-            plan, values = run_strategy(strategy, truth, coverage, dose_e, seed, rl_policy)
+            plan, values = run_strategy(strategy, truth, coverage, dose_e, seed)
             mask = plan.mask()
             scores = {}
             headline = np.zeros_like(truth)

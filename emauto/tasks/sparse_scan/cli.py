@@ -8,26 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from emauto.errors import ConfigError
-
-#: Listed here to keep --help fast (`emauto.tasks.sparse_scan.bench.STRATEGIES`).
-STRATEGY_CHOICES = (
-    "raster",
-    "raster_lines",
-    "random",
-    "jittered",
-    "spiral",
-    "lissajous",
-    "line_hop",
-    "uncertainty",
-    "rl",
-)
-RECONSTRUCTION_CHOICES = ("linear", "tv", "cs", "biharmonic", "gp", "completion")
+from emauto.tasks.sparse_scan.registry import RECONSTRUCTIONS, STRATEGIES
 
 
 def _bench_sparse_scan(args: argparse.Namespace) -> int:
     from emauto.tasks.sparse_scan.bench import (
         DEFAULT_RECONSTRUCTIONS,
-        STRATEGIES,
         run_sparse_scan_benchmark,
     )
 
@@ -45,7 +31,7 @@ def _bench_sparse_scan(args: argparse.Namespace) -> int:
         coverage=args.coverage,
         dose_e=args.dose,
         seed=args.seed,
-        strategies=args.strategies or STRATEGIES,
+        strategies=args.strategies or STRATEGIES.names(),
         reconstruction=args.reconstruction,
         reconstructions=args.reconstructions or DEFAULT_RECONSTRUCTIONS,
         keep=keep,
@@ -77,11 +63,12 @@ def _scan(args: argparse.Namespace) -> int:
 
 
 def _train_scan(args: argparse.Namespace) -> int:
-    from emauto.tasks.sparse_scan.config import CompletionTrainingConfig, ScanRLConfig
+    from emauto.models.config import CompletionTrainingConfig
+    from emauto.tasks.sparse_scan.config import ScanRLConfig
     from emauto.units import load_yaml
 
     if args.model == "completion":
-        from emauto.models.completion import train
+        from emauto.tasks.sparse_scan.completion_training import train
 
         config = (
             load_yaml(args.config, CompletionTrainingConfig)
@@ -120,7 +107,7 @@ def _positive(text: str) -> float:
     return value
 
 
-def add_scan_bench(bench_tasks: Any) -> None:
+def add_bench(bench_tasks: Any) -> None:
     """Register `bench sparse-scan`."""
     bench = bench_tasks.add_parser(
         "sparse-scan", help="every sparse-scan strategy on twin images or your own file"
@@ -130,9 +117,9 @@ def add_scan_bench(bench_tasks: Any) -> None:
     bench.add_argument(
         "--dose", type=_positive, help="electrons at full intensity per position (default: none)"
     )
-    bench.add_argument("--strategies", nargs="+", choices=STRATEGY_CHOICES)
-    bench.add_argument("--reconstruction", choices=RECONSTRUCTION_CHOICES, default="completion")
-    bench.add_argument("--reconstructions", nargs="+", choices=RECONSTRUCTION_CHOICES)
+    bench.add_argument("--strategies", nargs="+", choices=STRATEGIES.names())
+    bench.add_argument("--reconstruction", choices=RECONSTRUCTIONS.names(), default="completion")
+    bench.add_argument("--reconstructions", nargs="+", choices=RECONSTRUCTIONS.names())
     bench.add_argument("--size", type=int, default=256, help="twin image size (pixels)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", help="folder for PNGs of the reconstructions")
@@ -140,17 +127,17 @@ def add_scan_bench(bench_tasks: Any) -> None:
     bench.set_defaults(handler=_bench_sparse_scan)
 
 
-def add_scan_commands(commands: Any) -> None:
+def add_commands(commands: Any) -> None:
     """Register `scan` and `train-scan`."""
     scan = commands.add_parser("scan", help="a sparse scan on any microscope, reconstructed")
     scan.add_argument("--microscope", default="sim://", help="microscope URI")
     scan.add_argument("--coverage", type=_coverage, required=True)
-    scan.add_argument("--strategy", choices=STRATEGY_CHOICES, default="jittered")
+    scan.add_argument("--strategy", choices=STRATEGIES.names(), default="jittered")
     scan.add_argument("--out", type=Path, required=True, help="output folder")
     scan.add_argument("--size", type=int, default=256, help="raster pixels per side")
     scan.add_argument("--fov", type=_positive, help="field of view, m (default: scan_fov knob)")
     scan.add_argument("--dwell", type=_positive, help="dwell per position, s (default: knob)")
-    scan.add_argument("--reconstruction", choices=RECONSTRUCTION_CHOICES, default="completion")
+    scan.add_argument("--reconstruction", choices=RECONSTRUCTIONS.names(), default="completion")
     scan.add_argument("--seed", type=int, default=0)
     scan.set_defaults(handler=_scan)
 

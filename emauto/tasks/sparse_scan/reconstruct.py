@@ -28,7 +28,7 @@ from scipy.linalg import cho_solve, solve_triangular
 
 from emauto.errors import ConfigError
 
-__all__ = ["RECONSTRUCTIONS", "gp_reconstruct", "reconstruct"]
+__all__ = ["gp_reconstruct", "reconstruct"]
 
 
 def _check(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,29 +214,19 @@ def gp(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return gp_reconstruct(values, mask, with_std=False)[0]
 
 
-def _completion(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def completion(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The shipped completion network over the linear reconstruction."""
     from emauto.models.completion import load_default_completion
 
-    return load_default_completion().complete(values, mask)
+    return load_default_completion().complete(linear(values, mask), values, mask)
 
 
 Reconstruction = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-#: Reconstruction methods by name.
-RECONSTRUCTIONS: dict[str, Reconstruction] = {
-    "linear": linear,
-    "biharmonic": biharmonic,
-    "tv": tv,
-    "cs": cs,
-    "gp": gp,
-    "completion": _completion,
-}
-
 
 def reconstruct(method: str, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Reconstruct with the method named ``method`` (see `RECONSTRUCTIONS`)."""
-    if method not in RECONSTRUCTIONS:
-        raise ConfigError(
-            f"unknown reconstruction {method!r}; expected one of {sorted(RECONSTRUCTIONS)}"
-        )
-    return RECONSTRUCTIONS[method](values, mask)
+    """Reconstruct with the method named ``method`` (see `registry.RECONSTRUCTIONS`)."""
+    from emauto.tasks.sparse_scan.registry import RECONSTRUCTIONS
+
+    function: Reconstruction = RECONSTRUCTIONS.load(method)
+    return function(values, mask)

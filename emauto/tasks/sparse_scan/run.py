@@ -19,11 +19,11 @@ import numpy as np
 
 from emauto.errors import ConfigError
 from emauto.microscope import Microscope
-from emauto.tasks.sparse_scan.adaptive import Measure, patch_scan, uncertainty_scan
+from emauto.tasks.sparse_scan.adaptive import Measure
 from emauto.tasks.sparse_scan.pictures import save_image_png
 from emauto.tasks.sparse_scan.reconstruct import reconstruct
+from emauto.tasks.sparse_scan.registry import ADAPTIVE_STRATEGIES, STATIC_STRATEGIES
 from emauto.tasks.sparse_scan.strategies import (
-    STATIC_STRATEGIES,
     ScanPlan,
     check_coverage,
     make_plan,
@@ -96,15 +96,9 @@ def run_scan(
             plan = make_plan(strategy, shape, coverage, seed)
             values = np.zeros(shape)
             values[plan.pixels[:, 0], plan.pixels[:, 1]] = acquirer.plan(plan)
-        elif strategy == "uncertainty":
-            plan, values = uncertainty_scan(shape, coverage, acquirer, seed=seed)
-        elif strategy == "rl":
-            from emauto.tasks.sparse_scan.policies.rl import load_default_scan_policy
-
-            chooser = load_default_scan_policy().chooser(coverage)
-            plan, values = patch_scan(shape, coverage, acquirer, chooser, seed=seed)
         else:
-            raise ConfigError(f"unknown strategy {strategy!r}")
+            scan = ADAPTIVE_STRATEGIES.load(strategy)
+            plan, values = scan(shape, coverage, acquirer, seed=seed)
         description = scope.describe()
     finally:
         if isinstance(microscope, str):

@@ -30,7 +30,6 @@ from emauto.microscope import (
 )
 
 __all__ = [
-    "STATIC_STRATEGIES",
     "ScanCost",
     "ScanPlan",
     "check_coverage",
@@ -298,27 +297,15 @@ def _straight_runs(pixels: np.ndarray) -> tuple[tuple[int, int], ...]:
 
 PlanFactory = Callable[[tuple[int, int], int, np.random.Generator], ScanPlan]
 
-#: The static (non-adaptive) strategies, by name.
-STATIC_STRATEGIES: dict[str, PlanFactory] = {
-    "raster": raster_plan,
-    "raster_lines": raster_lines_plan,
-    "random": random_plan,
-    "jittered": jittered_plan,
-    "spiral": spiral_plan,
-    "lissajous": lissajous_plan,
-    "line_hop": line_hop_plan,
-}
-
 
 def make_plan(name: str, shape: tuple[int, int], coverage: float, seed: int = 0) -> ScanPlan:
     """The static strategy ``name`` at ``coverage`` (fraction of pixels) on ``shape``."""
-    if name not in STATIC_STRATEGIES:
-        raise ConfigError(
-            f"unknown scan strategy {name!r}; expected one of {sorted(STATIC_STRATEGIES)}"
-        )
+    from emauto.tasks.sparse_scan.registry import STATIC_STRATEGIES
+
+    factory: PlanFactory = STATIC_STRATEGIES.load(name)
     shape = _check_shape(shape)
     n = n_positions(shape, coverage)
-    return STATIC_STRATEGIES[name](shape, n, np.random.default_rng(seed))
+    return factory(shape, n, np.random.default_rng(seed))
 
 
 # --------------------------------------------------------------------------- cost

@@ -16,7 +16,7 @@ from emauto.drivers.zmq.server import MicroscopeServer
 from emauto.microscope import Microscope
 from emauto.wrappers.safety import SafeMicroscope, SafetyConfig
 
-SERVE = (sys.executable, "-m", "emauto.cli", "serve")
+SERVE = (sys.executable, "-m", "emauto", "serve")
 
 
 class ServerProcess:

@@ -201,13 +201,6 @@ def test_bench_command_prints_json(
         main(["bench", "probe-tuning", "--method", "nope"])
 
 
-def test_cli_lists_every_bench_method() -> None:
-    from emauto.tasks.probe_tuning.bench import METHODS
-    from emauto.tasks.probe_tuning.cli import METHODS_CHOICES
-
-    assert tuple(METHODS_CHOICES) == tuple(METHODS)
-
-
 def test_coarse_fine_hands_over_after_its_coarse_steps(env: ProbeTuningEnv) -> None:
     """`cnn_shift` runs the CNN rounds first (a pure +60 nm probe, then a correction), and
     the probe-shift policy from step 7 (its own +40 nm probe)."""

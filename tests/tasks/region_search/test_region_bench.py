@@ -7,7 +7,8 @@ import pytest
 
 from emauto.bench.analysis import match
 from emauto.bench.fewshot import expected_calibration_error
-from emauto.tasks.region_search.bench import _at_found, _found_at, survey_order
+from emauto.tasks.region_search.bench import _at_found, _found_at
+from emauto.tasks.region_search.policies.baselines import survey_order
 
 
 def test_survey_order_puts_particle_cells_first() -> None:

@@ -9,8 +9,8 @@ import emauto
 from emauto.errors import ConfigError
 from emauto.microscope import PositionsScan, SegmentsScan
 from emauto.tasks.sparse_scan.adaptive import image_measure, patch_scan, uncertainty_scan
+from emauto.tasks.sparse_scan.registry import STATIC_STRATEGIES
 from emauto.tasks.sparse_scan.strategies import (
-    STATIC_STRATEGIES,
     make_plan,
     n_positions,
     scan_cost,
@@ -54,7 +54,7 @@ def test_coverage_outside_unit_interval_is_refused(coverage: float) -> None:
 
 
 def test_unknown_strategy_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown scan strategy 'zigzag'"):
+    with pytest.raises(ConfigError, match="scan strategy 'zigzag'"):
         make_plan("zigzag", (32, 32), 0.1)
 
 

@@ -1,67 +1,40 @@
-"""Probe-tuning policies by method name, for the benchmark, the evaluation and the daemon."""
+"""Probe-tuning policies by name: the one list the benchmark, the CLI, the daemon's plans and
+the evaluation derive their choices from. Each entry is a factory
+``(env, seed, policy_path) -> TuningPolicy`` in `factories`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emauto.errors import ConfigError
-from emauto.tasks.probe_tuning.policies.base import TuningPolicy
+from emauto.registry import Registry
 
 if TYPE_CHECKING:
     from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+    from emauto.tasks.probe_tuning.policies.base import TuningPolicy
 
-#: Every method, in the benchmark's order.
-METHODS = ("shift", "cnn", "cnn_shift", "bo", "simplex", "rl", "random")
+_FACTORIES = "emauto.tasks.probe_tuning.policies.factories"
+
+#: Every probe-tuning policy, in the benchmark's order.
+POLICIES = Registry(
+    "probe-tuning policy",
+    {
+        "shift": f"{_FACTORIES}:probe_shift",
+        "cnn": f"{_FACTORIES}:cnn",
+        "cnn_shift": f"{_FACTORIES}:cnn_then_shift",
+        "bo": f"{_FACTORIES}:bayesian_optimisation",
+        "simplex": f"{_FACTORIES}:simplex",
+        "rl": f"{_FACTORIES}:reinforcement_learning",
+        "random": f"{_FACTORIES}:random_actions",
+    },
+)
+#: The names, in the benchmark's order.
+METHODS = POLICIES.names()
 
 
 def make_policy(
     method: str, env: ProbeTuningEnv, seed: int = 0, policy_path: str | None = None
 ) -> TuningPolicy:
-    """A policy for ``env`` by method name (see `METHODS`)."""
-    if method == "shift":
-        return _probe_shift_policy(env)
-    if method == "random":
-        from emauto.tasks.probe_tuning.policies.random_policy import RandomPolicy
-
-        return RandomPolicy(len(env.knobs), seed)
-    if method == "rl":
-        from emauto.tasks.probe_tuning.policies.rl import load_policy
-
-        return load_policy(policy_path)
-    from emauto.models.estimator import load_default_estimator
-
-    estimator = load_default_estimator()
-    if method in ("cnn", "cnn_shift"):
-        from emauto.tasks.probe_tuning.policies.measure_correct import MeasureCorrectPolicy
-
-        cnn = MeasureCorrectPolicy(env.knobs, env.step_limits, estimator)
-        if method == "cnn":
-            return cnn
-        from emauto.tasks.probe_tuning.policies.coarse_fine import (
-            CNN_SHIFT_COARSE_STEPS,
-            CoarseFinePolicy,
-        )
-
-        return CoarseFinePolicy(method, cnn, _probe_shift_policy(env), CNN_SHIFT_COARSE_STEPS)
-    from emauto.tasks.probe_tuning.policies.objective import RonchigramObjective
-
-    objective = RonchigramObjective(estimator, env.config.convergence_rad)
-    if method == "bo":
-        from emauto.tasks.probe_tuning.policies.bayesopt import BayesOptPolicy
-
-        return BayesOptPolicy(env.knobs, objective, seed=seed)
-    if method == "simplex":
-        from emauto.tasks.probe_tuning.policies.simplex import NelderMeadPolicy
-
-        return NelderMeadPolicy(env.knobs, objective)
-    raise ConfigError(f"unknown method {method!r}; expected one of {METHODS} or 'all'")
-
-
-def _probe_shift_policy(env: ProbeTuningEnv) -> TuningPolicy:
-    """`shift` on ``env``: its microscope for the policy's own frames, its latest frame as
-    the reference."""
-    from emauto.tasks.probe_tuning.policies.shift_correct import ProbeShiftPolicy
-
-    return ProbeShiftPolicy(
-        env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
-    )
+    """A policy for ``env`` by name (see `POLICIES`)."""
+    factory = POLICIES.load(method)
+    policy: TuningPolicy = factory(env, seed, policy_path)
+    return policy

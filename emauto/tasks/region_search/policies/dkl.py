@@ -14,10 +14,14 @@ Shapes: crops (N, S, S) float32 in [0, 1] (flattened for the GP); targets (N,) f
 
 from __future__ import annotations
 
+from typing import Any
+
 import gpytorch
 import numpy as np
 import torch
 from torch import nn
+
+from emauto.tasks.region_search.env import RegionSearchEnv, cell_action
 
 
 class CropFeatures(nn.Module):
@@ -138,3 +142,32 @@ def cell_crops(survey: np.ndarray, grid: int, margin: int = 2) -> np.ndarray:
                 row * s : (row + 1) * s + 2 * margin, col * s : (col + 1) * s + 2 * margin
             ]
     return crops
+
+
+class DKLPolicy:
+    """``dkl``: `DKLSearch` over the cells' survey crops; a cell's measured property is
+    ``log(1 + cells' patches with target probability > 0.5)`` after acquiring it."""
+
+    name = "dkl"
+
+    def __init__(self, policy_path: str | None = None) -> None:
+        self._search: DKLSearch | None = None
+        self._env: RegionSearchEnv | None = None
+        self._cell = -1
+
+    def reset(
+        self, env: RegionSearchEnv, observation: np.ndarray, info: dict[str, Any], seed: int
+    ) -> None:
+        self._env = env
+        self._search = DKLSearch(cell_crops(env.survey, env.config.grid), seed=seed)
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        assert self._search is not None and self._env is not None, "reset first"
+        grid = self._env.config.grid
+        self._cell = self._search.suggest()
+        return cell_action(self._cell // grid, self._cell % grid, grid)
+
+    def observe(self, action: np.ndarray, observation: np.ndarray, info: dict[str, Any]) -> None:
+        assert self._search is not None and self._env is not None, "reset first"
+        count = int((self._env.patch_target_probability > 0.5).sum())
+        self._search.observe(self._cell, float(np.log1p(count)))

@@ -69,14 +69,24 @@ def train_region_policy(
 
 
 class RegionPolicy:
-    """A trained PPO policy: observation -> action (deterministic)."""
+    """``rl``: a trained PPO policy, observation -> action (deterministic)."""
+
+    name = "rl"
 
     def __init__(self, model: Any) -> None:
         self.model = model
 
+    def reset(
+        self, env: RegionSearchEnv, observation: np.ndarray, info: dict[str, Any], seed: int
+    ) -> None:
+        """A feed-forward policy keeps no state between episodes."""
+
     def act(self, observation: np.ndarray) -> np.ndarray:
         action, _ = self.model.predict(observation, deterministic=True)
         return np.asarray(action, dtype=np.float32)
+
+    def observe(self, action: np.ndarray, observation: np.ndarray, info: dict[str, Any]) -> None:
+        """Nothing to learn online."""
 
 
 def load_region_policy(path: str | Path | None = None) -> RegionPolicy:

@@ -23,10 +23,17 @@ from torch import nn
 
 from emauto.errors import ModelFileError
 from emauto.models.weights import shipped_path
-from emauto.tasks.sparse_scan.adaptive import PatchChooser
+from emauto.tasks.sparse_scan.adaptive import Measure, PatchChooser, patch_scan
 from emauto.tasks.sparse_scan.config import ScanRLConfig
+from emauto.tasks.sparse_scan.strategies import ScanPlan
 
-__all__ = ["DEFAULT_SCAN_POLICY", "ScanPolicy", "load_default_scan_policy", "train_scan_policy"]
+__all__ = [
+    "DEFAULT_SCAN_POLICY",
+    "ScanPolicy",
+    "load_default_scan_policy",
+    "rl_scan",
+    "train_scan_policy",
+]
 
 DEFAULT_SCAN_POLICY = shipped_path("sparse_scan_ppo")
 
@@ -51,6 +58,10 @@ class SmallCNN(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.linear(self.cnn(observations))
+
+
+#: The network the scan policy is trained and loaded with.
+POLICY_KWARGS: dict[str, Any] = {"features_extractor_class": SmallCNN, "normalize_images": True}
 
 
 class ScanPolicy:
@@ -86,7 +97,11 @@ def load_scan_policy(path: str | Path) -> ScanPolicy:
     if not (folder / "policy.zip").is_file():
         raise ModelFileError(f"{folder}: expected a scan-policy folder with policy.zip")
     try:
-        model = PPO.load(folder / "policy.zip", device="cpu")
+        # The zip stores the features extractor as a pickled class reference (by its module
+        # path when it was trained); the class is given here instead of unpickled.
+        model = PPO.load(
+            folder / "policy.zip", device="cpu", custom_objects={"policy_kwargs": POLICY_KWARGS}
+        )
     except Exception as exc:
         raise ModelFileError(f"{folder / 'policy.zip'}: cannot load the PPO policy: {exc}") from exc
     observation_space, action_space = model.observation_space, model.action_space
@@ -104,6 +119,14 @@ def load_scan_policy(path: str | Path) -> ScanPolicy:
 def load_default_scan_policy() -> ScanPolicy:
     """The shipped scan policy (``emauto/models/weights/sparse_scan_ppo``)."""
     return load_scan_policy(DEFAULT_SCAN_POLICY)
+
+
+def rl_scan(
+    shape: tuple[int, int], coverage: float, measure: Measure, seed: int = 0
+) -> tuple[ScanPlan, np.ndarray]:
+    """``rl``: patch by patch, each patch chosen by the shipped PPO scan policy."""
+    chooser = load_default_scan_policy().chooser(coverage)
+    return patch_scan(shape, coverage, measure, chooser, seed=seed)
 
 
 def train_scan_policy(config: ScanRLConfig, out: str | Path) -> Path:
@@ -130,7 +153,7 @@ def train_scan_policy(config: ScanRLConfig, out: str | Path) -> Path:
         ent_coef=0.01,
         seed=config.seed,
         device="cpu",
-        policy_kwargs={"features_extractor_class": SmallCNN, "normalize_images": True},
+        policy_kwargs=POLICY_KWARGS,
         verbose=0,
     )
     model.learn(total_timesteps=config.total_timesteps, progress_bar=True)

@@ -1,0 +1,43 @@
+"""`emauto demo` (the whole loop on the built-in simulated microscope) and
+`emauto bench sim` (the twin: fast against multislice)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from emauto.io.results import print_result
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from emauto.agent.demo import run_demo
+
+    print(json.dumps(run_demo(args.out, seed=args.seed), indent=2))
+    return 0
+
+
+def _bench_sim(args: argparse.Namespace) -> int:
+    from emauto.bench.sim import run_sim_benchmark
+
+    print_result(run_sim_benchmark(seed=args.seed, repeats=args.repeats), args.json)
+    return 0
+
+
+def add_commands(commands: Any) -> None:
+    """Register `demo`."""
+    demo = commands.add_parser(
+        "demo", help="drive the built-in simulated microscope end to end and write PNGs"
+    )
+    demo.add_argument("--out", default="emauto-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=_demo)
+
+
+def add_bench(bench_tasks: Any) -> None:
+    """Register `bench sim`."""
+    sim = bench_tasks.add_parser("sim", help="the twin: fast vs multislice speed and error")
+    sim.add_argument("--json", action="store_true", help="print one JSON object")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--repeats", type=int, default=None, help="override repetitions")
+    sim.set_defaults(handler=_bench_sim)

@@ -1,0 +1,99 @@
+"""How each registered probe-tuning policy is built for an env (see `registry.POLICIES`).
+
+Every factory takes ``(env, seed, policy_path)`` and imports its policy's module only when
+called, so listing the registry stays cheap. `weights_used` says which shipped weight files
+a policy reads, for the session's record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+    from emauto.tasks.probe_tuning.policies.base import TuningPolicy
+    from emauto.tasks.probe_tuning.policies.objective import RonchigramObjective
+
+
+def probe_shift(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``shift``: probe-shift measurement and correction, on the env's microscope (for the
+    policy's own frames) with the env's latest frame as the reference."""
+    from emauto.tasks.probe_tuning.policies.shift_correct import ProbeShiftPolicy
+
+    return ProbeShiftPolicy(
+        env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
+    )
+
+
+def cnn(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``cnn``: the shipped Ronchigram estimator measures, the policy corrects."""
+    from emauto.models.estimator import load_default_estimator
+    from emauto.tasks.probe_tuning.policies.measure_correct import MeasureCorrectPolicy
+
+    return MeasureCorrectPolicy(env.knobs, env.step_limits, load_default_estimator())
+
+
+def cnn_then_shift(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``cnn_shift``: a few CNN rounds, then probe shift."""
+    from emauto.tasks.probe_tuning.policies.coarse_fine import (
+        CNN_SHIFT_COARSE_STEPS,
+        CoarseFinePolicy,
+    )
+
+    coarse, fine = cnn(env, seed, policy_path), probe_shift(env, seed, policy_path)
+    return CoarseFinePolicy("cnn_shift", coarse, fine, CNN_SHIFT_COARSE_STEPS)
+
+
+def bayesian_optimisation(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``bo``: BoTorch on the estimator's expected Strehl ratio."""
+    from emauto.tasks.probe_tuning.policies.bayesopt import BayesOptPolicy
+
+    return BayesOptPolicy(env.knobs, _objective(env), seed=seed)
+
+
+def simplex(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``simplex``: Nelder-Mead on the estimator's expected Strehl ratio."""
+    from emauto.tasks.probe_tuning.policies.simplex import NelderMeadPolicy
+
+    return NelderMeadPolicy(env.knobs, _objective(env))
+
+
+def reinforcement_learning(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``rl``: the shipped PPO policy, or the one in the folder ``policy_path``."""
+    from emauto.tasks.probe_tuning.policies.rl import load_policy
+
+    return load_policy(policy_path)
+
+
+def random_actions(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``random``: uniform random actions (a floor for the benchmark)."""
+    from emauto.tasks.probe_tuning.policies.random_policy import RandomPolicy
+
+    return RandomPolicy(len(env.knobs), seed)
+
+
+def _objective(env: ProbeTuningEnv) -> RonchigramObjective:
+    from emauto.models.estimator import load_default_estimator
+    from emauto.tasks.probe_tuning.policies.objective import RonchigramObjective
+
+    return RonchigramObjective(load_default_estimator(), env.config.convergence_rad)
+
+
+#: Factories whose policy reads the shipped Ronchigram estimator (and no other weights).
+_READS_ESTIMATOR = (cnn, cnn_then_shift, bayesian_optimisation, simplex)
+
+
+def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
+    """The weight files policy ``name`` reads, by role (``weights``, ``estimator``)."""
+    from emauto.models.weights import shipped_path
+    from emauto.tasks.probe_tuning.policies.registry import POLICIES
+
+    factory = POLICIES.load(name)
+    estimator = shipped_path("ronchigram_estimator.pt")
+    if factory is reinforcement_learning:
+        folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_ppo")
+        return {"weights": folder / "policy.zip", "estimator": estimator}
+    if factory in _READS_ESTIMATOR:
+        return {"weights": estimator}
+    return {}
