@@ -30,7 +30,6 @@ import numpy as np
 
 from emauto.drivers.sim import SimulatedMicroscope
 from emauto.drivers.sim.adf_multislice import adf_fidelity, unit_cell_positions
-from emauto.drivers.sim.bench_states import random_probe
 from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
 from emauto.drivers.sim.probe import ProbeOptics
@@ -144,3 +143,14 @@ def run_sim_benchmark(seed: int = 0, repeats: int | None = None) -> dict[str, An
         "repeats": {"fast": n_fast, "multislice": n_multi, "adf": n_adf},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
+
+
+def random_probe(rng: np.random.Generator, convergence_rad: float = 0.03) -> ProbeOptics:
+    """A probe detuned exactly as a probe-tuning episode starts (`draw_start` on the
+    default `ProbeTuningConfig`: C1 and C3 from intervals, A1, B2, A2 from discs)."""
+    from emauto.tasks.probe_tuning.config import ProbeTuningConfig
+    from emauto.tasks.probe_tuning.env import draw_start
+
+    values = draw_start(ProbeTuningConfig(), rng)
+    coefficients = tuple(float(values.get(name, 0.0)) for name in ABERRATION_NAMES)
+    return ProbeOptics(coefficients, convergence_rad, (0.0, 0.0))

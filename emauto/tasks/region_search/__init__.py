@@ -1,1 +1,8 @@
-"""Region search: find regions of interest on a survey field."""
+"""Region search: find regions of interest on a survey field (`emauto/RegionSearch-v0`).
+
+- The one interface is `policies.base.RegionSearchPolicy` (``reset`` / ``act`` /
+  ``observe``), run by the one episode loop `policies.base.run_episode`; every method, the
+  baselines too, is a policy registered in `policies.POLICIES` (rl, dkl, survey, raster,
+  random).
+- ``env``: the env; ``bench``: ``emauto bench region-search``; ``cli``: the commands.
+"""

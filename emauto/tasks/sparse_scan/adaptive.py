@@ -13,9 +13,9 @@ of half the mean sample spacing, so one bright feature does not take a whole bat
 positions (uniformly random among its unsampled pixels).
 
 Both take a ``measure`` callable (pixels (N, 2) ``(row, col)`` -> values (N,)): on an image,
-`image_measure` (Poisson noise at a dose, `emauto.tasks.sparse_scan.sampling`); on a microscope, an
-acquisition of those positions (`emauto.tasks.sparse_scan.run`). Both return the `ScanPlan` actually
-visited (initial grid first, then each batch in raster order) and the measured values.
+`image_measure` (Poisson noise at a dose, `sampling`); on a microscope, an acquisition of
+those positions (`run`). Both return the `ScanPlan` actually visited (initial grid first,
+then each batch in raster order) and the measured values.
 """
 
 from __future__ import annotations

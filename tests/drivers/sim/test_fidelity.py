@@ -13,7 +13,7 @@ import pytest
 from emauto.bench.sim import ADF_REFERENCE
 from emauto.drivers.sim import SimulatedMicroscope
 from emauto.drivers.sim.adf_multislice import adf_fidelity, unit_cell_positions
-from emauto.drivers.sim.bench_states import random_probe
+from emauto.bench.sim import random_probe
 from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
 from emauto.drivers.sim.probe import ProbeOptics
