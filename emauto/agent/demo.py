@@ -42,7 +42,7 @@ def _start_server(uri: str, sim_uri: str, log: Path) -> subprocess.Popen[bytes]:
     """Start `emauto serve` and wait until it answers (it builds the specimen first)."""
     from emauto.drivers.zmq.client import RemoteMicroscope
 
-    command = [sys.executable, "-m", "emauto.cli", "serve", "--backend", "sim"]
+    command = [sys.executable, "-m", "emauto", "serve", "--backend", "sim"]
     command += ["--bind", uri, "--sim-uri", sim_uri, "--audit-log", str(log.with_suffix(".jsonl"))]
     with open(log, "wb") as handle:
         server = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)

@@ -7,17 +7,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from emauto.errors import AuthError, ConfigError
-from emauto.units import load_yaml
+from emauto.units import StrictModel, load_yaml
 from emauto.wrappers.safety import SafetyConfig
 
 
-class ServerConfig(BaseModel):
+class ServerConfig(StrictModel):
     """Where to listen, which backend to serve, keys, audit log and safety limits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     backend: Literal["sim", "temscript", "nion"] = "sim"
     sim_uri: str = Field(default="sim://", description="sim backend: the twin's sim:// URI")
     temscript: str = Field(
