@@ -45,6 +45,7 @@ from emauto.errors import (
     OutOfLimitsError,
     UnknownKnobError,
 )
+from emauto.units import StrictModel
 
 __all__ = [
     "AcquisitionRequest",
@@ -74,8 +75,6 @@ __all__ = [
     "UnknownKnobError",
     "validate_setpoints",
 ]
-
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _as_positions(value: Any) -> np.ndarray:
@@ -112,10 +111,9 @@ ArrayField = Annotated[
 # --------------------------------------------------------------------------- description
 
 
-class KnobSpec(BaseModel):
+class KnobSpec(StrictModel):
     """One settable quantity: its unit, hard limits and the largest safe single step."""
 
-    model_config = _STRICT
     name: str
     unit: str = Field(description="SI unit symbol, '' for dimensionless")
     lower: float
@@ -131,10 +129,9 @@ class KnobSpec(BaseModel):
         return self
 
 
-class DetectorSpec(BaseModel):
+class DetectorSpec(StrictModel):
     """A detector: a camera (Ronchigram) or a scanned detector (ADF, BF)."""
 
-    model_config = _STRICT
     name: str
     kind: Literal["camera", "scan"]
     shape: tuple[int, int] | None = Field(default=None, description="camera pixels (ny, nx)")
@@ -145,10 +142,9 @@ class DetectorSpec(BaseModel):
     read_noise_counts: float = Field(ge=0, description="Gaussian read noise per pixel/dwell")
 
 
-class ScanLimits(BaseModel):
+class ScanLimits(StrictModel):
     """What the scan system can do, and what it costs in time."""
 
-    model_config = _STRICT
     max_fov_m: float = Field(gt=0)
     max_offset_m: float = Field(gt=0, description="largest |x| or |y| of a scan position")
     min_dwell_s: float = Field(gt=0)
@@ -160,10 +156,9 @@ class ScanLimits(BaseModel):
     flyback_s: float = Field(ge=0, description="line flyback time of a raster")
 
 
-class MicroscopeDescription(BaseModel):
+class MicroscopeDescription(StrictModel):
     """Everything static about a backend: knobs, detectors, scan limits, beam."""
 
-    model_config = _STRICT
     backend: str
     energy_eV: float = Field(gt=0)
     beam_current_A: float = Field(gt=0)
@@ -175,10 +170,9 @@ class MicroscopeDescription(BaseModel):
 # --------------------------------------------------------------------------- state
 
 
-class MicroscopeState(BaseModel):
+class MicroscopeState(StrictModel):
     """A snapshot of the microscope: knob setpoints and beam/stage status."""
 
-    model_config = _STRICT
     knobs: dict[str, float]
     beam_blanked: bool
     stage_moving: bool = False
@@ -229,10 +223,9 @@ def validate_setpoints(
 # --------------------------------------------------------------------------- requests
 
 
-class RonchigramRequest(BaseModel):
+class RonchigramRequest(StrictModel):
     """A camera frame with the probe parked at one scan-frame position."""
 
-    model_config = _STRICT
     kind: Literal["ronchigram"] = "ronchigram"
     exposure_s: float = Field(gt=0)
     probe_position_m: tuple[float, float] = (0.0, 0.0)
@@ -242,10 +235,9 @@ class RonchigramRequest(BaseModel):
     )
 
 
-class RasterScan(BaseModel):
+class RasterScan(StrictModel):
     """A raster of ``shape = (ny, nx)`` pixels over the ``scan_fov`` knob."""
 
-    model_config = _STRICT
     mode: Literal["raster"] = "raster"
     shape: tuple[Annotated[int, Field(ge=1, le=8192)], Annotated[int, Field(ge=1, le=8192)]]
 
@@ -268,19 +260,17 @@ class PositionsScan(BaseModel):
     positions_m: Positions
 
 
-class LineSegment(BaseModel):
+class LineSegment(StrictModel):
     """``n_points`` equally spaced positions from ``start_m`` to ``end_m`` inclusive."""
 
-    model_config = _STRICT
     start_m: tuple[float, float]
     end_m: tuple[float, float]
     n_points: int = Field(ge=1, le=65536)
 
 
-class SegmentsScan(BaseModel):
+class SegmentsScan(StrictModel):
     """Line segments, scanned in order; the probe jumps (and settles) between segments."""
 
-    model_config = _STRICT
     mode: Literal["segments"] = "segments"
     segments: tuple[LineSegment, ...] = Field(min_length=1)
 
@@ -295,10 +285,9 @@ class SegmentsScan(BaseModel):
 ScanPattern = Annotated[RasterScan | PositionsScan | SegmentsScan, Field(discriminator="mode")]
 
 
-class ImageRequest(BaseModel):
+class ImageRequest(StrictModel):
     """A scanned-detector acquisition over a raster, positions or line segments."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: Literal["image"] = "image"
     detector: str = "adf"
     scan: ScanPattern
@@ -311,10 +300,9 @@ AcquisitionRequest = Annotated[RonchigramRequest | ImageRequest, Field(discrimin
 # --------------------------------------------------------------------------- frames
 
 
-class Calibration(BaseModel):
+class Calibration(StrictModel):
     """Linear axis calibration: ``value = offset + scale * index``."""
 
-    model_config = _STRICT
     name: str
     units: str
     scale: float

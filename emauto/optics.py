@@ -32,8 +32,9 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 from scipy import constants, fft, optimize, special
+
+from emauto.units import StrictModel
 
 ABERRATION_NAMES: tuple[str, ...] = (
     "C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b",
@@ -83,10 +84,8 @@ def _check_positive(label: str, value: float) -> float:
 # --------------------------------------------------------------------------- the model
 
 
-class Aberrations(BaseModel):
+class Aberrations(StrictModel):
     """Cartesian aberration coefficients (m), Krivanek notation; see the module docstring."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     C10: float = 0.0
     C12a: float = 0.0
@@ -175,12 +174,21 @@ electron_wavelength = wavelength
 
 
 def interaction_parameter(energy_eV: float) -> float:
-    """Kirkland's relativistic interaction parameter sigma = 2 pi m e lambda / h^2 (rad/(V m))."""
-    gamma = 1 + _check_positive("energy_eV", energy_eV) * constants.e / (
-        constants.m_e * constants.c**2
-    )
-    mass = gamma * constants.m_e
-    return float(2 * math.pi * mass * constants.e * wavelength(energy_eV) / constants.h**2)
+    """Relativistic interaction parameter sigma (rad/(V m)) at a kinetic energy (eV).
+
+    Kirkland's ``sigma = 2 pi m e lambda / h^2`` with the relativistic mass ``m`` and
+    wavelength ``lambda``, evaluated by abTEM (`abtem.core.energy.energy2sigma`, rad/(V Å),
+    ase's CODATA-2014 constants) and converted to SI. abTEM's value and not the same formula
+    with scipy's constants (as in `wavelength`): the twin's multislice runs inside abTEM with
+    this sigma, and its fast path (`emauto.drivers.sim.specimens.Specimen.phase_shift`) must
+    give the same numbers. Between 20 keV and 1.5 MeV the two differ by 4.3e-9 to 7.9e-9
+    (relative; scipy's CODATA-2022 constants give the smaller sigma), enough to round to a
+    different float32 sigma at about 6 % of energies; ``tests/test_optics.py`` measures it.
+    """
+    _check_positive("energy_eV", energy_eV)
+    from abtem.core.energy import energy2sigma
+
+    return float(energy2sigma(float(energy_eV))) * 1e10  # rad/(V Å) -> rad/(V m)
 
 
 # --------------------------------------------------------------------------- chi

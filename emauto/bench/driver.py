@@ -29,6 +29,7 @@ from emauto.microscope import (
     ScanLimits,
     validate_setpoints,
 )
+from emauto.units import ELECTRON_CHARGE_C
 from emauto.wrappers.safety import SafeMicroscope, SafetyConfig
 
 FRAME_SHAPE = (512, 512)
@@ -93,7 +94,7 @@ class StaticMicroscope:
             raise BeamBlankedError("the beam is blanked")
         if isinstance(request, RonchigramRequest) and request.wait_s:
             time.sleep(request.wait_s)
-        electrons = 1e-12 * 1e-3 / 1.602176634e-19
+        electrons = 1e-12 * 1e-3 / ELECTRON_CHARGE_C
         self._dose_e += electrons
         pixel = Calibration(name="theta", units="rad", scale=1e-4)
         return Frame(

@@ -23,7 +23,6 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,14 +32,12 @@ from emauto.drivers.sim.adf_multislice import adf_fidelity, unit_cell_positions
 from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
 from emauto.drivers.sim.probe import ProbeOptics
-from emauto.drivers.sim.specimens import load_specimen
+from emauto.drivers.sim.specimens import load_specimen, recipe_dir
 from emauto.microscope import ImageRequest, RasterScan, RonchigramRequest
 from emauto.optics import ABERRATION_NAMES
 
 #: The small SrTiO3 cell on which the fast ADF engine is compared with multislice.
-ADF_REFERENCE = (
-    Path(__file__).resolve().parents[2] / "simulations" / "specimens" / "srtio3_adf_reference.yaml"
-)
+ADF_REFERENCE = recipe_dir() / "srtio3_adf_reference.yaml"
 
 
 def _progress(message: str) -> None:

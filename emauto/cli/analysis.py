@@ -16,8 +16,8 @@ from emauto.io.results import add_output_options, emit, save
 
 def _analyze(args: argparse.Namespace) -> int:
     from emauto.analysis.analyze import analyze_image
-    from emauto.analysis.io import load_image
     from emauto.analysis.overlay import write_overlay
+    from emauto.io.images import load_image
 
     loaded = load_image(args.image)
     pixel = args.pixel_size if args.pixel_size is not None else loaded.pixel_m
@@ -31,7 +31,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from emauto.analysis.io import load_image
+    from emauto.io.images import load_image
     from emauto.models.labels import LabelSession, grid_patches
     from emauto.models.patches import to_features
 

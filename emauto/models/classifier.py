@@ -24,22 +24,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from torch import nn
 
 from emauto.drivers.sim.survey import CLASSES
 from emauto.errors import AnalysisError, LabelError, ModelFileError
 from emauto.models.patches import PATCH_PIXEL_M, PATCH_PX
 from emauto.models.weights import read_weights_file, shipped_path
+from emauto.units import StrictModel
 
 FORMAT = "emauto-patch-classifier/1"
 DEFAULT_WEIGHTS = shipped_path("patch_classifier.pt")
 
 
-class PatchClassifierMetadata(BaseModel):
+class PatchClassifierMetadata(StrictModel):
     """What the classifier was trained on and its calibration and validation figures."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     classes: tuple[str, ...] = CLASSES
     patch_px: int = PATCH_PX
     pixel_m: float = PATCH_PIXEL_M

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 from tqdm import tqdm
 
@@ -31,12 +31,12 @@ from emauto.models.classifier import (
     PatchNet,
 )
 from emauto.models.patches import make_patch_dataset
+from emauto.units import StrictModel
 
 
-class PatchTrainingConfig(BaseModel):
+class PatchTrainingConfig(StrictModel):
     """Training of the patch classifier (seeds are survey-field seeds)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     train_seeds: tuple[int, ...] = tuple(range(1000, 1016))
     calibration_seeds: tuple[int, ...] = (2000, 2001, 2002)
     per_class: int = Field(default=120, ge=5)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from emauto.units import STRICT as _STRICT
+from emauto.units import StrictModel
 
 
-class EstimatorTrainingConfig(BaseModel):
+class EstimatorTrainingConfig(StrictModel):
     """Training the Ronchigram estimator (torch, CPU by default)."""
 
-    model_config = _STRICT
     epochs: int = Field(default=12, ge=1, le=10_000)
     batch_size: int = Field(default=128, ge=1, le=65_536)
     learning_rate: float = Field(default=1e-3, gt=0, le=1)
@@ -35,10 +34,9 @@ class EstimatorTrainingConfig(BaseModel):
     )
 
 
-class CompletionTrainingConfig(BaseModel):
+class CompletionTrainingConfig(StrictModel):
     """`emauto train-scan completion`: the completion network on seed-1 twin images."""
 
-    model_config = _STRICT
     images_per_specimen: int = Field(default=48, ge=1, le=10_000)
     image_size: int = Field(default=128, ge=32, le=1024)
     samples: int = Field(default=1536, ge=8, le=1_000_000, description="training examples")

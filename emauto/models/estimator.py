@@ -21,13 +21,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from torch import nn
 from torch.nn import functional
 
 from emauto import optics
 from emauto.errors import ModelFileError
 from emauto.models.weights import read_weights_file, shipped_path
+from emauto.units import StrictModel
 
 FORMAT = "emauto-ronchigram-estimator/1"
 #: The aberrations the estimator measures (Krivanek Cartesian components, m).
@@ -37,10 +38,9 @@ KNOB_SCALES_M = (50e-9, 20e-9, 20e-9, 300e-9, 300e-9, 300e-9, 300e-9, 1e-6)
 DEFAULT_WEIGHTS = shipped_path("ronchigram_estimator.pt")
 
 
-class EstimatorMetadata(BaseModel):
+class EstimatorMetadata(StrictModel):
     """What an estimator was trained for and how well it did (validation figures)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     knobs: tuple[str, ...] = ESTIMATED_KNOBS
     scales_m: tuple[float, ...] = KNOB_SCALES_M
     image_size: int = Field(default=64, ge=16)

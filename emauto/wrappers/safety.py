@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from emauto.errors import (
     ConfigError,
@@ -45,11 +45,10 @@ from emauto.microscope import (
     SegmentsScan,
     validate_setpoints,
 )
+from emauto.units import ELECTRON_CHARGE_C, STRICT
 from emauto.wrappers.audit import AuditLog
 
-ELECTRON_CHARGE_C = 1.602176634e-19
-
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+_STRICT = STRICT
 
 
 class KnobSafety(BaseModel):

@@ -1,4 +1,7 @@
-"""On-the-fly analysis: atom columns, lattice, resolution, drift, files, the CLI."""
+"""On-the-fly analysis: atom columns, lattice, resolution, drift, the CLI.
+
+Reading image files (and their pixel size) is tested in ``tests/io/test_images.py``.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +16,11 @@ import emauto
 from emauto.analysis.analyze import analyze_image
 from emauto.analysis.atoms import find_atom_columns
 from emauto.analysis.drift import measure_drift
-from emauto.analysis.io import load_image
 from emauto.analysis.lattice import find_lattice
 from emauto.analysis.resolution import estimate_resolution
 from emauto.bench.analysis import cation_columns_px, match, settle_stage
 from emauto.cli import main
-from emauto.errors import AnalysisError, ImageFileError, NoLatticeError
+from emauto.errors import AnalysisError, NoLatticeError
 from emauto.microscope import ImageRequest, RasterScan
 
 DATA = Path(__file__).parents[1] / "data"
@@ -126,44 +128,6 @@ def test_atom_columns_on_the_twin_match_ground_truth(
     assert spacing == pytest.approx(3.905e-10, rel=0.03)
 
 
-def test_files_npy_tif_and_bad_ones(tmp_path: Path) -> None:
-    import tifffile
-
-    image, _ = lattice_image()
-    np.save(tmp_path / "a.npy", image)
-    tifffile.imwrite(tmp_path / "a.tif", image.astype(np.float32))
-    assert np.allclose(load_image(tmp_path / "a.npy").data, image)
-    assert np.allclose(load_image(tmp_path / "a.tif").data, image, atol=1e-5)
-    (tmp_path / "junk.dm3").write_bytes(b"not a dm3 file at all")
-    with pytest.raises(ImageFileError, match="could not read"):
-        load_image(tmp_path / "junk.dm3")
-    with pytest.raises(ImageFileError, match="no such file"):
-        load_image(tmp_path / "missing.emd")
-    with pytest.raises(ImageFileError, match="unsupported file type"):
-        load_image(tmp_path / "a.jpg")
-    np.save(tmp_path / "cube.npy", np.ones((3, 20, 20)))
-    with pytest.raises(ImageFileError, match="2-D"):
-        load_image(tmp_path / "cube.npy")
-
-
-def test_emd_file_with_its_pixel_size(tmp_path: Path) -> None:
-    """An NCEM EMD (HDF5) file, as rosettasciio reads it: stored [x, y], dims in nm."""
-    import h5py
-
-    image, _ = lattice_image(shape=(40, 48))
-    with h5py.File(tmp_path / "a.emd", "w") as f:
-        f.attrs["version_major"], f.attrs["version_minor"] = 0, 2
-        group = f.create_group("data/image")
-        group.attrs["emd_group_type"] = 1
-        group.create_dataset("data", data=image.T)
-        for name, axis, n in (("dim1", "x", 48), ("dim2", "y", 40)):
-            dim = group.create_dataset(name, data=np.arange(n) * 0.05)
-            dim.attrs["name"], dim.attrs["units"] = axis, "nm"
-    loaded = load_image(tmp_path / "a.emd")
-    assert np.allclose(loaded.data, image)
-    assert loaded.pixel_m == pytest.approx(5e-11)
-
-
 def test_cli_analyze_prints_json_and_writes_the_overlay(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -180,4 +144,4 @@ def test_cli_analyze_prints_json_and_writes_the_overlay(
     assert (tmp_path / "frame_overlay.png").stat().st_size > 0
     (tmp_path / "bad.emd").write_bytes(b"\x00" * 64)
     assert main(["analyze", str(tmp_path / "bad.emd")]) == 2
-    assert "could not read" in capsys.readouterr().err
+    assert "bad.emd: cannot read it as a .emd image" in capsys.readouterr().err

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
-from emauto.units import STRICT as _STRICT
+from emauto.units import StrictModel
 
 
-class RonchigramCameraConfig(BaseModel):
+class RonchigramCameraConfig(StrictModel):
     """The Ronchigram camera of the twin.
 
     The camera covers ``±half_angle_rad`` in ``shape`` pixels. The simulation grid is
@@ -18,7 +18,6 @@ class RonchigramCameraConfig(BaseModel):
     so that the camera sits inside abTEM's 2/3 anti-aliasing cut-off.
     """
 
-    model_config = _STRICT
     shape: tuple[int, int] = (128, 128)
     half_angle_rad: float = Field(default=0.060, gt=0.005, lt=0.5)
     oversample: int = Field(default=2, ge=1, le=8)
@@ -32,10 +31,9 @@ class RonchigramCameraConfig(BaseModel):
         return self
 
 
-class ScanDetectorConfig(BaseModel):
+class ScanDetectorConfig(StrictModel):
     """An annular scanned detector (ADF/HAADF), collection angles in rad."""
 
-    model_config = _STRICT
     inner_angle_rad: float = Field(default=0.080, ge=0)
     outer_angle_rad: float = Field(default=0.200, gt=0)
     gain_counts_per_e: float = Field(default=1.0, gt=0)
@@ -49,7 +47,7 @@ class ScanDetectorConfig(BaseModel):
         return self
 
 
-class EffectsConfig(BaseModel):
+class EffectsConfig(StrictModel):
     """Instrument imperfections of the twin; each is switchable and seeded.
 
     - ``poisson``: electron counting (shot) noise at the delivered dose.
@@ -62,7 +60,6 @@ class EffectsConfig(BaseModel):
     - ``scan_jitter``: Gaussian probe-position noise ``scan_jitter_m`` (rms, per axis).
     """
 
-    model_config = _STRICT
     poisson: bool = True
     detector_noise: bool = True
     drift: bool = True
@@ -87,10 +84,9 @@ class EffectsConfig(BaseModel):
         )
 
 
-class SimConfig(BaseModel):
+class SimConfig(StrictModel):
     """The simulated microscope (``sim://``)."""
 
-    model_config = _STRICT
     specimen: str = "amorphous_carbon"
     fidelity: Literal["fast", "multislice"] = "fast"
     seed: int = Field(default=0, ge=0)

@@ -1,16 +1,17 @@
 """Specimen recipes for the twin, built with ase and abTEM potentials, cached on disk.
 
-A recipe (pydantic model, YAML file in ``simulations/specimens/`` or any path) describes a
-specimen; `build_atoms` turns it into atoms and `load_specimen` into a `Specimen`: the
-projected potential of each slab on a square grid, computed by abTEM (Lobato
+A recipe (pydantic model, YAML file in ``emauto/drivers/sim/recipes/`` or any path)
+describes a specimen; `build_atoms` turns it into atoms and `load_specimen` into a
+`Specimen`: the projected potential of each slab on a square grid, computed by abTEM (Lobato
 parametrisation, infinite projection), plus the atoms and other ground truth.
 
 Units and axes
     SI at this module's boundary (metres, volts, electronvolts). abTEM and ase work in
     Ångström; the conversion happens only here. abTEM stores the projected potential of a
-    slice in V·Å (its interaction parameter `abtem.core.energy.energy2sigma` is in
-    rad/(V·Å)); a `Specimen` holds it in V·m. emauto arrays are indexed ``[y, x]`` (row = y,
-    column = x); abTEM's are ``[x, y]`` and are transposed when they leave abTEM.
+    slice in V·Å; a `Specimen` holds it in V·m, and its phase is that times
+    `emauto.optics.interaction_parameter` (abTEM's sigma, in rad/(V·m)). emauto arrays are
+    indexed ``[y, x]`` (row = y, column = x); abTEM's are ``[x, y]`` and are transposed when
+    they leave abTEM.
     z is the beam direction: the beam enters at z = 0 (abTEM's slice 0) and leaves at
     z = ``thickness_m``.
 
@@ -42,9 +43,11 @@ from typing import Annotated, Any, Literal, cast
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
+from emauto import optics
 from emauto.errors import ConfigError
+from emauto.units import StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +62,6 @@ _CARBON_MOLAR_MASS = 12.011
 _AU_CARBON_GAP_A = 2.5  # Au particle bottom above the top of the carbon film (Å)
 _TOP_VACUUM_A = 1.5  # vacuum above the highest Au atom (Å)
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
 
 class SpecimenError(ConfigError):
     """A specimen recipe is invalid, or a specimen cannot be built with these arguments."""
@@ -72,10 +73,9 @@ Length = Annotated[float, Field(gt=0, le=1e-6)]
 """A length in m, positive and at most 1 µm."""
 
 
-class CarbonFilm(BaseModel):
+class CarbonFilm(StrictModel):
     """An amorphous carbon film: random atoms at a density, no two closer than a limit."""
 
-    model_config = _STRICT
     extent_m: tuple[Length, Length] = Field(
         default=(10e-9, 10e-9), description="(Lx, Ly) of the periodic cell, m"
     )
@@ -113,14 +113,13 @@ class AmorphousCarbonRecipe(CarbonFilm):
     seed: int = Field(default=0, ge=0)
 
 
-class SrTiO3Recipe(BaseModel):
+class SrTiO3Recipe(StrictModel):
     """SrTiO3 viewed along [001], tiled to whole unit cells, with Sr and O vacancies.
 
     The cell is ``ceil(extent / a)`` unit cells in x and y and ``ceil(thickness / a)`` in z
     (at least the requested size; whole cells keep it periodic).
     """
 
-    model_config = _STRICT
     kind: Literal["srtio3"] = "srtio3"
     extent_m: tuple[Length, Length] = Field(default=(8e-9, 8e-9), description="(Lx, Ly), m")
     thickness_m: float = Field(default=10e-9, gt=0, le=100e-9, description="thickness, m")
@@ -154,7 +153,7 @@ def _wrap(values: np.ndarray, length: float) -> np.ndarray:
     return np.where(folded >= length, 0.0, folded)
 
 
-class AuOnCarbonRecipe(BaseModel):
+class AuOnCarbonRecipe(StrictModel):
     """Au nanoparticles (fcc, spheres or truncated octahedra) on an amorphous carbon film.
 
     Diameters are drawn uniformly from ``diameter_range_m``; a fraction
@@ -164,7 +163,6 @@ class AuOnCarbonRecipe(BaseModel):
     particles). The particles sit on the beam-exit surface of the film (larger z).
     """
 
-    model_config = _STRICT
     kind: Literal["au_on_carbon"] = "au_on_carbon"
     support: CarbonFilm = CarbonFilm(extent_m=(20e-9, 20e-9))
     n_particles: int = Field(default=6, ge=0, le=200)
@@ -202,10 +200,9 @@ _RECIPE_ADAPTER: TypeAdapter[AnyRecipe] = TypeAdapter(cast(Any, SpecimenRecipe))
 _KINDS = ("amorphous_carbon", "srtio3", "au_on_carbon")
 
 
-class _RecipeFile(BaseModel):
+class _RecipeFile(StrictModel):
     """A recipe YAML file: ``recipe:`` and an optional ``description:``."""
 
-    model_config = _STRICT
     description: str = ""
     recipe: SpecimenRecipe
 
@@ -288,7 +285,7 @@ def _resolve(spec: str | Path | BaseModel) -> tuple[str, AnyRecipe]:
         raise SpecimenError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise SpecimenError(
-            f"{path}: expected a mapping with a 'recipe:' key (see simulations/README.md), "
+            f"{path}: expected a mapping with a 'recipe:' key (as in emauto/drivers/sim/recipes), "
             f"got {type(raw).__name__}"
         )
     try:
@@ -556,7 +553,7 @@ class Specimen:
 
     def phase_shift(self, energy_eV: float) -> np.ndarray:
         """Phase (rad, float32, (n_slabs, ny, nx)) each slab imparts: sigma(E) x potential."""
-        sigma = np.float32(interaction_parameter(energy_eV))
+        sigma = np.float32(optics.interaction_parameter(_check_energy(energy_eV)))
         return sigma * self.projected_potential
 
     def transmission(self, energy_eV: float) -> np.ndarray:
@@ -564,8 +561,8 @@ class Specimen:
         return np.exp(1j * self.phase_shift(energy_eV)).astype(np.complex64, copy=False)
 
 
-def interaction_parameter(energy_eV: float) -> float:
-    """abTEM's relativistic interaction parameter sigma in rad/(V·m)."""
+def _check_energy(energy_eV: float) -> float:
+    """A positive, finite beam energy (eV), or `SpecimenError`."""
     if not (
         isinstance(energy_eV, Real)
         and not isinstance(energy_eV, bool)
@@ -573,9 +570,7 @@ def interaction_parameter(energy_eV: float) -> float:
         and energy_eV > 0
     ):
         raise SpecimenError(f"expected a positive, finite energy in eV, got {energy_eV!r}")
-    from abtem.core.energy import energy2sigma
-
-    return float(energy2sigma(float(energy_eV))) * 1e10  # rad/(V·Å) -> rad/(V·m)
+    return float(energy_eV)
 
 
 # --------------------------------------------------------------------------- grid

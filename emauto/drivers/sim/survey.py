@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from emauto.errors import BeamBlankedError, ClosedError, InvalidRequestError
 from emauto.microscope import (
@@ -53,8 +53,8 @@ from emauto.microscope import (
     ScanLimits,
     validate_setpoints,
 )
+from emauto.units import ELECTRON_CHARGE_C, StrictModel
 
-ELECTRON_CHARGE_C = 1.602176634e-19
 #: Patch classes, in the order of the classifiers' outputs.
 CLASSES = ("vacuum", "support", "contamination", "particle", "zone_axis", "defect")
 #: Particle kinds in `SurveyField.kinds`.
@@ -67,10 +67,9 @@ _K_GOLD = 4.0e7  # 1/m: per metre of Au
 _TEXTURE_M = 0.15e-9  # correlation length of the amorphous texture
 
 
-class SurveyConfig(BaseModel):
+class SurveyConfig(StrictModel):
     """The survey field (`SurveyField`) and its microscope (`SurveyMicroscope`), SI units."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     seed: int = Field(default=0, ge=0)
     field_m: float = Field(default=307.2e-9, gt=10e-9, le=100e-6, description="field side")
     n_particles: int = Field(default=80, ge=0, le=5000)

@@ -39,8 +39,7 @@ from emauto.microscope import (
     SegmentsScan,
     validate_setpoints,
 )
-
-ELECTRON_CHARGE_C = 1.602176634e-19
+from emauto.units import ELECTRON_CHARGE_C
 
 #: Knobs whose optical value lags and shows hysteresis (lenses and deflectors).
 LENS_KNOBS = (

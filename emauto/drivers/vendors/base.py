@@ -21,8 +21,7 @@ from emauto.microscope import (
     RonchigramRequest,
     validate_setpoints,
 )
-
-ELECTRON_CHARGE_C = 1.602176634e-19
+from emauto.units import ELECTRON_CHARGE_C
 
 
 class VendorMicroscope:

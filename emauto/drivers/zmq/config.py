@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from emauto.drivers.vendors import BACKENDS
 from emauto.errors import AuthError, ConfigError
-from emauto.units import load_yaml
+from emauto.units import StrictModel, load_yaml
 from emauto.wrappers.safety import SafetyConfig
 
 if TYPE_CHECKING:
@@ -20,10 +20,9 @@ else:  # the registry's names, as a literal
     BackendName = Literal[BACKENDS.names()]
 
 
-class ServerConfig(BaseModel):
+class ServerConfig(StrictModel):
     """Where to listen, which backend to serve, keys, audit log and safety limits."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     backend: BackendName = "sim"
     sim_uri: str = Field(default="sim://", description="sim backend: the twin's sim:// URI")
     temscript: str = Field(

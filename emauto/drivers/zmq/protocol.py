@@ -24,6 +24,7 @@ from emauto.microscope import (
     PositionsScan,
     RonchigramRequest,
 )
+from emauto.units import STRICT, StrictModel
 
 PROTOCOL_VERSION = 1
 
@@ -54,15 +55,16 @@ AGENT_OPS = (
 OPERATOR_OPS = ("reset_watchdog", "set_limits")
 OPS = AGENT_OPS + OPERATOR_OPS
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+#: The wire schema: `emauto.units.STRICT` plus ``strict=True`` (no type coercion on the wire).
+_WIRE = ConfigDict(**STRICT, strict=True)
 
 ClientId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-class ArrayMeta(BaseModel):
+class ArrayMeta(StrictModel):
     """Describes one binary frame: the field it fills, element type and shape."""
 
-    model_config = _STRICT
+    model_config = _WIRE
     field: Literal["data", "positions_m"]
     dtype: Literal["float32", "float64", "uint8", "uint16", "uint32", "int32"]
     shape: list[Annotated[int, Field(ge=0, le=1 << 20)]] = Field(max_length=4)
@@ -72,10 +74,10 @@ class ArrayMeta(BaseModel):
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
-class Request(BaseModel):
+class Request(StrictModel):
     """Header of a request. ``deadline_s`` is the client's time budget for this request."""
 
-    model_config = _STRICT
+    model_config = _WIRE
     v: int
     client: ClientId
     seq: int = Field(ge=0, lt=1 << 62)
@@ -97,18 +99,18 @@ class Request(BaseModel):
     arrays: list[ArrayMeta] = Field(default_factory=list, max_length=MAX_FRAMES - 1)
 
 
-class ErrorInfo(BaseModel):
+class ErrorInfo(StrictModel):
     """A typed error: the name of an `emauto.errors` class and its message."""
 
-    model_config = _STRICT
+    model_config = _WIRE
     type: str = Field(max_length=64)
     message: str = Field(max_length=4096)
 
 
-class Reply(BaseModel):
+class Reply(StrictModel):
     """Header of a reply to request ``seq``: ``result`` when ok, else ``error``."""
 
-    model_config = _STRICT
+    model_config = _WIRE
     v: int
     seq: int = Field(ge=0)
     ok: bool
@@ -117,10 +119,10 @@ class Reply(BaseModel):
     arrays: list[ArrayMeta] = Field(default_factory=list, max_length=MAX_FRAMES - 1)
 
 
-class SetArgs(BaseModel):
+class SetArgs(StrictModel):
     """Arguments of ``set``: absolute setpoints, SI units."""
 
-    model_config = _STRICT
+    model_config = _WIRE
     setpoints: dict[Annotated[str, Field(max_length=64)], float] = Field(max_length=256)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
 
 from emauto.optics import KRIVANEK_ALIASES
-from emauto.units import STRICT as _STRICT
+from emauto.units import StrictModel
 
 #: The knobs of each probe-tuning aberration, in Krivanek Cartesian components.
 TUNING_KNOB_GROUPS: dict[str, tuple[str, ...]] = {
@@ -16,14 +16,13 @@ TUNING_KNOB_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
-class AberrationDistribution(BaseModel):
+class AberrationDistribution(StrictModel):
     """Where a probe-tuning episode starts: offsets from the aligned state, in m.
 
     Each aberration is drawn uniformly within the disc (or interval, for C1 and C3) of the
     given half-width: ``magnitude ~ U(0, max) `` with a uniform angle for the m > 0 ones.
     """
 
-    model_config = _STRICT
     C1: float = Field(default=50e-9, ge=0)
     A1: float = Field(default=20e-9, ge=0)
     B2: float = Field(default=300e-9, ge=0)
@@ -33,10 +32,9 @@ class AberrationDistribution(BaseModel):
     A3: float = Field(default=0.0, ge=0)
 
 
-class ProbeTuningConfig(BaseModel):
+class ProbeTuningConfig(StrictModel):
     """`emauto/ProbeTuning-v0`: correct the probe's aberrations from Ronchigrams."""
 
-    model_config = _STRICT
     aberrations: tuple[Literal["C1", "A1", "B2", "A2", "C3", "S3", "A3"], ...] = (
         "C1",
         "A1",
@@ -112,7 +110,7 @@ class ProbeTuningConfig(BaseModel):
         )
 
 
-class EstimatorDataConfig(BaseModel):
+class EstimatorDataConfig(StrictModel):
     """Twin data for the Ronchigram estimator: pairs of frames with a known knob change.
 
     Each sample starts from the aligned state detuned by ``start`` as configured
@@ -125,7 +123,6 @@ class EstimatorDataConfig(BaseModel):
     random residual (``correction_fraction``), or a random action.
     """
 
-    model_config = _STRICT
     samples: int = Field(default=24_000, ge=1, le=10_000_000)
     chunk: int = Field(default=500, ge=1, le=100_000, description="samples per Dask task")
     seed: int = Field(default=0, ge=0)
@@ -183,10 +180,9 @@ class EstimatorDataConfig(BaseModel):
         return self
 
 
-class RLTrainingConfig(BaseModel):
+class RLTrainingConfig(StrictModel):
     """`emauto train --task probe-tuning`: stable-baselines3 on `emauto/ProbeTuning-v0`."""
 
-    model_config = _STRICT
     algo: Literal["ppo", "sac"] = "ppo"
     total_timesteps: int = Field(default=60_000, ge=1, le=100_000_000)
     n_envs: int = Field(default=4, ge=1, le=256)

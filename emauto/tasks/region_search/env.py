@@ -28,19 +28,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from emauto.drivers.sim.survey import RANDOM, SurveyConfig, SurveyMicroscope
 from emauto.microscope import Frame, ImageRequest, RasterScan
 from emauto.models.patches import PATCH_PX, frame_features
+from emauto.units import ELECTRON_CHARGE_C, StrictModel
 
 TARGET_CLASSES = ("zone_axis", "defect")
 
 
-class RegionSearchConfig(BaseModel):
+class RegionSearchConfig(StrictModel):
     """The region-search task (`RegionSearchEnv`); lengths in m, times in s."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     survey: SurveyConfig = SurveyConfig()
     field_seeds: tuple[int, int] = Field(
         default=(0, 50_000), description="[low, high) of the field seeds reset draws from"
@@ -129,7 +129,7 @@ class RegionSearchEnv(gym.Env[np.ndarray, np.ndarray]):
         frame = self._acquire((0.0, 0.0), self.config.survey.field_m, self.config.survey_px,
                               self.config.survey_dwell_s)  # fmt: skip
         self.survey = self._log_map(frame)
-        per_frame_e = self.config.survey.beam_current_A * self.config.dwell_s / 1.602176634e-19
+        per_frame_e = self.config.survey.beam_current_A * self.config.dwell_s / ELECTRON_CHARGE_C
         self._reference_dose = per_frame_e * self.config.frame_px**2
         self._reference_time = (
             self.config.frame_px**2 * self.config.dwell_s + self.config.survey.stage_settle_s

@@ -18,9 +18,9 @@ def _bench_sparse_scan(args: argparse.Namespace) -> int:
     )
 
     if args.image:
-        from emauto.io.images import read_image
+        from emauto.io.images import load_image
 
-        images = {Path(args.image).name: read_image(args.image)}
+        images = {Path(args.image).name: load_image(args.image).data}
     else:
         from emauto.tasks.sparse_scan.twin_images import benchmark_images
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-_STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+from emauto.units import StrictModel
 
 __all__ = ["ScanRLConfig"]
 
 
-class ScanRLConfig(BaseModel):
+class ScanRLConfig(StrictModel):
     """`emauto train-scan rl`: PPO on `emauto/SparseScan-v0`."""
 
-    model_config = _STRICT
     total_timesteps: int = Field(default=20_000, ge=1, le=100_000_000)
     n_envs: int = Field(default=4, ge=1, le=64)
     n_steps: int = Field(default=128, ge=8, le=65_536)

@@ -28,6 +28,7 @@ from emauto.microscope import (
     ScanLimits,
     SegmentsScan,
 )
+from emauto.units import ELECTRON_CHARGE_C
 
 __all__ = [
     "ScanCost",
@@ -38,9 +39,6 @@ __all__ = [
     "scan_cost",
     "to_request",
 ]
-
-#: Elementary charge, C.
-ELECTRON_CHARGE_C = 1.602176634e-19
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emauto.bench.sim import ADF_REFERENCE
+from emauto.bench.sim import ADF_REFERENCE, random_probe
 from emauto.drivers.sim import SimulatedMicroscope
 from emauto.drivers.sim.adf_multislice import adf_fidelity, unit_cell_positions
-from emauto.bench.sim import random_probe
 from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.drivers.sim.multislice import MultisliceRonchigramEngine
 from emauto.drivers.sim.probe import ProbeOptics

@@ -9,6 +9,7 @@ from typing import Any
 import abtem
 import numpy as np
 import pytest
+from abtem.core.energy import energy2sigma
 from scipy import constants
 from scipy.spatial import cKDTree
 
@@ -238,6 +239,9 @@ def test_transmission_equals_abtems(tmp_path: Path) -> None:
     phase = specimen.phase_shift(200e3)
     assert phase.dtype == np.float32
     np.testing.assert_allclose(np.exp(1j * phase), ours, atol=1e-6)
+    # the phase is abTEM's sigma (float32) times the potential, bit for bit
+    sigma = np.float32(energy2sigma(200e3) * 1e10)
+    np.testing.assert_array_equal(phase, sigma * specimen.projected_potential)
 
 
 def test_potential_is_indexed_y_x(tmp_path: Path) -> None:
