@@ -29,13 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Files the build needs besides the package; copied so the build writes nothing here.
 _BUILD_FILES = ("pyproject.toml", "README.md", "LICENSE", "MANIFEST.in", "setup.cfg", "setup.py")
 
-#: `emauto/agent/daemon.py` still looks for weights in the pre-restructure `emauto.policies`
-#: package, so every daemon plan (and `emauto demo`) stops with ModuleNotFoundError. The daemon
-#: is being rewritten elsewhere; once that reference is gone this test must pass.
-_DAEMON_LOOKS_FOR_OLD_POLICIES = 'resources.files("emauto.policies")' in (
-    ROOT / "emauto" / "agent" / "daemon.py"
-).read_text(encoding="utf-8")
-
 
 @dataclass(frozen=True)
 class Installed:
@@ -171,11 +164,6 @@ def test_the_installed_package_is_imported_and_finds_its_data(installed: Install
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    _DAEMON_LOOKS_FOR_OLD_POLICIES,
-    reason="emauto/agent/daemon.py looks for weights in emauto.policies (gone)",
-    strict=True,
-)
 def test_the_installed_demo_runs_end_to_end(installed: Installed) -> None:
     out = installed.cwd / "demo"
     result = subprocess.run(

@@ -3,7 +3,7 @@
 The twin is opened with ``effects=none`` (no noise, drift or jitter): its ADF raster is the
 truth a sparse scan is scored against. Benchmark images use the built-in (seed-0) specimens
 at the stage origin; training images (`training_images`) use the seed-1 recipes in
-``simulations/scan_training`` (different atoms) at random stage positions, scan rotations
+``recipes/`` of this task (different atoms) at random stage positions, scan rotations
 and fields of view, so training and evaluation never share an image.
 """
 
