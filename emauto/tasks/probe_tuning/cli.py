@@ -151,7 +151,9 @@ def add_commands(commands: Any) -> None:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a policy on probe tuning")
     evaluate.add_argument("--policy", help="a trained RL policy folder")
-    evaluate.add_argument("--method", default="cnn", help="a built-in method (without --policy)")
+    evaluate.add_argument(
+        "--method", choices=METHODS, default="cnn", help="a built-in method (without --policy)"
+    )
     _add_episode_options(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 

@@ -33,7 +33,11 @@ from emauto.errors import ConfigError
 from emauto.microscope import ScanLimits
 from emauto.tasks.sparse_scan.adaptive import image_measure
 from emauto.tasks.sparse_scan.reconstruct import reconstruct
-from emauto.tasks.sparse_scan.registry import ADAPTIVE_STRATEGIES, RECONSTRUCTIONS
+from emauto.tasks.sparse_scan.registry import (
+    ADAPTIVE_STRATEGIES,
+    RECONSTRUCTIONS,
+    SLOW_RECONSTRUCTIONS,
+)
 from emauto.tasks.sparse_scan.registry import STRATEGIES as _STRATEGIES
 from emauto.tasks.sparse_scan.sampling import check_dose, normalise
 from emauto.tasks.sparse_scan.strategies import (
@@ -58,8 +62,8 @@ TWIN_SCAN = ScanLimits(
 )
 TWIN_DWELL_S = 2e-6
 TWIN_CURRENT_A = 20e-12
-#: `gp` is left out by default: O(points^2) memory and minutes per 256x256 image at 1/20.
-DEFAULT_RECONSTRUCTIONS = ("linear", "tv", "cs", "biharmonic", "completion")
+#: Every reconstruction but the slow ones (`registry.SLOW_RECONSTRUCTIONS`).
+DEFAULT_RECONSTRUCTIONS = tuple(n for n in RECONSTRUCTIONS if n not in SLOW_RECONSTRUCTIONS)
 
 
 def image_metrics(reconstruction: np.ndarray, truth: np.ndarray) -> dict[str, float]:
