@@ -64,14 +64,14 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
     - ``replay://SESSION[?task=NAME]`` a recorded session (`emauto.drivers.replay`).
 
     ``record=FOLDER`` (any scheme) records every call into a new session folder
-    (`emauto.sessions.RecordingMicroscope`); ``metadata=`` adds to its start document.
+    (`emauto.wrappers.recording.RecordingMicroscope`); ``metadata=`` adds to its start document.
     """
     if not isinstance(uri, str):
         raise ConfigError(f"expected a URI string, got {type(uri).__name__}")
     record = kwargs.pop("record", None)
     metadata = kwargs.pop("metadata", None)
     if record is not None:
-        from emauto.sessions.recorder import RecordingMicroscope
+        from emauto.wrappers.recording import RecordingMicroscope
 
         inner = connect(uri, **kwargs)
         try:
