@@ -57,6 +57,7 @@ __all__ = [
     "DetectorSpec",
     "EmautoError",
     "Frame",
+    "GroundTruth",
     "ImageRequest",
     "InvalidRequestError",
     "InvalidSetpointError",
@@ -69,6 +70,7 @@ __all__ = [
     "OutOfLimitsError",
     "PositionsScan",
     "RasterScan",
+    "Restartable",
     "RonchigramRequest",
     "ScanLimits",
     "SegmentsScan",
@@ -367,4 +369,35 @@ class Microscope(Protocol):
 
     def close(self) -> None:
         """Go safe and release the backend."""
+        ...
+
+
+@runtime_checkable
+class GroundTruth(Protocol):
+    """Twin-only ground truth, for scoring and recording (a policy never sees it).
+
+    The in-process twin (`SimulatedMicroscope`), a twin behind the ZeroMQ server
+    (`RemoteTwin`) and the replay of a twin's session (`ReplayTwin`) have it; hardware never
+    does. Below wrappers, test the innermost backend: ``isinstance(unwrap(m), GroundTruth)``
+    (`emauto.wrappers.base.unwrap`).
+    """
+
+    def strehl_ratio(self) -> float:
+        """Strehl ratio of the true probe over the probe-forming aperture, in [0, 1]."""
+        ...
+
+    def true_aberrations(self) -> Any:
+        """The true optical aberrations now, an `emauto.optics.Aberrations` (Cartesian, m).
+
+        Typed ``Any`` because the contract does not import `emauto.optics` (a sibling layer).
+        """
+        ...
+
+
+@runtime_checkable
+class Restartable(Protocol):
+    """An in-process twin that can start again from a seed (twin-only; not over the wire)."""
+
+    def restart(self, seed: int) -> None:
+        """Start knobs, clock, drift and noise again from ``seed``: same seed, same frames."""
         ...

@@ -3,7 +3,7 @@
 The daemon connects to ``config.microscope``, records every call into a new session folder
 (`emauto.sessions`), and runs the plan's tasks in a worker thread while the control socket
 (`emauto.agent.control`) answers ``status``, ``pause``, ``resume``, ``abort`` and ``reset``.
-Every microscope command passes a checkpoint first (`ControlledMicroscope`): a pause blanks
+Every microscope command passes a checkpoint first (`CheckpointedMicroscope`): a pause blanks
 the beam and waits there, an abort ends the task at once. Whatever ends the run (the plan
 done, an abort, an exception in a task or policy, a lost link) the ``finally`` path makes
 the microscope safe (beam blanked, motion stopped) and writes the session's stop document;
@@ -19,7 +19,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,54 +27,12 @@ from emauto.agent.plans import DaemonConfig, Task
 from emauto.agent.state import State, StateMachine
 from emauto.errors import AbortedError
 from emauto.microscope import (
-    Frame,
-    ImageRequest,
     Microscope,
-    MicroscopeDescription,
-    MicroscopeState,
-    RonchigramRequest,
 )
-from emauto.sessions.recorder import ExitStatus, RecordingMicroscope, SessionRecorder
+from emauto.sessions.recorder import ExitStatus, SessionRecorder
 from emauto.tasks.steps import StepContext
-
-
-class ControlledMicroscope:
-    """Pass every command through the state machine's checkpoint first."""
-
-    def __init__(self, microscope: Microscope, machine: StateMachine) -> None:
-        self._microscope = microscope
-        self._machine = machine
-
-    def _checkpoint(self) -> None:
-        if self._machine.state == State.PAUSED:
-            self._microscope.safe()  # paused: beam blanked, nothing moves
-            self._machine.checkpoint()
-            if "beam_blank" in self._microscope.describe().knobs:
-                self._microscope.set({"beam_blank": 0.0})
-        self._machine.checkpoint()
-
-    def describe(self) -> MicroscopeDescription:
-        return self._microscope.describe()
-
-    def read(self) -> MicroscopeState:
-        return self._microscope.read()
-
-    def set(self, setpoints: Mapping[str, float]) -> MicroscopeState:
-        self._checkpoint()
-        return self._microscope.set(setpoints)
-
-    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
-        self._checkpoint()
-        return self._microscope.acquire(request)
-
-    def safe(self) -> None:
-        self._microscope.safe()
-
-    def close(self) -> None:
-        self._microscope.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._microscope, name)
+from emauto.wrappers.checkpointed import CheckpointedMicroscope
+from emauto.wrappers.recording import RecordingMicroscope
 
 
 @dataclass
@@ -155,7 +112,9 @@ class Daemon:
         try:
             recording = RecordingMicroscope.open(backend, self.session, self._metadata())
             self._recorder = recording.recorder
-            scope = ControlledMicroscope(recording, self.machine)
+            scope = CheckpointedMicroscope(
+                recording, self.machine.checkpoint, lambda: self.machine.state == State.PAUSED
+            )
             for index, task in enumerate(self.config.plan):
                 self._task = (index, task.name)
                 recording.recorder.task = task.name

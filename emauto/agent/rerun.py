@@ -27,8 +27,9 @@ def rerun_policy(
     """Re-run ``policy`` (default: the recorded one) on each alignment task; one report each."""
     from emauto.drivers.replay import open_replay
     from emauto.tasks.probe_tuning.env import ProbeTuningEnv
-    from emauto.tasks.probe_tuning.policies.base import CountingMicroscope, run_episode
+    from emauto.tasks.probe_tuning.policies.base import run_episode
     from emauto.tasks.probe_tuning.policies.registry import make_policy
+    from emauto.wrappers.counting import CountingMicroscope
 
     session = Session(session_path)
     reports: dict[str, Any] = {}

@@ -33,7 +33,7 @@ import numpy as np
 from emauto.errors import EmautoError
 from emauto.microscope import RonchigramRequest
 from emauto.sessions.reader import Session
-from emauto.sessions.recorder import RecordingMicroscope
+from emauto.wrappers.recording import RecordingMicroscope
 
 
 def _percentile_ms(samples: list[float], q: float) -> float:

@@ -38,7 +38,7 @@ def connect(uri: str = "sim://", **kwargs: Any) -> Microscope:
     record = kwargs.pop("record", None)
     metadata = kwargs.pop("metadata", None)
     if record is not None:
-        from emauto.sessions.recorder import RecordingMicroscope
+        from emauto.wrappers.recording import RecordingMicroscope
 
         inner = connect(uri, **kwargs)
         try:

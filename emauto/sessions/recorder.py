@@ -1,7 +1,7 @@
 """Record everything that crosses the Microscope boundary as a bluesky event-model run.
 
-`RecordingMicroscope` wraps any backend (twin, ZeroMQ client, replay) and hands each call to
-a `SessionRecorder`, which writes:
+`emauto.wrappers.recording.RecordingMicroscope` wraps any backend (twin, ZeroMQ client,
+replay) and hands each call to a `SessionRecorder`, which writes:
 
 - a **start** document: emauto version, the backend's description and first state, and what
   the caller adds (seed, policy and its version, limits, plan, backend URI);
@@ -22,22 +22,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import event_model
 import numpy as np
 
-from emauto.errors import EmautoError, SessionError
-from emauto.microscope import (
-    Frame,
-    ImageRequest,
-    Microscope,
-    MicroscopeDescription,
-    MicroscopeState,
-    RonchigramRequest,
-)
+from emauto.errors import SessionError
+from emauto.microscope import Frame, MicroscopeDescription, MicroscopeState
 from emauto.optics import ABERRATION_NAMES
 from emauto.sessions.store import DOCUMENTS, FRAMES, DocumentLog, FrameStore
 from emauto.version import __version__
@@ -210,115 +203,3 @@ class SessionRecorder:
     def _check_open(self) -> None:
         if self._closed:
             raise SessionError(f"session {self.path} is closed")
-
-
-class RecordingMicroscope:
-    """A Microscope that records every call to ``recorder``; the rest passes through.
-
-    Rejected commands (any `EmautoError` from the backend) are recorded with their error and
-    re-raised. On a twin (the backend has ``strehl_ratio`` and ``true_aberrations``, in
-    process or over the wire) each step also records the ground truth.
-    """
-
-    def __init__(self, microscope: Microscope, recorder: SessionRecorder) -> None:
-        self._microscope = microscope
-        self.recorder = recorder
-        strehl = getattr(microscope, "strehl_ratio", None)
-        aberrations = getattr(microscope, "true_aberrations", None)
-        self._truth: Callable[[], dict[str, float]] | None = None
-        if recorder.with_truth and callable(strehl) and callable(aberrations):
-            self._truth = lambda: {"strehl": float(strehl()), **aberrations().to_dict()}
-
-    @classmethod
-    def open(
-        cls,
-        microscope: Microscope,
-        path: str | Path,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> RecordingMicroscope:
-        """Start recording ``microscope`` into the new session folder ``path``."""
-        truth = callable(getattr(microscope, "strehl_ratio", None)) and callable(
-            getattr(microscope, "true_aberrations", None)
-        )
-        recorder = SessionRecorder(
-            path, microscope.describe(), microscope.read(), metadata=metadata, with_truth=truth
-        )
-        return cls(microscope, recorder)
-
-    @property
-    def inner(self) -> Microscope:
-        """The wrapped backend."""
-        return self._microscope
-
-    def describe(self) -> MicroscopeDescription:
-        return self._microscope.describe()
-
-    def read(self) -> MicroscopeState:
-        return self._microscope.read()
-
-    def set(self, setpoints: Mapping[str, float]) -> MicroscopeState:
-        action = {"set": {str(k): _jsonable(v) for k, v in dict(setpoints).items()}}
-        try:
-            state = self._microscope.set(setpoints)
-        except EmautoError as exc:
-            self._record_rejected(action, exc)
-            raise
-        self.recorder.record_step("set", action, state, truth=self._read_truth())
-        return state
-
-    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
-        action = {"acquire": request.model_dump(mode="json")}
-        try:
-            frame = self._microscope.acquire(request)
-        except EmautoError as exc:
-            self._record_rejected(action, exc)
-            raise
-        self.recorder.record_step(
-            "acquire", action, frame.state, frame=frame, truth=self._read_truth()
-        )
-        return frame
-
-    def safe(self) -> None:
-        self._microscope.safe()
-        self.recorder.record_step("safe", {"safe": True}, self._microscope.read())
-
-    def close(self, exit_status: ExitStatus = "success", reason: str = "") -> None:
-        """Go safe (recorded), close the backend and the session."""
-        try:
-            if not self.recorder.closed:
-                self.safe()
-        finally:
-            try:
-                self._microscope.close()
-            finally:
-                self.recorder.close(exit_status, reason)
-
-    def __enter__(self) -> RecordingMicroscope:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        self.close(
-            "success" if exc_type is None else "fail", "" if exc_type is None else exc_type.__name__
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._microscope, name)
-
-    def _read_truth(self) -> dict[str, float] | None:
-        return self._truth() if self._truth is not None else None
-
-    def _record_rejected(self, action: Mapping[str, Any], exc: EmautoError) -> None:
-        try:
-            state = self._microscope.read()
-        except EmautoError:
-            return  # the link is gone; the caller sees the original error
-        self.recorder.record_step("rejected", action, state, error=f"{type(exc).__name__}: {exc}")
-
-
-def _jsonable(value: Any) -> Any:
-    """A setpoint as JSON can hold it (non-finite numbers as strings, for the record)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return repr(value)
-    return number if np.isfinite(number) else repr(number)

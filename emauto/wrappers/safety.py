@@ -45,16 +45,14 @@ from emauto.microscope import (
     SegmentsScan,
     validate_setpoints,
 )
-from emauto.units import ELECTRON_CHARGE_C, STRICT
+from emauto.units import ELECTRON_CHARGE_C, StrictModel
 from emauto.wrappers.audit import AuditLog
+from emauto.wrappers.base import MicroscopeWrapper
 
-_STRICT = STRICT
 
-
-class KnobSafety(BaseModel):
+class KnobSafety(StrictModel):
     """Per-knob safety settings, in the knob's SI unit; ``None`` keeps the backend's value."""
 
-    model_config = _STRICT
     lower: float | None = None
     upper: float | None = None
     max_step: float | None = Field(default=None, gt=0)
@@ -62,10 +60,9 @@ class KnobSafety(BaseModel):
     readback_tolerance: float | None = Field(default=None, ge=0)
 
 
-class SafetyConfig(BaseModel):
+class SafetyConfig(StrictModel):
     """What the safety layer enforces. Times in seconds, dose in electrons."""
 
-    model_config = _STRICT
     knobs: dict[str, KnobSafety] = Field(default_factory=dict)
     dose_budget_e: float | None = Field(default=None, gt=0, description="None: unlimited")
     readback: bool = True
@@ -143,8 +140,9 @@ def estimate_dose_e(
     return current_A * beam_time_s(request, dwell_s) / ELECTRON_CHARGE_C
 
 
-class SafeMicroscope:
-    """A Microscope that enforces `SafetyConfig` on ``backend``; thread-safe.
+class SafeMicroscope(MicroscopeWrapper):
+    """A Microscope that enforces `SafetyConfig` on ``backend`` (kept as ``microscope``);
+    thread-safe. Every contract method is overridden: each passes the checks first.
 
     ``caller`` and ``role`` keyword arguments name who sent a command, for the audit log.
     """
@@ -157,7 +155,7 @@ class SafeMicroscope:
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.backend = backend
+        super().__init__(backend)
         self.config = config or SafetyConfig()
         self.audit = audit or AuditLog()
         self._clock = clock
@@ -278,7 +276,7 @@ class SafeMicroscope:
         del role
         self.heartbeat(caller=caller)
         with self._lock:
-            return self.backend.read()
+            return self.microscope.read()
 
     def set(
         self, setpoints: Mapping[str, float], *, caller: str = "local", role: str = "agent"
@@ -289,7 +287,7 @@ class SafeMicroscope:
             try:
                 self._check_tripped()
                 checked = validate_setpoints(self._description, {}, setpoints)
-                current = self.backend.read()
+                current = self.microscope.read()
                 now = self._clock()
                 self._check_steps(checked, current.knobs, now)
             except EmautoError as exc:
@@ -297,7 +295,7 @@ class SafeMicroscope:
                 raise
             self._last_heartbeat = self._clock()
             try:
-                state = self.backend.set(checked)
+                state = self.microscope.set(checked)
                 state = self._confirm(checked, state)
             except EmautoError as exc:
                 self.audit.record("set", "failed", caller=caller, role=role, args=args, error=exc)
@@ -322,7 +320,7 @@ class SafeMicroscope:
                 self._check_tripped()
                 budget = self.config.dose_budget_e
                 if budget is not None:
-                    dwell = self.backend.read().knobs.get("scan_dwell", 0.0)
+                    dwell = self.microscope.read().knobs.get("scan_dwell", 0.0)
                     need = estimate_dose_e(request, self._hardware.beam_current_A, dwell)
                     if self._dose_used_e + need > budget:
                         raise DoseBudgetError(
@@ -337,7 +335,7 @@ class SafeMicroscope:
                 raise
             self._last_heartbeat = self._clock()
             try:
-                frame = self.backend.acquire(request)
+                frame = self.microscope.acquire(request)
             except EmautoError as exc:
                 self.audit.record(
                     "acquire", "failed", caller=caller, role=role, args=args, error=exc
@@ -368,20 +366,14 @@ class SafeMicroscope:
             try:
                 self._safe_backend()
             finally:
-                self.backend.close()
+                self.microscope.close()
                 self.audit.record("close", "accepted", role="system")
-
-    def __enter__(self) -> SafeMicroscope:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ internals
 
     def _safe_backend(self) -> None:
         try:
-            self.backend.safe()
+            self.microscope.safe()
         except Exception as exc:  # going safe must not raise past this layer
             self.audit.record("safe", "failed", role="system", error=exc)
 
@@ -446,7 +438,7 @@ class SafeMicroscope:
                     f"({detail}); the microscope was made safe"
                 )
             time.sleep(self.config.readback_poll_s)
-            state = self.backend.read()
+            state = self.microscope.read()
 
 
 __all__ = [

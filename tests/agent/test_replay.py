@@ -12,7 +12,7 @@ import emauto
 from emauto.agent.rerun import rerun_policy
 from emauto.drivers.replay import ReplayMicroscope, ReplayTwin
 from emauto.errors import ConfigError, OutOfLimitsError, ReplayExhaustedError, UnknownKnobError
-from emauto.microscope import RonchigramRequest
+from emauto.microscope import GroundTruth, RonchigramRequest
 from emauto.sessions import Session
 from emauto.sessions.export import export_hdf5, export_zspy
 from emauto.sessions.report import write_report
@@ -112,10 +112,10 @@ def test_minari_export_replays_the_episode(recorded_session: Path, tmp_path: Pat
 
 def test_replay_of_a_session_without_truth_has_no_truth(tmp_path: Path) -> None:
     from emauto.bench.driver import StaticMicroscope
-    from emauto.sessions import RecordingMicroscope
+    from emauto.wrappers.recording import RecordingMicroscope
 
     scope = RecordingMicroscope.open(StaticMicroscope((16, 16)), tmp_path / "s")
     scope.acquire(RonchigramRequest(exposure_s=1e-3))
     scope.close()
     replay = emauto.connect(f"replay://{tmp_path / 's'}")
-    assert type(replay) is ReplayMicroscope and not hasattr(replay, "strehl_ratio")
+    assert type(replay) is ReplayMicroscope and not isinstance(replay, GroundTruth)

@@ -17,8 +17,9 @@ from emauto.errors import (
     UnknownKnobError,
 )
 from emauto.microscope import RonchigramRequest
-from emauto.sessions import RecordingMicroscope, Session
+from emauto.sessions import Session
 from emauto.sessions.store import DOCUMENTS, FRAMES
+from emauto.wrappers.recording import RecordingMicroscope
 
 
 def record_static(path: Path, steps: int = 3) -> RecordingMicroscope:

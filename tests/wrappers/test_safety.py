@@ -35,7 +35,7 @@ class Clock:
         return self.now
 
 
-class CountingMicroscope(StaticMicroscope):
+class CountingBackend(StaticMicroscope):
     """Counts the commands that reach the backend."""
 
     def __init__(self) -> None:
@@ -52,7 +52,7 @@ class CountingMicroscope(StaticMicroscope):
         super().safe()
 
 
-class StuckLens(CountingMicroscope):
+class StuckLens(CountingBackend):
     """A lens that never reaches its setpoint: C10 reads back 0."""
 
     def read(self) -> MicroscopeState:
@@ -61,10 +61,10 @@ class StuckLens(CountingMicroscope):
 
 
 def make(
-    config: SafetyConfig | None = None, backend: CountingMicroscope | None = None
-) -> tuple[SafeMicroscope, CountingMicroscope, Clock]:
+    config: SafetyConfig | None = None, backend: CountingBackend | None = None
+) -> tuple[SafeMicroscope, CountingBackend, Clock]:
     clock = Clock()
-    backend = backend or CountingMicroscope()
+    backend = backend or CountingBackend()
     return SafeMicroscope(backend, config or SafetyConfig(), clock=clock), backend, clock
 
 
@@ -74,7 +74,7 @@ def test_is_a_microscope_and_narrows_the_description() -> None:
     assert isinstance(scope, Microscope)
     spec = scope.describe().knobs["C10"]
     assert (spec.lower, spec.upper, spec.max_step) == (-1e-6, 2e-6, 0.5e-6)
-    assert scope.describe().knobs["C12a"] == scope.backend.describe().knobs["C12a"]
+    assert scope.describe().knobs["C12a"] == scope.microscope.describe().knobs["C12a"]
 
 
 def test_soft_limits_reject_and_never_clip() -> None:
@@ -178,7 +178,7 @@ def test_bad_config_is_a_config_error() -> None:
 
 def test_audit_log_records_accepted_and_rejected(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    scope = SafeMicroscope(CountingMicroscope(), SafetyConfig(), audit=AuditLog(path))
+    scope = SafeMicroscope(CountingBackend(), SafetyConfig(), audit=AuditLog(path))
     scope.set({"C10": 1e-7}, caller="agent-1")
     with pytest.raises(OutOfLimitsError):
         scope.set({"C10": 1.0}, caller="agent-1")

@@ -27,7 +27,7 @@ from emauto.errors import (
     PermissionDeniedError,
     ProtocolError,
 )
-from emauto.microscope import ImageRequest, RonchigramRequest
+from emauto.microscope import GroundTruth, ImageRequest, RonchigramRequest
 from emauto.units import validate_model
 from emauto.version import __version__
 from emauto.wrappers.safety import SafeMicroscope, SafetyConfig, beam_time_s
@@ -263,16 +263,13 @@ class MicroscopeServer:
         }
 
     def _has_twin_truth(self) -> bool:
-        backend = self.microscope.backend
-        return callable(getattr(backend, "strehl_ratio", None)) and callable(
-            getattr(backend, "true_aberrations", None)
-        )
+        return isinstance(self.microscope.unwrapped, GroundTruth)
 
     def _twin_truth(self) -> dict[str, Any]:
         """A twin's ground truth: the Strehl ratio and the true aberrations (m)."""
-        if not self._has_twin_truth():
+        backend = self.microscope.unwrapped
+        if not isinstance(backend, GroundTruth):
             raise InvalidRequestError("twin_truth: this backend is not a twin; it has no truth")
-        backend: Any = self.microscope.backend
         return {
             "strehl": float(backend.strehl_ratio()),
             "aberrations_m": backend.true_aberrations().to_dict(),

@@ -28,8 +28,9 @@ import numpy as np
 from emauto.errors import ConfigError
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.env import ProbeTuningEnv
-from emauto.tasks.probe_tuning.policies.base import CountingMicroscope, EpisodeResult, run_episode
+from emauto.tasks.probe_tuning.policies.base import EpisodeResult, run_episode
 from emauto.tasks.probe_tuning.policies.registry import METHODS, make_policy
+from emauto.wrappers.counting import CountingMicroscope
 
 __all__ = ["METHODS", "make_policy", "run_probe_tuning_benchmark", "summarise"]
 

@@ -5,12 +5,13 @@ start`); each step moves the chosen corrector knobs by ``action x step limit`` (
 setpoints sent through the Microscope contract) and takes one Ronchigram. The episode
 succeeds, for every method alike, when the Strehl ratio over the probe-forming aperture
 reaches ``success_strehl`` (0.8); success and the ``strehl`` and ``wavefront`` rewards use
-the twin's ground truth (`SimulatedMicroscope.strehl_ratio`, `true_aberrations`), which only
-a twin has; ``wavefront`` (the change of ``-ln(phase variance + 0.01)``) stays informative
-far from the optimum, where the Strehl ratio is flat at zero. On a twin,
-``reset(seed=...)`` also restarts the twin's noise and drift from that seed
-(`SimulatedMicroscope.restart`). On hardware use ``reward="estimator"``: the Strehl ratio
-predicted from the Ronchigram pair by the CNN estimator (`emauto.models.estimator`).
+the twin's ground truth (`GroundTruth`: `SimulatedMicroscope.strehl_ratio`,
+`true_aberrations`, below any wrappers), which only a twin has; ``wavefront`` (the change of
+``-ln(phase variance + 0.01)``) stays informative far from the optimum, where the Strehl
+ratio is flat at zero. On an in-process twin, ``reset(seed=...)`` also restarts the twin's
+noise and drift from that seed (`Restartable`: `SimulatedMicroscope.restart`). On hardware
+use ``reward="estimator"``: the Strehl ratio predicted from the Ronchigram pair by the CNN
+estimator (`emauto.models.estimator`).
 
 Observation (a Dict): ``ronchigram`` uint8 (2, S, S), channels first: the previous and the
 latest Ronchigram (the same frame twice after a reset), so a policy sees how the last action
@@ -32,12 +33,13 @@ from gymnasium import spaces
 
 from emauto import optics
 from emauto.errors import ConfigError
-from emauto.microscope import Frame, Microscope, RonchigramRequest
+from emauto.microscope import Frame, GroundTruth, Microscope, Restartable, RonchigramRequest
 from emauto.tasks.probe_tuning.config import TUNING_KNOB_GROUPS, ProbeTuningConfig
 from emauto.tasks.probe_tuning.observations import aperture_crop_px, ronchigram_image
+from emauto.wrappers.base import unwrap
 
 if TYPE_CHECKING:
-    from emauto.sessions.recorder import RecordingMicroscope
+    from emauto.wrappers.recording import RecordingMicroscope
 
 Observation = dict[str, np.ndarray]
 #: Predicts the Strehl ratio from the observation's Ronchigram pair (uint8 (2, S, S)) and the
@@ -88,7 +90,7 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             self._owns_microscope = False
         self._recording: RecordingMicroscope | None = None
         if record is not None:  # every command and every env step, into a new session folder
-            from emauto.sessions.recorder import RecordingMicroscope
+            from emauto.wrappers.recording import RecordingMicroscope
 
             metadata = {
                 "env": "emauto/ProbeTuning-v0",
@@ -110,12 +112,11 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             k for ks in TUNING_KNOB_GROUPS.values() for k in ks if k in description.knobs
         ]
         self._wavelength = optics.wavelength(description.energy_eV)
-        self._ground_truth: Callable[[], float] | None = getattr(
-            self.microscope, "strehl_ratio", None
-        )
-        self._true_aberrations: Callable[[], optics.Aberrations] | None = getattr(
-            self.microscope, "true_aberrations", None
-        )
+        twin = unwrap(self.microscope)  # ground truth below the wrappers, for scoring only
+        self._ground_truth: Callable[[], float] | None = None
+        self._true_aberrations: Callable[[], optics.Aberrations] | None = None
+        if isinstance(twin, GroundTruth):
+            self._ground_truth, self._true_aberrations = twin.strehl_ratio, twin.true_aberrations
         if self.config.reward != "estimator" and (
             self._ground_truth is None or self._true_aberrations is None
         ):
@@ -160,11 +161,11 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         """Detune from the aligned state, pick a region and a dose, take the first frame."""
         super().reset(seed=seed)
         rng = self.np_random
-        restart = getattr(self.microscope, "restart", None)
         if seed is not None:  # drawn on every backend, so the episode is the same on all
             twin_seed = int(rng.integers(2**31))
-            if callable(restart):
-                restart(twin_seed)  # an in-process twin: same seed, same noise and drift
+            twin = unwrap(self.microscope)
+            if isinstance(twin, Restartable):
+                twin.restart(twin_seed)  # an in-process twin: same seed, same noise and drift
         offsets = draw_start(self.config, rng)
         if options and "offsets" in options:
             unknown = sorted(set(options["offsets"]) - set(self._all_knobs))

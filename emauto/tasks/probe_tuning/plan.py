@@ -54,8 +54,9 @@ class AlignProbeTask(StrictModel):
     def run(self, scope: Microscope, context: StepContext) -> dict[str, Any]:
         """Run one episode of the policy on ``scope``; the outcome as a JSON-able dict."""
         from emauto.tasks.probe_tuning.env import ProbeTuningEnv
-        from emauto.tasks.probe_tuning.policies.base import CountingMicroscope, run_episode
+        from emauto.tasks.probe_tuning.policies.base import run_episode
         from emauto.tasks.probe_tuning.policies.registry import make_policy
+        from emauto.wrappers.counting import CountingMicroscope
 
         counter = CountingMicroscope(scope)
         config = self.env.model_copy(update={"max_steps": self.max_acquisitions})

@@ -132,7 +132,7 @@ def test_dropped_duplicated_reordered_messages_apply_each_command_once(thread_se
             state = remote.set({"C10": target})
             assert state.knobs["C10"] == target
             assert remote.read().knobs["C10"] == target
-        assert server.scope.backend.read().knobs["C10"] == targets[-1]
+        assert server.scope.microscope.read().knobs["C10"] == targets[-1]
     finally:
         remote.close()
         proxy.close()

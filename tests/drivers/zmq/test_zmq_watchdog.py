@@ -90,7 +90,7 @@ def test_client_close_goes_safe_unless_handing_over(thread_server: Any) -> None:
     remote = RemoteMicroscope(server.endpoint, timeout_s=5.0)
     remote.set({"beam_blank": 0.0})
     remote.close(safe=False)
-    assert not server.scope.backend.read().beam_blanked
+    assert not server.scope.microscope.read().beam_blanked
     remote = RemoteMicroscope(server.endpoint, timeout_s=5.0)
     remote.close()
-    assert server.scope.backend.read().beam_blanked
+    assert server.scope.microscope.read().beam_blanked

@@ -13,12 +13,8 @@ from emauto.cli import main
 from emauto.tasks.probe_tuning.bench import make_policy, run_probe_tuning_benchmark, summarise
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.env import ProbeTuningEnv
-from emauto.tasks.probe_tuning.policies.base import (
-    CountingMicroscope,
-    EpisodeResult,
-    TuningPolicy,
-    run_episode,
-)
+from emauto.tasks.probe_tuning.policies.base import EpisodeResult, TuningPolicy, run_episode
+from emauto.wrappers.counting import CountingMicroscope
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from emauto.errors import ConfigError
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.env import ProbeTuningEnv
 from emauto.units import load_yaml
+from emauto.wrappers.counting import CountingMicroscope
+from emauto.wrappers.safety import SafeMicroscope, SafetyConfig
 
 
 @pytest.fixture
@@ -64,6 +66,25 @@ def test_same_seed_same_episode(tiny_carbon: Path, specimen_cache: Path) -> None
     first, second = episode(), episode()
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     assert not np.array_equal(first[0], first[1])
+
+
+def test_a_wrapped_twin_gives_the_same_episode(tiny_carbon: Path, specimen_cache: Path) -> None:
+    """Below wrappers the env still scores with the twin's ground truth and restarts it from
+    the episode's seed: the same rewards and Strehl ratios as on the bare twin."""
+
+    def episode(wrap: bool) -> list[tuple[float, float]]:
+        scope = emauto.connect(f"sim://?specimen={tiny_carbon}", cache_dir=specimen_cache)
+        scope.set({"C10": 5e-9})  # undone by the restart at reset(seed=...)
+        wrapped = CountingMicroscope(SafeMicroscope(scope, SafetyConfig())) if wrap else scope
+        env = ProbeTuningEnv(wrapped, {"reward": "wavefront"})
+        _, info = env.reset(seed=7)
+        path = [(0.0, info["strehl"])]
+        for action in np.linspace(-0.5, 0.5, 2 * 7).reshape(2, 7):
+            _, reward, *_, info = env.step(action.astype(np.float32))
+            path.append((reward, info["strehl"]))
+        return path
+
+    assert episode(wrap=True) == episode(wrap=False)
 
 
 def test_action_moves_knobs_by_step_limits(scope: emauto.microscope.Microscope) -> None:

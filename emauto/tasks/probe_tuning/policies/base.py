@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 import gymnasium as gym
 import numpy as np
 
-from emauto.microscope import Frame, ImageRequest, Microscope, RonchigramRequest
+from emauto.wrappers.counting import CountingMicroscope
 
 Observation = dict[str, np.ndarray]
 #: ``on_step(action, reward, terminated, truncated, info)`` after each env step.
@@ -54,28 +54,6 @@ class EpisodeResult:
     dose_to_success_e: float | None
     wall_s: float
     strehl_path: list[float] = field(default_factory=list)
-
-
-class CountingMicroscope:
-    """A Microscope wrapper that counts every acquisition and its dose, whoever takes it (the
-    env or a policy that measures on its own); everything else passes through."""
-
-    def __init__(self, microscope: Microscope) -> None:
-        self._microscope = microscope
-        self.acquisitions = 0
-        self.dose_e = 0.0
-
-    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
-        frame = self._microscope.acquire(request)
-        self.acquisitions += 1
-        self.dose_e += frame.dose_e
-        return frame
-
-    def reset_counts(self) -> None:
-        self.acquisitions, self.dose_e = 0, 0.0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._microscope, name)
 
 
 def run_episode(
