@@ -56,7 +56,7 @@ def _ctl(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from emauto.agent.rerun import rerun_policy
+    from emauto.tasks.probe_tuning.rerun import rerun_policy
 
     report = rerun_policy(args.session, args.policy, args.policy_path)
     print(json.dumps(report, indent=2))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import emauto
-from emauto.agent.rerun import rerun_policy
 from emauto.drivers.replay import ReplayMicroscope, ReplayTwin
 from emauto.errors import ConfigError, OutOfLimitsError, ReplayExhaustedError, UnknownKnobError
 from emauto.microscope import GroundTruth, RonchigramRequest
@@ -17,6 +16,7 @@ from emauto.sessions import Session
 from emauto.sessions.export import export_hdf5, export_zspy
 from emauto.sessions.report import write_report
 from emauto.tasks.probe_tuning.minari import export_minari_files
+from emauto.tasks.probe_tuning.rerun import rerun_policy
 
 
 def test_replay_serves_the_recorded_frames_for_the_recorded_requests(
