@@ -127,7 +127,8 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
         "seed": seed,
         "exit_status": result.exit_status,
         "microscope_left_safe": result.safe,
-        "aligned": align.get("success"),
+        "declared_aligned": align.get("declared_aligned"),  # the policy's own word
+        "aligned": align.get("success"),  # the twin's true Strehl >= 0.8 at the end
         "strehl_start": align.get("start_strehl"),
         "strehl_end": align.get("final_strehl"),
         "ronchigrams": align.get("acquisitions"),

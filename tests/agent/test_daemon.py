@@ -103,7 +103,9 @@ def test_pause_blanks_resume_continues_and_abort_ends_safe(
 def test_a_crashed_policy_trips_the_daemon_and_ends_safe(
     tmp_path: Path, tiny_sim_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    class Crashing:
+    from emauto.tasks.probe_tuning.policies.base import RunsToTheBudget
+
+    class Crashing(RunsToTheBudget):
         name = "crashing"
         calls = 0
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from emauto import stats
 from emauto.errors import ConfigError
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.env import ProbeTuningEnv
@@ -43,20 +44,35 @@ def _percentile(values: Sequence[float], q: float) -> float:
 
 
 def summarise(results: Sequence[EpisodeResult], budget_steps: int) -> dict[str, Any]:
-    """The benchmark's figures for one method's episodes."""
-    censored = [
-        r.acquisitions_to_success if r.acquisitions_to_success is not None else budget_steps + 2
-        for r in results
-    ]
+    """The benchmark's figures for one method's episodes (rates with Wilson 95 % intervals,
+    medians with bootstrap 95 % intervals).
+
+    Success is the true Strehl ratio of the state each episode leaves, at the policy's own
+    stop or at the budget. ``oracle_*``: the old rule, kept for comparison only: the true
+    Strehl ratio reached the threshold at some frame within the budget.
+    """
+    n = len(results)
+    budget = budget_steps + 1
+    successes = sum(r.success for r in results)
+    reached = [r.first_reached_at for r in results]
+    oracle = [a for a in reached if a is not None and a <= budget]
+    censored = [a if a is not None and a <= budget else budget + 1 for a in reached]
+    successful = [r.acquisitions for r in results if r.success]
     return {
-        "episodes": len(results),
-        "success_rate": sum(r.success for r in results) / len(results),
-        "median_acquisitions": _percentile(censored, 50),
-        "p90_acquisitions": _percentile(censored, 90),
-        "median_final_strehl": statistics.median(r.final_strehl for r in results),
-        "median_dose": statistics.median(r.dose_e for r in results),
+        "episodes": n,
+        "success_rate": successes / n,
+        "success": stats.rate(successes, n),
+        "acquisitions": stats.median([r.acquisitions for r in results]),
+        "acquisitions_when_successful": stats.median(successful) if successful else None,
+        "p90_acquisitions": _percentile([r.acquisitions for r in results], 90),
+        "stopped_by_policy": stats.rate(sum(r.ended_by == "policy" for r in results), n),
+        "false_done": stats.rate(sum(r.false_done for r in results), n),
+        "final_strehl": stats.median([r.final_strehl for r in results]),
+        "dose_e": stats.median([r.dose_e for r in results]),
+        "oracle_success": stats.rate(len(oracle), n),
+        "oracle_median_acquisitions": _percentile(censored, 50),
         "wall_s_per_episode": round(statistics.median(r.wall_s for r in results), 4),
-        "budget_acquisitions": budget_steps + 1,
+        "budget_acquisitions": budget,
     }
 
 
@@ -100,7 +116,8 @@ def run_probe_tuning_benchmark(
                     last = results[-1]
                     print(
                         f"{method:8s} episode {index + 1}/{episodes}: success={last.success} "
-                        f"acquisitions={last.acquisitions} strehl={last.final_strehl:.3f}",
+                        f"acquisitions={last.acquisitions} strehl={last.final_strehl:.3f} "
+                        f"ended by {last.ended_by}",
                         flush=True,
                     )
             close = getattr(policy, "close", None)

@@ -194,36 +194,26 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         return observation, self._info()
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        """Move the knobs by ``action x step limit``, take a Ronchigram, score it."""
-        action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"non-finite action {action}")
-        action = np.clip(action, -1.0, 1.0)
-        current = self.microscope.read().knobs
-        targets: dict[str, float] = {}
-        clipped = False
-        for knob, delta in zip(
-            self.knobs, action.astype(np.float64) * self.step_limits, strict=True
-        ):
-            lower, upper = self._limits[knob]
-            value = current[knob] + float(delta)
-            targets[knob] = min(max(value, lower), upper)
-            clipped |= targets[knob] != value
-        self.microscope.set(targets)
-        self._last_change = {knob: targets[knob] - current[knob] for knob in self.knobs}
+        """Move the knobs by ``action x step limit``, take a Ronchigram, score it.
+
+        The episode is never terminated by the score (ground truth trains, it does not
+        steer); it is truncated at ``max_steps``. ``config.success_bonus`` is added to the
+        reward of every step that leaves the true Strehl ratio above ``success_strehl``.
+        """
+        action, clipped = self._move(action)
         self._history = np.roll(self._history, -1, axis=0)
         self._history[-1] = action
         self._steps += 1
         observation = self._observe()
         previous, self._strehl = self._strehl, self._measure_strehl(observation)
-        terminated = self._strehl >= self.config.success_strehl
-        truncated = not terminated and self._steps >= self.config.max_steps
+        terminated = False
+        truncated = self._steps >= self.config.max_steps
         if self.config.reward == "wavefront":
             previous, self._potential = self._potential, self._wavefront_potential()
             reward = self._potential - previous - self.config.step_penalty
         else:
             reward = self._strehl - previous - self.config.step_penalty
-        if terminated:
+        if self._strehl >= self.config.success_strehl:
             reward += self.config.success_bonus
         info = self._info()
         info["clipped"] = clipped
@@ -232,6 +222,16 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
                 action, reward, terminated, truncated, self._strehl
             )
         return observation, float(reward), bool(terminated), bool(truncated), info
+
+    def settle(self, action: np.ndarray) -> None:
+        """Move the knobs by ``action x step limit`` and take no frame: a policy's last move
+        at the end of an episode (`TuningPolicy.final_action`)."""
+        self._move(action)
+
+    def true_strehl(self) -> float | None:
+        """The twin's true Strehl ratio of the present state, for scoring once an episode is
+        over; None without ground truth (a real microscope)."""
+        return None if self._ground_truth is None else float(self._ground_truth())
 
     def render(self) -> np.ndarray | None:
         """The last observation as an RGB image (S, S, 3)."""
@@ -267,6 +267,27 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
     def last_change(self) -> dict[str, float]:
         """The knob change (m) made before the latest frame (zeros after a reset)."""
         return dict(self._last_change)
+
+    def _move(self, action: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Set the knobs to now + ``action x step limit`` within their limits; the clipped
+        action and whether a knob limit clipped it."""
+        action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"non-finite action {action}")
+        action = np.clip(action, -1.0, 1.0)
+        current = self.microscope.read().knobs
+        targets: dict[str, float] = {}
+        clipped = False
+        for knob, delta in zip(
+            self.knobs, action.astype(np.float64) * self.step_limits, strict=True
+        ):
+            lower, upper = self._limits[knob]
+            value = current[knob] + float(delta)
+            targets[knob] = min(max(value, lower), upper)
+            clipped |= targets[knob] != value
+        self.microscope.set(targets)
+        self._last_change = {knob: targets[knob] - current[knob] for knob in self.knobs}
+        return action, clipped
 
     def _observe(self) -> Observation:
         request = RonchigramRequest(

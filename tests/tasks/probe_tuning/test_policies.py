@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,12 @@ import pytest
 
 import emauto
 from emauto.cli import main
+from emauto.microscope import Frame, ImageRequest, RonchigramRequest
 from emauto.tasks.probe_tuning.bench import make_policy, run_probe_tuning_benchmark, summarise
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.env import ProbeTuningEnv
 from emauto.tasks.probe_tuning.policies.base import EpisodeResult, TuningPolicy, run_episode
+from emauto.wrappers.base import MicroscopeWrapper
 from emauto.wrappers.counting import CountingMicroscope
 
 
@@ -75,17 +78,24 @@ def test_policy_frames_are_counted_and_the_budget_holds(
     assert len(result.strehl_path) == 1 + 1  # the reset and one env step
 
 
-def test_shift_policy_takes_its_own_reference_when_the_env_frame_is_dim(
+def test_shift_policy_frames_take_the_episodes_dose(
     carbon: emauto.microscope.Microscope,
 ) -> None:
-    """At a tenth of the dose (env frames of 0.2 ms, a fiftieth of the measurement's 10 ms)
-    the env frame is not used as the reference: four frames of its own a measurement."""
-    counter = CountingMicroscope(carbon)
+    """Matched dose: at a tenth of the benchmark's exposure (0.2 ms) the policy's own frames
+    take 0.2 ms too (not its 10 ms default), and the env's probe frame is the reference."""
+    exposures: list[float] = []
+
+    class Exposures(MicroscopeWrapper):
+        def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
+            exposures.append(float(getattr(request, "exposure_s", math.nan)))
+            return super().acquire(request)
+
+    counter = CountingMicroscope(Exposures(carbon))
     env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=30, exposure_s=(2e-4, 2e-4)))
     policy = make_policy("shift", env)
-    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=6)
-    # reset 1 + probe 1 + measure 4 = 6
-    assert result.acquisitions == 6 and len(result.strehl_path) == 1 + 1
+    result = run_episode(env, policy, seed=2, counter=counter, max_acquisitions=4)
+    # reset 1 + probe 1 + measure 2 = 4, every one at the episode's exposure
+    assert result.acquisitions == 4 and exposures == pytest.approx([2e-4] * 4)
 
 
 def test_shift_policy_moves_the_probe_after_a_refused_measurement(
@@ -140,23 +150,33 @@ def test_simplex_thread_stops_on_reset_and_close(env: ProbeTuningEnv) -> None:
     assert thread is not None and not thread.is_alive()
 
 
-def test_summary_counts_failures_as_censored() -> None:
-    def result(success_at: int | None) -> EpisodeResult:
+def test_summary_scores_the_state_left_and_counts_false_dones() -> None:
+    def result(
+        success: bool, acquisitions: int, declared: bool, reached: int | None
+    ) -> EpisodeResult:
         return EpisodeResult(
-            success=success_at is not None,
-            acquisitions=success_at or 11,
-            acquisitions_to_success=success_at,
-            final_strehl=0.9 if success_at else 0.1,
+            success=success,
+            acquisitions=acquisitions,
+            final_strehl=0.9 if success else 0.1,
             best_strehl=0.9,
             dose_e=1e6,
-            dose_to_success_e=None,
             wall_s=0.1,
+            ended_by="policy" if declared else "budget",
+            declared_aligned=declared,
+            confidence=0.85 if declared else None,
+            first_reached_at=reached,
         )
 
-    figures = summarise([result(3), result(5), result(None)], budget_steps=10)
-    assert figures["success_rate"] == pytest.approx(2 / 3)
-    assert figures["median_acquisitions"] == 5
-    assert figures["p90_acquisitions"] == pytest.approx(5 + 0.8 * (12 - 5))
+    runs = [result(True, 3, True, 3), result(False, 5, True, 4), result(False, 11, False, None)]
+    figures = summarise(runs, budget_steps=10)
+    assert figures["success"]["rate"] == pytest.approx(1 / 3)
+    low, high = figures["success"]["ci95"]
+    assert 0 < low < 1 / 3 < high < 1
+    assert figures["false_done"]["count"] == 1  # declared aligned at Strehl 0.1
+    assert figures["stopped_by_policy"]["count"] == 2
+    assert figures["acquisitions"]["median"] == 5
+    assert figures["oracle_success"]["count"] == 2  # reached 0.8 at some frame: the old rule
+    assert figures["oracle_median_acquisitions"] == 4
     assert figures["budget_acquisitions"] == 11
 
 
@@ -169,15 +189,19 @@ def test_bench_same_episodes_for_every_method(
     )
     assert set(figures) == {"random", "cnn"}
     keys = {
-        "success_rate",
-        "median_acquisitions",
+        "success",
+        "acquisitions",
         "p90_acquisitions",
-        "median_final_strehl",
-        "median_dose",
+        "final_strehl",
+        "dose_e",
+        "false_done",
+        "stopped_by_policy",
+        "oracle_success",
         "wall_s_per_episode",
     }
     assert all(keys <= set(f) for f in figures.values())
-    assert figures["random"]["median_dose"] > 0
+    assert figures["random"]["dose_e"]["median"] > 0
+    assert figures["random"]["stopped_by_policy"]["count"] == 0  # random never stops
 
 
 def test_bench_command_prints_json(

@@ -1,19 +1,27 @@
 """The one interface every probe-tuning policy implements, and the episode loop.
 
-A policy is told where an episode starts (`reset`), proposes the next action
-(`suggest`: Box[-1, 1]^n, ``action x step limit`` is the knob change), and learns what
-that action produced (`ingest`). The benchmark, the evaluation command and the agent
-daemon drive RL, Bayesian optimisation, the CNN and the baselines through this loop only.
+A policy is told where an episode starts (`reset`), says whether it is done (`stop`: its
+own decision, with its own confidence), proposes the next action (`suggest`: Box[-1, 1]^n,
+``action x step limit`` is the knob change), learns what that action produced (`ingest`),
+and at the episode's end names the last knob move that leaves the microscope in its best
+state (`final_action`: e.g. undoing a measurement's probe defocus; no frame is taken).
+The benchmark, the evaluation command and the agent daemon drive every policy through
+`run_episode` only.
+
+Ground truth scores, never steers: an episode ends at the policy's stop, at the budget, or at
+the env's step limit, whatever the twin's true Strehl ratio is. Success is the true Strehl
+ratio of the state the microscope is left in (after `final_action`), read once the episode
+is over; `run_episode` reads no ground truth before that.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
-import gymnasium as gym
 import numpy as np
 
 from emauto.wrappers.counting import CountingMicroscope
@@ -23,14 +31,31 @@ Observation = dict[str, np.ndarray]
 StepCallback = Callable[[np.ndarray, float, bool, bool, dict[str, Any]], None]
 
 
+@dataclass(frozen=True)
+class StopDecision:
+    """A policy's own word that the episode is over.
+
+    ``aligned``: the policy declares the probe aligned (False: it gives up).
+    ``confidence``: its own estimate of the Strehl ratio it leaves (0-1), from its
+    measurements, not from ground truth. ``reason``: for the record.
+    """
+
+    aligned: bool
+    confidence: float
+    reason: str = ""
+
+
 @runtime_checkable
 class TuningPolicy(Protocol):
-    """Suggest an action, ingest its result; one episode at a time."""
+    """Stop or suggest an action, ingest its result; one episode at a time."""
 
     name: str
 
     def reset(self, observation: Observation, info: dict[str, Any]) -> None:
         """Start an episode from its first observation."""
+
+    def stop(self) -> StopDecision | None:
+        """Asked before every `suggest`: a decision ends the episode here, None goes on."""
 
     def suggest(self) -> np.ndarray:
         """The next action, float32 in [-1, 1]^n."""
@@ -40,40 +65,99 @@ class TuningPolicy(Protocol):
     ) -> None:
         """What `action` produced."""
 
+    def final_action(self) -> np.ndarray | None:
+        """At the episode's end (a stop or the budget): the knob move (an action) that
+        leaves the microscope in the policy's best state without another frame, e.g. undoing
+        the probe defocus of a measurement in progress; None leaves the knobs as they are."""
+
+
+class RunsToTheBudget:
+    """For policies with no stop rule of their own: they never stop and leave the knobs as
+    they are at the end."""
+
+    def stop(self) -> StopDecision | None:
+        return None
+
+    def final_action(self) -> np.ndarray | None:
+        return None
+
+
+class ProbeOffset:
+    """Book-keeping of a deliberate probe defocus: the action that undoes it."""
+
+    def __init__(self, knobs: tuple[str, ...], step_limits_m: np.ndarray) -> None:
+        self._index = knobs.index("C10") if "C10" in knobs else None
+        self._step_limits_m = step_limits_m
+        self.offset_m = 0.0
+
+    def add(self, action: np.ndarray) -> None:
+        """Count the C1 part of ``action`` (made by the policy to probe) as offset."""
+        if self._index is not None:
+            self.offset_m += float(action[self._index]) * float(self._step_limits_m[self._index])
+
+    def undo(self) -> np.ndarray | None:
+        """The action that removes the offset (None when there is none)."""
+        if self._index is None or self.offset_m == 0.0:
+            return None
+        action = np.zeros(len(self._step_limits_m), dtype=np.float32)
+        action[self._index] = -self.offset_m / float(self._step_limits_m[self._index])
+        return np.clip(action, -1, 1).astype(np.float32)
+
+
+EndReason = Literal["policy", "budget", "env"]
+
 
 @dataclass
 class EpisodeResult:
-    """One episode: success, cost (acquisitions include the reset frame) and the path."""
+    """One episode, scored on the state it leaves.
+
+    ``success``: the true Strehl ratio after the end (``final_strehl``) reaches the env's
+    ``success_strehl``; NaN ``final_strehl`` (no ground truth) is no success.
+    ``acquisitions`` and ``dose_e`` include the reset frame and the policy's own frames.
+    ``ended_by``: the policy's stop, the budget or the env's step limit.
+    ``declared_aligned`` / ``confidence``: the policy's stop decision, if it made one;
+    a false done is ``declared_aligned and not success``.
+    ``first_reached_at``: the first acquisition whose true Strehl ratio reached the
+    threshold (what the old oracle stop counted as success), for comparison only.
+    """
 
     success: bool
     acquisitions: int
-    acquisitions_to_success: int | None
     final_strehl: float
     best_strehl: float
     dose_e: float
-    dose_to_success_e: float | None
     wall_s: float
+    ended_by: EndReason = "budget"
+    declared_aligned: bool = False
+    confidence: float | None = None
+    first_reached_at: int | None = None
     strehl_path: list[float] = field(default_factory=list)
+
+    @property
+    def false_done(self) -> bool:
+        """The policy declared the probe aligned and it is not."""
+        return self.declared_aligned and not self.success
 
 
 def run_episode(
-    env: gym.Env[Any, Any],
+    env: Any,
     policy: TuningPolicy,
     seed: int,
     counter: CountingMicroscope | None = None,
     max_acquisitions: int | None = None,
     on_step: StepCallback | None = None,
     options: dict[str, Any] | None = None,
+    score: bool = True,
 ) -> EpisodeResult:
-    """Run one episode of ``policy`` on ``env`` from ``reset(seed=seed)``.
+    """Run one episode of ``policy`` on the probe-tuning ``env`` from ``reset(seed=seed)``.
 
-    Success, for every method alike: the env's ``info["is_success"]`` at any acquisition
-    (ground-truth Strehl >= the threshold on a twin). The episode ends there, at the env's
-    own end, or once ``max_acquisitions`` are spent. ``on_step(action, reward, terminated,
-    truncated, info)`` is told every step (recording, progress); ``options`` go to
-    ``env.reset``. With ``counter`` (the env's
-    microscope, wrapped) acquisitions and dose are counted at the Microscope boundary, so
-    frames a policy takes itself count too; otherwise the env's count is used.
+    The episode ends when the policy stops, when ``max_acquisitions`` are spent (the
+    policy's own frames count: with ``counter``, the env's microscope wrapped, acquisitions
+    and dose are counted at the Microscope boundary), or at the env's step limit. Then the
+    policy's `final_action` is applied without a frame (`env.settle`) and, with ``score``,
+    the twin's true Strehl ratio of that state is read (`env.true_strehl`): the only ground
+    truth this loop reads. ``on_step(action, reward, terminated, truncated, info)`` is told
+    every step (recording, progress); ``options`` go to ``env.reset``.
     """
 
     def spent() -> tuple[int, float]:
@@ -81,38 +165,53 @@ def run_episode(
             return counter.acquisitions, counter.dose_e
         return int(info["acquisitions"]), float(info["dose_e"])
 
+    def budget_spent() -> bool:
+        return max_acquisitions is not None and spent()[0] >= max_acquisitions
+
     started = time.perf_counter()
     if counter is not None:
         counter.reset_counts()
     observation, info = env.reset(seed=seed, options=options)
     policy.reset(observation, info)
     path = [float(info["strehl"])]
-    success_at, success_dose = spent() if info["is_success"] else (None, None)
-    done = success_at is not None
-    while not done:
+    path_acquisitions = [spent()[0]]
+    ended_by: EndReason = "budget"
+    decision: StopDecision | None = None
+    while not budget_spent():
+        decision = policy.stop()
+        if decision is not None:
+            ended_by = "policy"
+            break
         action = np.asarray(policy.suggest(), dtype=np.float32)
         observation, reward, terminated, truncated, info = env.step(action)
         path.append(float(info["strehl"]))
+        path_acquisitions.append(spent()[0])
         if on_step is not None:
             on_step(action, float(reward), bool(terminated), bool(truncated), info)
-        acquisitions, _ = spent()
-        over_budget = max_acquisitions is not None and acquisitions > max_acquisitions
-        if info["is_success"] and not over_budget:
-            success_at, success_dose = spent()
-        done = terminated or truncated or success_at is not None or over_budget
-        if not done:
-            policy.ingest(action, observation, float(reward), info)
-            acquisitions, _ = spent()
-            done = max_acquisitions is not None and acquisitions >= max_acquisitions
+        if terminated or truncated:
+            ended_by = "env"
+            break
+        if budget_spent():
+            break
+        policy.ingest(action, observation, float(reward), info)
+    final = policy.final_action()
+    if final is not None and np.any(final != 0):
+        env.settle(np.asarray(final, dtype=np.float32))
     acquisitions, dose = spent()
+    final_strehl = env.true_strehl() if score else None
+    final_strehl = math.nan if final_strehl is None else float(final_strehl)
+    threshold = float(env.config.success_strehl)
+    reached = [n for n, s in zip(path_acquisitions, path, strict=True) if s >= threshold]
     return EpisodeResult(
-        success=success_at is not None,
+        success=final_strehl >= threshold,
         acquisitions=acquisitions,
-        acquisitions_to_success=success_at,
-        final_strehl=path[-1],
+        final_strehl=final_strehl,
         best_strehl=max(path),
         dose_e=dose,
-        dose_to_success_e=success_dose,
         wall_s=time.perf_counter() - started,
+        ended_by=ended_by,
+        declared_aligned=decision is not None and decision.aligned,
+        confidence=None if decision is None else float(decision.confidence),
+        first_reached_at=reached[0] if reached else None,
         strehl_path=path,
     )

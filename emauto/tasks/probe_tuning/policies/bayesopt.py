@@ -16,11 +16,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from emauto.tasks.probe_tuning.policies.base import Observation
+from emauto.tasks.probe_tuning.policies.base import Observation, RunsToTheBudget
 from emauto.tasks.probe_tuning.policies.objective import RonchigramObjective
 
 
-class BayesOptPolicy:
+class BayesOptPolicy(RunsToTheBudget):
     """GP + LogEI/UCB in a trust region: ``name = "bo"``."""
 
     name = "bo"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from emauto.tasks.probe_tuning.policies.base import Observation, TuningPolicy
+from emauto.tasks.probe_tuning.policies.base import Observation, StopDecision, TuningPolicy
 
 #: Steps of the coarse policy before the fine one takes over (three CNN rounds).
 CNN_SHIFT_COARSE_STEPS = 6
@@ -43,8 +43,16 @@ class CoarseFinePolicy:
         self.coarse.reset(observation, info)
         self.fine.reset(observation, info)
 
+    def stop(self) -> StopDecision | None:
+        """The active policy's decision."""
+        return self._active().stop()
+
     def suggest(self) -> np.ndarray:
         return self._active().suggest()
+
+    def final_action(self) -> np.ndarray | None:
+        """The active policy's last move."""
+        return self._active().final_action()
 
     def ingest(
         self, action: np.ndarray, observation: Observation, reward: float, info: dict[str, Any]

@@ -22,7 +22,11 @@ def probe_shift(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> Tuni
     from emauto.tasks.probe_tuning.policies.shift_correct import ProbeShiftPolicy
 
     return ProbeShiftPolicy(
-        env.knobs, env.step_limits, env.microscope, last_frame=lambda: env.last_frame
+        env.knobs,
+        env.step_limits,
+        env.microscope,
+        last_frame=lambda: env.last_frame,
+        aperture_rad=env.config.convergence_rad,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from emauto.models.estimator import Estimate, RonchigramEstimator, load_default_estimator
-from emauto.tasks.probe_tuning.policies.base import Observation
+from emauto.tasks.probe_tuning.policies.base import Observation, ProbeOffset, StopDecision
 
 
 class MeasureCorrectPolicy:
@@ -45,21 +45,37 @@ class MeasureCorrectPolicy:
         self.estimate: Estimate | None = None
         self._next = "probe"
         self._rounds = 0
+        self._offset = ProbeOffset(self.knobs, self.step_limits_m)
 
     def reset(self, observation: Observation, info: dict[str, Any]) -> None:
         self.estimate = None
         self._next = "probe"
         self._rounds = 0
+        self._offset = ProbeOffset(self.knobs, self.step_limits_m)
+
+    def stop(self) -> StopDecision | None:
+        """No stop rule: the estimate is too coarse near focus to say the probe is aligned."""
+        return None
 
     def suggest(self) -> np.ndarray:
         change = np.zeros(len(self.knobs))
-        if self._next == "probe" or self.estimate is None:
+        probing = self._next == "probe" or self.estimate is None
+        if probing:
             if "C10" in self.knobs:
                 size = self.first_probe_m if self._rounds == 0 else self.probe_defocus_m
                 change[self.knobs.index("C10")] = size
         else:
             change = np.array([-self.estimate.mean_m.get(k, 0.0) for k in self.knobs])
-        return np.clip(change / self.step_limits_m, -1, 1).astype(np.float32)
+        action = np.clip(change / self.step_limits_m, -1, 1).astype(np.float32)
+        if probing:
+            self._offset.add(action)
+        else:
+            self._offset.offset_m = 0.0  # the correction cancels the probe defocus with it
+        return action
+
+    def final_action(self) -> np.ndarray | None:
+        """The probe defocus off, if the episode ends between a probe and its correction."""
+        return self._offset.undo()
 
     def ingest(
         self, action: np.ndarray, observation: Observation, reward: float, info: dict[str, Any]

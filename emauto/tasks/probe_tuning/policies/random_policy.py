@@ -6,10 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from emauto.tasks.probe_tuning.policies.base import Observation
+from emauto.tasks.probe_tuning.policies.base import Observation, RunsToTheBudget
 
 
-class RandomPolicy:
+class RandomPolicy(RunsToTheBudget):
     """Random actions in [-1, 1]^n from a seeded generator: ``name = "random"``."""
 
     name = "random"

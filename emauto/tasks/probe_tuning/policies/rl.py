@@ -30,7 +30,7 @@ from emauto.errors import ModelFileError
 from emauto.models.estimator import DEFAULT_WEIGHTS, RonchigramEstimator
 from emauto.models.weights import file_digest, shipped_path
 from emauto.tasks.probe_tuning.config import RLTrainingConfig
-from emauto.tasks.probe_tuning.policies.base import Observation
+from emauto.tasks.probe_tuning.policies.base import Observation, RunsToTheBudget
 from emauto.tasks.probe_tuning.policies.flatness import flatness_torch
 from emauto.units import load_yaml
 
@@ -110,7 +110,7 @@ def _policy_estimator(folder: Path) -> RonchigramEstimator:
     )
 
 
-class SB3Policy:
+class SB3Policy(RunsToTheBudget):
     """A trained SB3 model behind the `TuningPolicy` interface: ``name = "rl"``."""
 
     name = "rl"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import minimize
 
-from emauto.tasks.probe_tuning.policies.base import Observation
+from emauto.tasks.probe_tuning.policies.base import Observation, RunsToTheBudget
 from emauto.tasks.probe_tuning.policies.objective import RonchigramObjective
 
 #: The longest suggest() waits for the optimiser thread's next point (s).
@@ -28,7 +28,7 @@ class _StopOptimisationError(Exception):
     """Ends the optimiser thread when an episode ends."""
 
 
-class NelderMeadPolicy:
+class NelderMeadPolicy(RunsToTheBudget):
     """Derivative-free simplex search: ``name = "simplex"``."""
 
     name = "simplex"
