@@ -74,6 +74,7 @@ __all__ = [
     "RonchigramRequest",
     "ScanLimits",
     "SegmentsScan",
+    "SettlingGroundTruth",
     "UnknownKnobError",
     "validate_setpoints",
 ]
@@ -391,6 +392,16 @@ class GroundTruth(Protocol):
 
         Typed ``Any`` because the contract does not import `emauto.optics` (a sibling layer).
         """
+        ...
+
+
+@runtime_checkable
+class SettlingGroundTruth(GroundTruth, Protocol):
+    """An in-process twin's ground truth a while ahead: what a state becomes once the lenses
+    have settled, with no further command (scoring the state an episode leaves)."""
+
+    def strehl_ratio_after(self, wait_s: float) -> float:
+        """The Strehl ratio ``wait_s`` (s) from now if nothing is commanded meanwhile."""
         ...
 
 

@@ -1,4 +1,5 @@
-"""Every YAML file shipped in configs/ validates against its model."""
+"""Every YAML file shipped in configs/ validates against its model, and every one is
+listed here."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import pytest
 from pydantic import BaseModel
 
 from emauto.agent.plans import DaemonConfig
-from emauto.models.config import EstimatorTrainingConfig
+from emauto.drivers.sim.config import SimConfig
+from emauto.drivers.sim.specimens import load_recipe
+from emauto.models.config import CompletionTrainingConfig, EstimatorTrainingConfig
 from emauto.tasks.probe_tuning.config import (
     EstimatorDataConfig,
     ProbeTuningConfig,
     RLTrainingConfig,
 )
+from emauto.tasks.sparse_scan.config import ScanRLConfig
 from emauto.units import load_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -27,9 +31,24 @@ MODELS: dict[str, type[BaseModel]] = {
     "estimator_training_gpu.yaml": EstimatorTrainingConfig,
     "probe_tuning_low_dose.yaml": ProbeTuningConfig,
     "probe_tuning_ppo.yaml": RLTrainingConfig,
+    "sparse_scan_completion.yaml": CompletionTrainingConfig,
+    "sparse_scan_ppo.yaml": ScanRLConfig,
+    "held_out/noisy_camera.yaml": SimConfig,
 }
+#: Specimen recipe files (`emauto.drivers.sim.specimens`).
+RECIPES = ("held_out/thick_carbon.yaml", "held_out/srtio3_thin.yaml")
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_shipped_configs_validate(name: str) -> None:
     load_yaml(CONFIGS / name, MODELS[name])
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_shipped_recipes_load(name: str) -> None:
+    load_recipe(CONFIGS / name)
+
+
+def test_every_shipped_yaml_is_checked() -> None:
+    shipped = {str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")}
+    assert shipped == {*MODELS, *RECIPES}

@@ -249,6 +249,17 @@ class SimulatedMicroscope:
             self.true_aberrations(), self.grid.wavelength_m, self._knobs["convergence_angle"]
         )
 
+    def strehl_ratio_after(self, wait_s: float) -> float:
+        """The Strehl ratio ``wait_s`` (s) from now with no further command: the lenses
+        settle towards their setpoints (lag), hysteresis stays. Twin-only."""
+        if not (math.isfinite(wait_s) and wait_s >= 0):
+            raise InvalidRequestError(f"wait_s must be finite and >= 0, got {wait_s!r}")
+        lens = self._lenses.values(self._time_s + wait_s)
+        aberrations = optics.Aberrations.from_mapping({n: lens[n] for n in ABERRATION_KNOBS})
+        return optics.strehl_ratio(
+            aberrations, self.grid.wavelength_m, self._knobs["convergence_angle"]
+        )
+
     # ------------------------------------------------------------------ internals
 
     def _check_open(self) -> None:

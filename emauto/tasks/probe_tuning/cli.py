@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from emauto.errors import ConfigError
+from emauto.io.results import save
 from emauto.tasks.probe_tuning.policies.registry import METHODS
 
 
@@ -97,7 +99,7 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
     from emauto.tasks.probe_tuning.config import ProbeTuningConfig
     from emauto.units import load_yaml
 
-    methods = list(METHODS) if args.method == "all" else [args.method]
+    methods = list(METHODS) if "all" in args.method else list(dict.fromkeys(args.method))
     config = load_yaml(args.config, ProbeTuningConfig) if args.config else None
     figures = run_probe_tuning_benchmark(
         methods,
@@ -110,7 +112,19 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
         config=config,
         record=args.record,
     )
-    result: dict[str, Any] = figures if args.method == "all" else figures[args.method]
+    result: dict[str, Any] = figures[methods[0]] if len(methods) == 1 else figures
+    if args.save is not None:
+        condition = (config or ProbeTuningConfig()).model_dump(mode="json")
+        save(
+            {
+                "command": "emauto bench probe-tuning " + " ".join(sys.argv[2:]),
+                "microscope": args.microscope,
+                "seeds": [args.seed * 100_000, args.seed * 100_000 + args.episodes - 1],
+                "condition": condition,
+                "methods": figures,
+            },
+            args.save,
+        )
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -169,9 +183,12 @@ def _add_episode_options(parser: argparse.ArgumentParser) -> None:
 def add_bench(bench_tasks: Any) -> None:
     """Register `bench probe-tuning`."""
     bench = bench_tasks.add_parser("probe-tuning", help="every tuning method, same episodes")
-    bench.add_argument("--method", choices=[*METHODS, "all"], default="all")
+    bench.add_argument(
+        "--method", nargs="+", choices=[*METHODS, "all"], default=["all"], help="one or more"
+    )
     bench.add_argument("--policy", help="RL policy folder (default: the shipped one)")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--config", type=Path, help="ProbeTuningConfig YAML (e.g. a lower dose)")
+    bench.add_argument("--save", type=Path, help="also write the JSON, with its command, here")
     _add_episode_options(bench)
     bench.set_defaults(handler=_bench_probe_tuning)

@@ -33,7 +33,14 @@ from gymnasium import spaces
 
 from emauto import optics
 from emauto.errors import ConfigError
-from emauto.microscope import Frame, GroundTruth, Microscope, Restartable, RonchigramRequest
+from emauto.microscope import (
+    Frame,
+    GroundTruth,
+    Microscope,
+    Restartable,
+    RonchigramRequest,
+    SettlingGroundTruth,
+)
 from emauto.tasks.probe_tuning.config import TUNING_KNOB_GROUPS, ProbeTuningConfig
 from emauto.tasks.probe_tuning.observations import aperture_crop_px, ronchigram_image
 from emauto.wrappers.base import unwrap
@@ -229,8 +236,13 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         self._move(action)
 
     def true_strehl(self) -> float | None:
-        """The twin's true Strehl ratio of the present state, for scoring once an episode is
-        over; None without ground truth (a real microscope)."""
+        """The twin's true Strehl ratio of the state the knobs are left in, once the lenses
+        have settled (``config.lens_wait_s``, as before any frame), for scoring once an
+        episode is over; None without ground truth (a real microscope). A twin that cannot
+        look ahead (over the wire, a replay) is read as it is now."""
+        twin = unwrap(self.microscope)
+        if isinstance(twin, SettlingGroundTruth):
+            return float(twin.strehl_ratio_after(self.config.lens_wait_s))
         return None if self._ground_truth is None else float(self._ground_truth())
 
     def render(self) -> np.ndarray | None:

@@ -49,6 +49,9 @@ RELOCATIONS = 1
 #: Stop once a measurement at the parked probe predicts at least this Strehl ratio (chosen on
 #: the tuning seeds 7000-7099 only; see benchmarks/experiments/stop_threshold.py).
 STOP_STREHL = 0.8
+#: At a stop, apply the last measurement's correction (True) or only take the probe defocus
+#: off (False: the state measured good is kept as it is). Chosen with `STOP_STREHL`.
+CORRECT_AT_STOP = True
 
 
 class ProbeShiftPolicy:
@@ -68,6 +71,7 @@ class ProbeShiftPolicy:
         wavelength_m: float | None = None,
         aperture_rad: float = 0.030,
         stop_strehl: float = STOP_STREHL,
+        correct_at_stop: bool = CORRECT_AT_STOP,
     ) -> None:
         self.knobs = tuple(knobs)
         self.step_limits_m = np.asarray(step_limits_m, dtype=np.float64)
@@ -86,6 +90,7 @@ class ProbeShiftPolicy:
         )
         self.aperture_rad = aperture_rad
         self.stop_strehl = stop_strehl
+        self.correct_at_stop = correct_at_stop
         self._measured = False  # a measurement of this episode was accepted
         self._offset = ProbeOffset(self.knobs, self.step_limits_m)
         self._predicted: float | None = None  # Strehl ratio the latest measurement predicts
@@ -113,9 +118,9 @@ class ProbeShiftPolicy:
         return self._correction() if self.measurement is not None else self._probe()
 
     def final_action(self) -> np.ndarray | None:
-        """After a stop: this measurement's correction. At the budget: the probe defocus
-        off."""
-        if self._stopping and self.measurement is not None:
+        """After a stop: this measurement's correction (or, with ``correct_at_stop`` False,
+        the probe defocus off). At the budget: the probe defocus off."""
+        if self._stopping and self.measurement is not None and self.correct_at_stop:
             return self._correction()
         return self._offset.undo()
 
