@@ -117,7 +117,7 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
         condition = (config or ProbeTuningConfig()).model_dump(mode="json")
         save(
             {
-                "command": "emauto bench probe-tuning " + " ".join(sys.argv[2:]),
+                "command": "emauto " + " ".join(sys.argv[1:]),
                 "microscope": args.microscope,
                 "seeds": [args.seed * 100_000, args.seed * 100_000 + args.episodes - 1],
                 "condition": condition,
