@@ -49,7 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `emauto` console command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.command_argv = argv  # as typed: the key of a result saved by command (--save)
     handler: Handler = args.handler
     try:
         return handler(args)

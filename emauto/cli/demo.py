@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import Any
 
-from emauto.io.results import print_result
+from emauto.io.results import add_output_options, print_result, save
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -20,7 +20,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench_sim(args: argparse.Namespace) -> int:
     from emauto.bench.sim import run_sim_benchmark
 
-    print_result(run_sim_benchmark(seed=args.seed, repeats=args.repeats), args.json)
+    result = run_sim_benchmark(seed=args.seed, repeats=args.repeats)
+    save(result, args.save)
+    print_result(result, args.json)
     return 0
 
 
@@ -37,7 +39,6 @@ def add_commands(commands: Any) -> None:
 def add_bench(bench_tasks: Any) -> None:
     """Register `bench sim`."""
     sim = bench_tasks.add_parser("sim", help="the twin: fast vs multislice speed and error")
-    sim.add_argument("--json", action="store_true", help="print one JSON object")
-    sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--repeats", type=int, default=None, help="override repetitions")
+    add_output_options(sim, seed=0)
     sim.set_defaults(handler=_bench_sim)

@@ -10,6 +10,7 @@ from typing import Any
 
 from emauto.drivers.vendors import BACKENDS
 from emauto.errors import ConfigError
+from emauto.io.results import add_save_option
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -83,9 +84,11 @@ def _operator(args: argparse.Namespace) -> int:
 
 def _bench_driver(args: argparse.Namespace) -> int:
     from emauto.bench.driver import run_driver_benchmark
-    from emauto.io.results import print_result
+    from emauto.io.results import print_result, save
 
-    print_result(run_driver_benchmark(requests=args.requests, frames=args.frames), args.json)
+    result = run_driver_benchmark(requests=args.requests, frames=args.frames)
+    save(result, args.save)
+    print_result(result, args.json)
     return 0
 
 
@@ -128,6 +131,7 @@ def add_bench(bench_tasks: Any) -> None:
     driver.add_argument("--json", action="store_true", help="print one JSON object")
     driver.add_argument("--requests", type=int, default=2000, help="read/set round trips")
     driver.add_argument("--frames", type=int, default=300, help="512x512 frames")
+    add_save_option(driver)
     driver.set_defaults(handler=_bench_driver)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from emauto.errors import ConfigError
+from emauto.io.results import add_output_options, command_line, save
 from emauto.tasks.sparse_scan.registry import RECONSTRUCTIONS, STRATEGIES
 
 
@@ -40,6 +42,8 @@ def _bench_sparse_scan(args: argparse.Namespace) -> int:
         from emauto.tasks.sparse_scan.pictures import save_reconstructions
 
         save_reconstructions(keep, images, Path(args.out), args.coverage)
+    if args.save is not None:  # keyed by the command as typed (`emauto.cli.main`)
+        save(result, args.save, key=command_line(getattr(args, "command_argv", sys.argv[1:])))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -121,9 +125,8 @@ def add_bench(bench_tasks: Any) -> None:
     bench.add_argument("--reconstruction", choices=RECONSTRUCTIONS.names(), default="completion")
     bench.add_argument("--reconstructions", nargs="+", choices=RECONSTRUCTIONS.names())
     bench.add_argument("--size", type=int, default=256, help="twin image size (pixels)")
-    bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--out", help="folder for PNGs of the reconstructions")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_options(bench, seed=0, keyed=True)
     bench.set_defaults(handler=_bench_sparse_scan)
 
 

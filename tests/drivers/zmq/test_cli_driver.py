@@ -46,12 +46,15 @@ def test_operator_commands(
     assert main(["operator", "reset-watchdog", "--connect", server.endpoint]) == 0
 
 
-def test_bench_driver_json(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "driver", "--json", "--requests", "50", "--frames", "5"]) == 0
+def test_bench_driver_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    saved = tmp_path / "driver-latest.json"
+    args = ["bench", "driver", "--json", "--requests", "50", "--frames", "5", "--save", str(saved)]
+    assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("rtt_p50_ms", "rtt_p99_ms", "frames_per_s", "overhead_vs_inprocess"):
         assert result[key] > 0
     assert result["frame_shape"] == [512, 512] and result["frame_dtype"] == "float32"
+    assert json.loads(saved.read_text()) == result  # --save writes what was printed
 
 
 def test_connect_tcp(thread_server: Any) -> None:

@@ -47,6 +47,24 @@ def test_bench_on_a_user_file(
     assert (tmp_path / "pictures" / "sparse_scan_mine.png").is_file()
 
 
+def test_bench_saves_each_result_under_its_command(
+    tmp_path: Path, smooth_image: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image, saved = tmp_path / "mine.npy", tmp_path / "sparse-scan-latest.json"
+    np.save(image, smooth_image)
+    common = ["bench", "sparse-scan", "--image", str(image), "--strategies", "jittered"]
+    common += ["--reconstruction", "linear", "--reconstructions", "linear", "--json"]
+    printed = {}
+    for coverage in ("0.1", "0.2"):
+        assert main([*common[:2], "--coverage", coverage, *common[2:], "--save", str(saved)]) == 0
+        printed[coverage] = json.loads(capsys.readouterr().out)
+    document = json.loads(saved.read_text())
+    assert list(document) == [
+        f"emauto bench sparse-scan --coverage {c} {' '.join(common[2:])}" for c in ("0.1", "0.2")
+    ]  # the command as typed, less --save; the earlier entry kept
+    assert list(document.values()) == [printed["0.1"], printed["0.2"]]
+
+
 def test_noise_at_low_dose_costs_accuracy(
     tmp_path: Path, smooth_image: np.ndarray, capsys: pytest.CaptureFixture[str]
 ) -> None:
