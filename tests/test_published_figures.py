@@ -43,6 +43,7 @@ PENDING = {
     "probe-shift-accuracy-latest.json": "probe-tuning section (experiment script)",
     "estimator-rounds-latest.json": "probe-tuning section (experiment script)",
     "recorder-latest.json": "recorder section",
+    "stop-threshold-latest.json": "probe-tuning section (experiment script)",
 }
 
 
