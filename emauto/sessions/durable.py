@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 __all__ = ["AppendFile", "FileSystem", "OsFileSystem", "make_folders"]
 
@@ -65,14 +65,18 @@ class FileSystem(Protocol):
 
 
 class _OsAppendFile:
+    """Unbuffered: each `write` is a ``write(2)`` (in the page cache, as a kill -9 leaves it),
+    `sync` only the ``fsync(2)``."""
+
     def __init__(self, path: Path) -> None:
-        self._file: BinaryIO = open(path, "ab")  # noqa: SIM115 - held open by the caller
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - held open by the caller
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[self._file.write(view) :]
 
     def sync(self) -> None:
-        self._file.flush()
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
