@@ -7,18 +7,27 @@ only once their folder was fsync'd: `emauto.sessions.powercut`); each test cuts 
 point of a recording and opens the session that survived.
 
 The check is shown to fail when durability is broken. Each mutation below breaks the store
-on purpose, and its test asserts that the same sweep then reports the loss:
+on purpose (through a file system that drops the fsyncs, or by reordering the writes), and
+its test asserts that the same sweep then reports the loss:
 
 - (a) no fsync at all: the session is lost once acknowledged;
 - (b) no folder fsync: the session folder's name is lost, so the session is;
 - (b') no fsync of the frames' folders only: acknowledged steps lose their frames;
 - (c) no fsync of the document line: acknowledged events are lost;
-- (d) the event appended before its frame is written: events whose frame is gone.
+- (d) the event appended before its frame is written: events whose frame is gone (the step
+  is not yet acknowledged then, so it shows as a dangling event, not a lost step).
 
-Applied by hand to the real code (editing `emauto/sessions/store.py`, `durable.py` or
-`recorder.py`, not through these wrappers), each mutation fails
-``test_every_cut_point_keeps_every_acknowledged_step`` and the twin's sweep; (a)-(c) also
-fail ``test_the_os_file_system_fsyncs_every_file_and_folder_of_a_session``.
+Applied by hand to the real code (the calls deleted from `store.py`, `durable.py`,
+`recorder.py`, the normal tests run, the edit reverted), every mutation fails
+``test_every_cut_point_keeps_every_acknowledged_step``,
+``test_cuts_with_partial_writeback_keep_every_acknowledged_step``,
+``test_twin_sessions_with_positions_survive_every_cut`` and
+``test_the_benchmark_trials_lose_nothing``; all but (d) also fail
+``test_the_image_after_close_is_the_live_session`` and
+``test_the_os_file_system_fsyncs_every_file_and_folder_of_a_session``. So do two more: the
+session folder's parents not fsync'd (the recorder did not, before these tests), and the
+Zarr group's ``zarr.json`` not fsync'd. An `OsFileSystem` whose fsync does nothing fails only
+the spy test. ``tests/sessions/test_kill.py`` passes under every one of them.
 """
 
 from __future__ import annotations
