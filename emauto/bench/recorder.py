@@ -8,7 +8,15 @@
   prints ``ACK n`` once step n is on disk; the parent sends SIGKILL after a random delay,
   then opens the session (which repairs a torn tail) and counts *acknowledged* steps that are
   missing or whose frame is unreadable. The goal is zero: at most the step in flight (never
-  acknowledged) may be lost.
+  acknowledged) may be lost. A killed process's writes are still in the page cache, so these
+  trials cannot see a missing fsync; the power-cut trials can.
+- **power-cut trials**: a session of ``POWER_CUT_STEPS`` steps (set, acquire of a 128x128
+  frame, ..., then close) is recorded once on a `PowerCutFileSystem`, which journals every
+  write and fsync; ``power_cuts`` times, a random cut point in that journal is drawn and the
+  disk a power cut there would leave is built (only what was fsync'd survives; every other
+  trial also keeps a random part of what was not, as the kernel's writeback might), then the
+  session in it is opened and checked (`check_survivor`): every step acknowledged before the
+  cut present with its frame, no event whose frame is gone, the session readable once opened.
 
 The folder under test decides the fsync cost (``--dir``; default: a temporary folder in the
 current directory, not /tmp, which may be RAM).
@@ -16,8 +24,10 @@ current directory, not /tmp, which may be RAM).
 
 from __future__ import annotations
 
+import bisect
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -25,15 +35,22 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emauto.errors import EmautoError
-from emauto.microscope import RonchigramRequest
+from emauto.microscope import ImageRequest, Microscope, RonchigramRequest
+from emauto.sessions.durable import FileSystem
+from emauto.sessions.powercut import PowerCutFileSystem, Survivor, check_survivor
 from emauto.sessions.reader import Session
 from emauto.wrappers.recording import RecordingMicroscope
+
+#: Steps of the session the power-cut trials cut (set and acquire alternately, then close).
+POWER_CUT_STEPS = 40
 
 
 def _percentile_ms(samples: list[float], q: float) -> float:
@@ -144,6 +161,96 @@ def kill_trial(folder: Path, backend: str, rng: random.Random) -> dict[str, int]
     }
 
 
+@dataclass(frozen=True)
+class PowerCutRecording:
+    """A session recorded on a `PowerCutFileSystem`, and when each step was acknowledged."""
+
+    disk: PowerCutFileSystem
+    session: str  #: the session folder, relative to the disk's root
+    opened_at: int  #: operations journalled when the recorder had opened (start written)
+    acknowledged_at: tuple[int, ...]  #: operations journalled when step i's call returned
+    expected: tuple[tuple[str, np.ndarray | None], ...]  #: each step's kind and frame data
+
+    @property
+    def operations(self) -> int:
+        """Operations in the journal: the cut points are 0 to this, both included."""
+        return len(self.disk.operations)
+
+    def cut(self, after: int, dest: Path, writeback: random.Random | None = None) -> Survivor:
+        """Build the disk a power cut after ``after`` operations leaves in the new folder
+        ``dest`` and check the session in it."""
+        self.disk.image(dest, after, writeback=writeback)
+        return check_survivor(
+            dest / self.session,
+            bisect.bisect_right(self.acknowledged_at, after),
+            after >= self.opened_at,
+            self.expected,
+        )
+
+
+def record_on_power_cut_disk(
+    root: Path,
+    microscope: Microscope,
+    steps: int,
+    requests: Sequence[RonchigramRequest | ImageRequest] = (RonchigramRequest(exposure_s=1e-3),),
+    wrap: Callable[[PowerCutFileSystem], FileSystem] | None = None,
+) -> PowerCutRecording:
+    """Record ``steps`` steps (a C10 change, an acquisition of the next of ``requests``, ...),
+    then close (a ``safe`` step and the stop document), on a new `PowerCutFileSystem` at
+    ``root``. The store writes through ``wrap(disk)`` when given (for the tests that break
+    durability on purpose), else straight through the disk."""
+    disk = PowerCutFileSystem(root)
+    session = "sessions/run"  # two new folders, whose names the recorder must make durable
+    scope = RecordingMicroscope.open(
+        microscope,
+        disk.root / session,
+        {"bench": "power-cut"},
+        file_system=wrap(disk) if wrap is not None else disk,
+    )
+    opened_at = len(disk.operations)
+    acknowledged_at: list[int] = []
+    expected: list[tuple[str, np.ndarray | None]] = []
+    for index in range(steps):
+        if index % 2 == 0:
+            scope.set({"C10": (-1) ** (index // 2) * 1e-9 * (1 + index % 7)})
+            expected.append(("set", None))
+        else:
+            frame = scope.acquire(requests[(index // 2) % len(requests)])
+            expected.append(("acquire", np.array(frame.data)))
+        acknowledged_at.append(len(disk.operations))
+    scope.close()
+    expected.append(("safe", None))
+    acknowledged_at.append(len(disk.operations))
+    return PowerCutRecording(disk, session, opened_at, tuple(acknowledged_at), tuple(expected))
+
+
+def power_cut_trials(folder: Path, trials: int, rng: random.Random) -> dict[str, Any]:
+    """``trials`` random power cuts of one recording of the static microscope (128x128)."""
+    from emauto.bench.driver import StaticMicroscope
+
+    recording = record_on_power_cut_disk(
+        folder / "disk", StaticMicroscope(shape=(128, 128)), POWER_CUT_STEPS
+    )
+    results: list[Survivor] = []
+    for trial in range(trials):
+        writeback = random.Random(rng.random()) if trial % 2 else None
+        dest = folder / f"cut-{trial:04d}"
+        results.append(recording.cut(rng.randint(0, recording.operations), dest, writeback))
+        shutil.rmtree(dest)
+    return {
+        "power_cut_trials": trials,
+        "power_cut_acknowledged_steps_lost": sum(r.lost for r in results),
+        "power_cut_dangling_frames": sum(r.dangling for r in results),
+        "power_cut_sessions_lost": sum(r.session_lost for r in results),
+        "power_cut_trials_failed": sum(not r.ok for r in results),
+        "power_cut_torn_tails_repaired": sum(r.torn for r in results),
+        "power_cut_median_acknowledged_steps": (
+            statistics.median(r.acknowledged for r in results) if results else 0
+        ),
+        "power_cut_journal_operations": recording.operations,
+    }
+
+
 def run_recorder_benchmark(
     steps: int = 400,
     trials: int = 20,
@@ -151,8 +258,10 @@ def run_recorder_benchmark(
     folder: str | Path | None = None,
     backend: str = "static",
     uri: str = "sim://",
+    power_cuts: int = 200,
 ) -> dict[str, Any]:
-    """fsync cost per step on the twin and lost acknowledged steps over kill trials."""
+    """fsync cost per step on the twin, lost acknowledged steps over kill trials and over
+    simulated power cuts."""
     base = Path(folder) if folder is not None else Path.cwd()
     base.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
@@ -160,6 +269,7 @@ def run_recorder_benchmark(
         root = Path(work)
         figures = fsync_cost(root, steps, uri)
         results = [kill_trial(root / f"trial-{i:03d}", backend, rng) for i in range(trials)]
+        cuts = power_cut_trials(root / "power-cut", power_cuts, rng)
     figures.update(
         {
             "kill_trials": trials,
@@ -168,6 +278,7 @@ def run_recorder_benchmark(
             "kill_median_acknowledged_steps": statistics.median(r["acknowledged"] for r in results),
             "kill_backend": backend,
             "folder_filesystem": str(base),
+            **cuts,
         }
     )
     return figures

@@ -87,7 +87,11 @@ def _bench_recorder(args: argparse.Namespace) -> int:
     from emauto.bench.recorder import run_recorder_benchmark
 
     figures = run_recorder_benchmark(
-        steps=args.steps, trials=args.trials, seed=args.seed, folder=args.dir
+        steps=args.steps,
+        trials=args.trials,
+        seed=args.seed,
+        folder=args.dir,
+        power_cuts=args.power_cuts,
     )
     print(json.dumps(figures) if args.json else json.dumps(figures, indent=2))
     return 0
@@ -95,10 +99,15 @@ def _bench_recorder(args: argparse.Namespace) -> int:
 
 def add_bench(bench_tasks: Any) -> None:
     """Register `bench recorder`."""
-    bench = bench_tasks.add_parser("recorder", help="fsync cost per step, kill -9 trials")
+    bench = bench_tasks.add_parser(
+        "recorder", help="fsync cost per step, kill -9 trials, simulated power cuts"
+    )
     bench.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_argument("--steps", type=int, default=400, help="steps timed on the twin")
     bench.add_argument("--trials", type=int, default=20, help="kill -9 trials")
+    bench.add_argument(
+        "--power-cuts", type=int, default=200, help="simulated power cuts at random points"
+    )
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--dir", type=Path, help="folder under test (default: the current one)")
     bench.set_defaults(handler=_bench_recorder)

@@ -14,8 +14,10 @@ replay) and hands each call to a `SessionRecorder`, which writes:
   offline RL;
 - a **stop** document with the exit status.
 
-Every event is fsync'd before the call returns (`emauto.sessions.store`); ``write_s`` keeps
-the time each step spent writing, for the recorder's benchmark.
+Every event is fsync'd before the call returns (`emauto.sessions.store`), and so is the
+session folder's name in its parent; ``write_s`` keeps the time each step spent writing, for
+the recorder's benchmark. ``file_system`` (`emauto.sessions.durable`) is the operating
+system's unless a test or the benchmark hands in a `PowerCutFileSystem`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from emauto.errors import SessionError
 from emauto.microscope import Frame, MicroscopeDescription, MicroscopeState
 from emauto.optics import ABERRATION_NAMES
+from emauto.sessions.durable import FileSystem, OsFileSystem, make_folders
 from emauto.sessions.store import DOCUMENTS, FRAMES, DocumentLog, FrameStore
 from emauto.version import __version__
 
@@ -57,18 +60,20 @@ class SessionRecorder:
         *,
         metadata: Mapping[str, Any] | None = None,
         with_truth: bool = False,
+        file_system: FileSystem | None = None,
     ) -> None:
         self.path = Path(path)
         if self.path.exists() and any(self.path.iterdir()):
             raise SessionError(f"{self.path} exists and is not empty; a session needs a new folder")
-        self.path.mkdir(parents=True, exist_ok=True)
+        file_system = file_system or OsFileSystem()
+        make_folders(file_system, self.path)
         self.knobs = sorted(description.knobs)
         self.with_truth = with_truth
         self.task = ""
         self.write_s: list[float] = []  # seconds each step spent writing, and its kind
         self.write_kinds: list[str] = []
-        self._log = DocumentLog(self.path / DOCUMENTS)
-        self._frames = FrameStore(self.path / FRAMES, mode="w")
+        self._log = DocumentLog(self.path / DOCUMENTS, file_system)
+        self._frames = FrameStore(self.path / FRAMES, mode="w", file_system=file_system)
         self._closed = False
         run_metadata = {
             "emauto": __version__,

@@ -22,6 +22,7 @@ from emauto.microscope import (
     MicroscopeState,
     RonchigramRequest,
 )
+from emauto.sessions.durable import FileSystem
 from emauto.sessions.recorder import ExitStatus, SessionRecorder
 from emauto.wrappers.base import MicroscopeWrapper, unwrap
 
@@ -53,11 +54,19 @@ class RecordingMicroscope(MicroscopeWrapper):
         microscope: Microscope,
         path: str | Path,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        file_system: FileSystem | None = None,
     ) -> RecordingMicroscope:
-        """Start recording ``microscope`` into the new session folder ``path``."""
+        """Start recording ``microscope`` into the new session folder ``path`` (written through
+        ``file_system``, the operating system's by default)."""
         truth = isinstance(unwrap(microscope), GroundTruth)
         recorder = SessionRecorder(
-            path, microscope.describe(), microscope.read(), metadata=metadata, with_truth=truth
+            path,
+            microscope.describe(),
+            microscope.read(),
+            metadata=metadata,
+            with_truth=truth,
+            file_system=file_system,
         )
         return cls(microscope, recorder)
 
