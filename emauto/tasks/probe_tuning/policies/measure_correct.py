@@ -59,19 +59,17 @@ class MeasureCorrectPolicy:
 
     def suggest(self) -> np.ndarray:
         change = np.zeros(len(self.knobs))
-        probing = self._next == "probe" or self.estimate is None
-        if probing:
+        estimate = self.estimate
+        if self._next == "probe" or estimate is None:
             if "C10" in self.knobs:
                 size = self.first_probe_m if self._rounds == 0 else self.probe_defocus_m
                 change[self.knobs.index("C10")] = size
-        else:
-            change = np.array([-self.estimate.mean_m.get(k, 0.0) for k in self.knobs])
-        action = np.clip(change / self.step_limits_m, -1, 1).astype(np.float32)
-        if probing:
+            action = np.clip(change / self.step_limits_m, -1, 1).astype(np.float32)
             self._offset.add(action)
-        else:
-            self._offset.offset_m = 0.0  # the correction cancels the probe defocus with it
-        return action
+            return action
+        change = np.array([-estimate.mean_m.get(k, 0.0) for k in self.knobs])
+        self._offset.offset_m = 0.0  # the correction cancels the probe defocus with it
+        return np.clip(change / self.step_limits_m, -1, 1).astype(np.float32)
 
     def final_action(self) -> np.ndarray | None:
         """The probe defocus off, if the episode ends between a probe and its correction."""
