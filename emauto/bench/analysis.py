@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from tqdm import tqdm
 
+from emauto import stats
 from emauto.analysis.analyze import analyze_image
 from emauto.microscope import ImageRequest, RasterScan
 
@@ -106,6 +107,11 @@ def _inside(points: np.ndarray, border_px: float, shape: tuple[int, int]) -> np.
     )  # fmt: skip
 
 
+def _wilson(successes: int, trials: int) -> list[float]:
+    """Wilson 95 % interval, rounded as the figures are."""
+    return [round(v, 4) for v in stats.wilson_interval(int(successes), int(trials))]
+
+
 def run_analysis_benchmark(
     *,
     seed: int = 1,
@@ -158,6 +164,8 @@ def run_analysis_benchmark(
             "dose_e_per_A2": round(statistics.fmean(bucket["dose"]), 1),
             "precision": round(sum(bucket["tp"]) / max(sum(bucket["found"]), 1), 4),
             "recall": round(sum(bucket["tp"]) / max(sum(bucket["truth"]), 1), 4),
+            "precision_ci95": _wilson(sum(bucket["tp"]), sum(bucket["found"])),
+            "recall_ci95": _wilson(sum(bucket["tp"]), sum(bucket["truth"])),
             "rms_error_pm": round(float(math.sqrt(np.mean(errors**2))), 2) if len(errors) else None,
             "median_error_pm": round(float(np.median(errors)), 2) if len(errors) else None,
             "columns_truth": int(sum(bucket["truth"])),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from emauto import stats
 from emauto.drivers.sim.survey import CLASSES
 from emauto.models.classifier import FewShotClassifier, load_classifier
 from emauto.models.patches import make_patch_dataset
@@ -93,6 +94,13 @@ def run_fewshot_benchmark(
         figures[f"{k}_shot"] = {
             "accuracy": round(statistics.fmean(accuracies), 4),
             "accuracy_std": round(statistics.pstdev(accuracies), 4),
+            # Wilson 95 % over every query of every episode (episodes share the queries)
+            "accuracy_ci95": [
+                round(v, 4)
+                for v in stats.wilson_interval(
+                    int(np.concatenate(corrects).sum()), int(np.concatenate(corrects).size)
+                )
+            ],
             "ece": round(
                 expected_calibration_error(np.concatenate(confidences), np.concatenate(corrects)), 4
             ),
