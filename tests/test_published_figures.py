@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from emauto.cli import _parser
+from emauto.tasks.probe_tuning.policies.registry import POLICIES as TUNING_POLICIES
 from emauto.tasks.region_search.policies import POLICIES
 from emauto.tasks.sparse_scan.registry import STATIC_STRATEGIES
 
@@ -38,13 +39,21 @@ MERGED = ("region-search-latest.json",)
 #: named in a README, their commands not yet checked here. Remove an entry once its section
 #: names the command that writes the file.
 PENDING = {
-    "probe-tuning-latest.json": "probe-tuning section",
-    "probe-tuning-more-latest.json": "probe-tuning section",
-    "probe-shift-accuracy-latest.json": "probe-tuning section (experiment script)",
-    "estimator-rounds-latest.json": "probe-tuning section (experiment script)",
     "recorder-latest.json": "recorder section",
-    "stop-threshold-latest.json": "probe-tuning section (experiment script)",
 }
+#: Probe-tuning runs, each written by ``emauto bench probe-tuning ... --save benchmarks/FILE``.
+PROBE_TUNING = (
+    "probe-tuning-latest.json",
+    "probe-tuning-unseen-thick_carbon-latest.json",
+    "probe-tuning-unseen-noisy_camera-latest.json",
+    "probe-tuning-unseen-srtio3_thin-latest.json",
+)
+#: Files an experiment script prints: ``python benchmarks/experiments/X.py ... > benchmarks/FILE``.
+SCRIPTS = (
+    "stop-threshold-latest.json",
+    "probe-shift-accuracy-latest.json",
+    "estimator-rounds-latest.json",
+)
 
 
 @cache
@@ -90,7 +99,7 @@ def named_commands(file: str) -> list[str]:
 
 def test_every_latest_json_is_accounted_for() -> None:
     files = sorted(p.name for p in BENCHMARKS.glob("*-latest.json"))
-    assert files == sorted([*SAVED, *KEYED, *MERGED, *PENDING])
+    assert files == sorted([*SAVED, *KEYED, *MERGED, *PENDING, *PROBE_TUNING, *SCRIPTS])
     for file in PENDING:
         assert f"`{file}`" in readmes(), f"{file} is named in no README"
 
@@ -338,3 +347,43 @@ def test_quoted_figures_equal_the_json(file: str) -> None:
         if " ".join(expected.split()) not in readme(where)
     ]
     assert not missing, f"figures of {file} not quoted as the JSON has them:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("file", PROBE_TUNING)
+def test_each_probe_tuning_run_names_the_command_that_saved_it(file: str) -> None:
+    commands = named_commands(file)
+    assert len(commands) == 1, f"no (or several) `benchmarks/{file}`, written by `...`"
+    run = latest(file)
+    assert run["command"] == commands[0]
+    args = parse(commands[0])
+    assert args.task == "probe-tuning" and args.save == Path("benchmarks") / file
+    assert args.microscope == run["microscope"]
+    first, last = run["seeds"]
+    assert (first, last - first + 1) == (args.seed * 100_000, args.episodes)
+    methods = list(TUNING_POLICIES) if "all" in args.method else args.method
+    assert list(run["methods"]) == methods
+    assert all(f["episodes"] == args.episodes >= 100 for f in run["methods"].values())
+
+
+@pytest.mark.parametrize("file", SCRIPTS)
+def test_each_experiment_file_names_its_script(file: str) -> None:
+    name = re.escape(file)
+    pattern = (
+        rf"`benchmarks/{name}`, written by "
+        rf"`python (benchmarks/experiments/\S+\.py)[^`]*> benchmarks/{name}`"
+    )
+    found = re.findall(pattern, readmes())
+    assert len(found) == 1, f"no `python benchmarks/experiments/... > benchmarks/{file}`"
+    assert (ROOT / found[0]).is_file()
+
+
+def test_probe_tuning_headline_figures_match_the_json() -> None:
+    figures = latest("probe-tuning-latest.json")["methods"]
+    shift = figures["shift"]
+    low, high = shift["success"]["ci95"]
+    text = readmes()
+    assert f"aligned in {pct(shift['success']['rate'], 0)} %" in text
+    assert f"({pct(low, 0)}-{pct(high, 0)} %" in text
+    assert f"{pct(shift['false_done']['rate'], 0)} % false dones" in text
+    assert f"`cnn_shift` {pct(figures['cnn_shift']['success']['rate'], 0)} %" in text
+    assert f"score {pct(shift['oracle_success']['rate'], 0)} %" in text
