@@ -119,7 +119,10 @@ class ProbeShiftPolicy:
         return StopDecision(True, self._predicted, "the last correction converged")
 
     def suggest(self) -> np.ndarray:
-        return self._correction() if self.measurement is not None else self._probe()
+        if self.measurement is None:
+            return self._probe()
+        self._offset.offset_m = 0.0  # the correction takes the probe defocus off with it
+        return self._correction()
 
     def final_action(self) -> np.ndarray | None:
         """After a stop: this measurement's correction (or, with ``correct_at_stop`` False,
@@ -156,7 +159,6 @@ class ProbeShiftPolicy:
     ) -> None:
         if self.measurement is not None:  # a correction was made: probe again next
             self.measurement, self._predicted = None, None
-            self._offset.offset_m = 0.0
             return
         exposure = self._exposure()
         for attempt in range(1 + (RELOCATIONS if self._measured else 0)):
