@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,18 @@ def carbon_uri(specimen_cache: Path) -> str:
 @pytest.fixture
 def carbon(carbon_uri: str, specimen_cache: Path) -> emauto.microscope.Microscope:
     return emauto.connect(carbon_uri + "?seed=7", cache_dir=specimen_cache)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Torch, BLAS and OpenMP on one thread for a module (closed-loop episodes): on 2 shared
+    cores their pools of spinning threads made the twin and the reconstructions 5-50x
+    slower. Figures measured under it do not depend on the machine's core count."""
+    import torch
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        yield
+    torch.set_num_threads(threads)

@@ -1,0 +1,446 @@
+"""Closed loop: every probe-tuning policy, on fixed episodes of the twin, against the true
+objective; and the focused tests that keep the scoring and the probe-shift measurement honest.
+
+**The true objective** is the twin's true Strehl ratio of the state an episode leaves, read
+once the lenses have settled (`settled_strehl`: the twin's optics one second after the last
+command; its lenses settle with a 20 ms time constant), read by these tests from the twin
+themselves; `EpisodeResult.final_strehl` must agree with it (bug 1 below, fixed).
+
+**Episodes**: the benchmark's setting (the default start distribution, budget 31
+Ronchigrams, `max_steps` 30) on the default amorphous carbon film (twin seed 7), episode
+seeds `SEEDS` = 1000-1011, used neither by the benchmark (seed 0: 0-29) nor for choosing
+any policy parameter (7000-7099). The twin and the policies are seeded and run on one
+thread (`one_thread`), so every figure below is exactly reproducible (measured twice, and
+alike with BLAS on two threads); the margins leave room for another platform's floating
+point, and for the probe-shift stop threshold (see `test_shift_aligns`). Each margin was
+chosen by measuring the real policy and a broken one on the same episodes (figures in each
+test's docstring, measured 2026-12-02 on this commit). `run_policy` also checks, on every
+episode, that `EpisodeResult.success` is its final Strehl ratio against 0.8.
+
+**Mutations**, each checked by hand (edit, run the four closed-loop modules, see the
+failure, revert):
+
+- (a) `shift_correct._correction`: the sign of the B2 (C21a, C21b) correction flipped:
+  `test_shift_aligns`, `test_cnn_shift_aligns`.
+- (b) `shift_correct._correction`: the whole correction halved: `test_shift_aligns`,
+  `test_cnn_shift_aligns`.
+- (c) `probe_shift.shift_jacobians`: the drift added instead of subtracted:
+  `test_the_drift_frame_cancels_specimen_drift`.
+- (d) `probe_shift.MAX_MISFIT_M` x 1000: `test_refused_fits_are_the_wrong_ones`,
+  `test_shift_aligns`.
+- (g) success counted past the budget, `base.run_episode`: the budget check removed
+  (``budget_spent`` always False) or one step more allowed (``>`` for ``>=``):
+  `test_the_episode_is_scored_at_the_budget`, `test_success_is_the_configs_threshold`;
+  the policy asked to ingest the step that spent the budget (the ``if budget_spent():
+  break`` before ``ingest`` removed):
+  `test_nothing_is_asked_of_the_policy_once_the_budget_is_spent`.
+- (h) success at Strehl 0.5: in the env's ``is_success``:
+  `test_success_is_the_configs_threshold`; in `run_episode`'s threshold: that test and
+  `run_policy`'s check (`test_shift_aligns`, `test_cnn_shift_aligns`,
+  `test_cnn_improves_the_probe`).
+
+(e) the atom finder's threshold and (f) the uncertainty score: in
+``tests/analysis/test_analysis_closed_loop.py`` and
+``tests/tasks/sparse_scan/test_sparse_scan_closed_loop.py``.
+
+**Bugs these tests found**: 1 and 2 are fixed (the twin's ground truth is read once the
+lenses settle, `SettlingGroundTruth`; the shift policy clears its probe offset when it
+corrects); 3 is still open (strict ``xfail``: it turns into a failure once fixed, then drop
+its marker):
+
+1. `run_episode` scores the state left before the lenses follow the final, frameless knob
+   move (`env.settle` takes no time; the twin's `strehl_ratio` is the optics *now*): an
+   episode the policy stops reads Strehl ~0 (`shift` 0/12 successes on `SEEDS`, where the
+   settled state gives 5/12). `test_the_final_move_is_scored_once_the_lenses_settle`.
+2. `ProbeShiftPolicy.final_action` at the budget right after a correction step: the
+   correction already took the probe defocus off, but the offset is only cleared in
+   `ingest`, which `run_episode` skips at the budget, so the final move defocuses the probe
+   by -40 nm (settled Strehl ~0). `cnn_shift` ends every budget-limited episode there
+   (7 + 4k = 31). `test_shift_leaves_the_corrected_state_at_the_budget`.
+3. The shift policy's own measurement frames are taken in `ingest` without regard to the
+   budget: episodes take up to 36 of 31 Ronchigrams. `test_policy_frames_keep_the_budget`.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import emauto
+from emauto import optics
+from emauto.drivers.sim.config import EffectsConfig
+from emauto.drivers.sim.twin import SimulatedMicroscope
+from emauto.microscope import RonchigramRequest
+from emauto.tasks.probe_tuning.config import ProbeTuningConfig
+from emauto.tasks.probe_tuning.env import ProbeTuningEnv, draw_start
+from emauto.tasks.probe_tuning.policies.base import (
+    EpisodeResult,
+    Observation,
+    RunsToTheBudget,
+    StopDecision,
+    run_episode,
+)
+from emauto.tasks.probe_tuning.policies.probe_shift import measure
+from emauto.tasks.probe_tuning.policies.registry import make_policy
+from emauto.wrappers.counting import CountingMicroscope
+
+#: Episode seeds (see the module docstring).
+SEEDS = tuple(range(1000, 1012))
+#: Ronchigrams per episode, the reset frame included: the benchmark's budget.
+BUDGET = 31
+SUCCESS = 0.8
+NAMES = ("C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b")
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def settled_strehl(twin: SimulatedMicroscope) -> float:
+    """The true Strehl ratio of the state the twin is left in, once its lenses have settled
+    (the optics one second after the last command; lens time constant 20 ms)."""
+    settled = twin.true_probe(twin.read().time_s + 1.0)
+    wavelength = optics.wavelength(twin.describe().energy_eV)
+    return float(optics.strehl_ratio(settled.aberrations(), wavelength, settled.convergence_rad))
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode: the true Strehl ratio it started from and the one it left (settled)."""
+
+    start: float
+    final: float
+    result: EpisodeResult
+
+    @property
+    def gain(self) -> float:
+        return self.final - self.start
+
+
+def run_policy(
+    name: str, twin: SimulatedMicroscope, seeds: tuple[int, ...] = SEEDS
+) -> list[Episode]:
+    """``name`` on ``seeds`` as the benchmark runs it (budget `BUDGET`), scored on the twin."""
+    counter = CountingMicroscope(twin)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=BUDGET - 1))
+    policy = make_policy(name, env, seed=0)
+    episodes = []
+    try:
+        for seed in seeds:
+            result = run_episode(env, policy, seed, counter, max_acquisitions=BUDGET)
+            # the result's own success is its final Strehl ratio against the config's 0.8
+            assert result.success == (result.final_strehl >= SUCCESS)
+            episodes.append(Episode(result.strehl_path[0], settled_strehl(twin), result))
+    finally:
+        close = getattr(policy, "close", None)
+        if callable(close):
+            close()
+    return episodes
+
+
+def _median_gain(episodes: list[Episode]) -> float:
+    return statistics.median(e.gain for e in episodes)
+
+
+def _successes(episodes: list[Episode]) -> int:
+    return sum(e.final >= SUCCESS for e in episodes)
+
+
+# ---------------------------------------------------------------- the policies, closed loop
+
+
+def test_shift_aligns(carbon: SimulatedMicroscope) -> None:
+    """`shift` takes the probe from Strehl ~0 to a usable one and aligns it in several of 12.
+
+    Measured (start median 0.002): median gain 0.74, 5/12 >= 0.8, every episode improved.
+    With the stop threshold `STOP_STREHL` at 0.6 / 0.7 / 0.9 / 0.95 instead of 0.8: median
+    gain 0.82 / 0.79 / 0.73 / 0.73, successes 7 / 6 / 5 / 5: the margins hold for any of
+    them. Broken: (a) coma sign flipped 0.007 and 0/12; (b) correction halved -0.002 and
+    0/12; (d) misfit threshold x1000 0.69 and 2/12. Margins: gain >= 0.4, >= 3 of 12.
+    """
+    episodes = run_policy("shift", carbon)
+    assert _median_gain(episodes) >= 0.4
+    assert _successes(episodes) >= 3
+
+
+def test_cnn_shift_aligns(carbon: SimulatedMicroscope) -> None:
+    """`cnn_shift`: CNN rounds, then probe shift.
+
+    Measured: median gain 0.80, 6/12 >= 0.8 (its four budget-limited episodes leave Strehl
+    0.0: bug 2). Broken: (a) 0.018 and 0/12; (b) 0.58 and 1/12. Margins: gain >= 0.4, >= 3
+    of 12. Sensitivity to the stop threshold: at `STOP_STREHL` 0.6 / 0.7 gain 0.84 / 0.75,
+    7 / 5 successes; at 0.9 / 0.95 this test FAILS (gain -0.001, 3 / 2 successes) because
+    most episodes then run to the budget, where bug 2 defocuses the probe: a true failure
+    of the policy as it stands, which this test is right to report.
+    """
+    episodes = run_policy("cnn_shift", carbon)
+    assert _median_gain(episodes) >= 0.4
+    assert _successes(episodes) >= 3
+
+
+def test_cnn_improves_the_probe(carbon: SimulatedMicroscope) -> None:
+    """`cnn` (the CNN estimator measures, the policy corrects) improves the probe but rarely
+    aligns it: measured median gain 0.34, 11/12 improved, 1/12 >= 0.8. Margins: gain >=
+    0.15, >= 9 of 12 improved."""
+    episodes = run_policy("cnn", carbon)
+    assert _median_gain(episodes) >= 0.15
+    assert sum(e.gain > 0 for e in episodes) >= 9
+
+
+def test_random_is_a_floor(carbon: SimulatedMicroscope) -> None:
+    """Random actions make the probe worse: measured median start 0.002, median final
+    0.0003, best final 0.001, none improved. The floor the other tests are read against."""
+    episodes = run_policy("random", carbon)
+    assert max(e.final for e in episodes) < 0.05
+    assert _median_gain(episodes) <= 0.0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # measured: median final 0.0035 (start 0.002), median gain -0.0002, 4/12 improved
+        "simplex",
+        # measured: median final 0.0022, median gain -0.001, 3/12 improved
+        "rl",
+    ],
+)
+def test_policies_that_do_not_improve_the_probe(carbon: SimulatedMicroscope, name: str) -> None:
+    """The honest figure: `simplex` (Nelder-Mead on the estimator's Strehl ratio) and the
+    shipped `rl` policy do NOT improve the true objective: no episode aligns, none gets past
+    Strehl 0.1, and the median change is nil. This documents that they fail; when one of
+    them starts working this test fails, and should be replaced by a margin like
+    `test_shift_aligns`'s."""
+    episodes = run_policy(name, carbon)
+    assert _successes(episodes) == 0
+    assert max(e.final for e in episodes) < 0.1
+    assert abs(_median_gain(episodes)) < 0.01
+
+
+@pytest.mark.slow
+def test_bo_does_not_improve_the_probe(carbon: SimulatedMicroscope) -> None:
+    """The honest figure for `bo` (BoTorch on the estimator's Strehl ratio; about 15 s an
+    episode, so three): measured finals 0.012, 0.000, 0.047 from starts 0.011, 0.000,
+    0.015: no episode aligns or gets past 0.1. Fails when `bo` starts working (see
+    `test_policies_that_do_not_improve_the_probe`)."""
+    episodes = run_policy("bo", carbon, SEEDS[:3])
+    assert _successes(episodes) == 0
+    assert max(e.final for e in episodes) < 0.1
+
+
+# ---------------------------------------------------------------- scoring: budget, threshold
+
+
+class _Scripted(RunsToTheBudget):
+    """Zero actions, except at step ``at``: ``c1_action`` on C1. Never stops."""
+
+    name = "scripted"
+
+    def __init__(self, at: int = 0, c1_action: float = 0.0) -> None:
+        self.at, self.c1_action, self.taken = at, c1_action, 0
+
+    def reset(self, observation: Observation, info: dict[str, Any]) -> None:
+        self.taken = 0
+
+    def suggest(self) -> np.ndarray:
+        self.taken += 1
+        action = np.zeros(len(NAMES), dtype=np.float32)
+        if self.taken == self.at:
+            action[0] = self.c1_action
+        return action
+
+    def ingest(self, *args: Any) -> None:
+        pass
+
+
+def _defocused(env: ProbeTuningEnv, c1_m: float) -> dict[str, Any]:
+    """reset options: the aligned state but for ``c1_m`` of defocus."""
+    return {"offsets": {**dict.fromkeys(env._all_knobs, 0.0), "C10": c1_m}}
+
+
+def test_the_episode_is_scored_at_the_budget(carbon: SimulatedMicroscope) -> None:
+    """A scripted policy cancels a known 30 nm underfocus with its fourth step. With a
+    budget of 4 Ronchigrams (the reset and three steps) that step is never taken: the
+    episode ends at 4, unaligned, scored on the state at the budget. With 5 it aligns. The
+    env's own step limit (50) is far away, so only `run_episode`'s budget ends it."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=50))
+    options = _defocused(env, -30e-9)
+    cancel = 30e-9 / float(env.step_limits[0])
+    for budget, aligned in ((4, False), (5, True)):
+        policy = _Scripted(at=4, c1_action=cancel)
+        result = run_episode(env, policy, 3, counter, budget, options=options)
+        assert result.ended_by == "budget"
+        assert result.acquisitions == counter.acquisitions == budget
+        assert len(result.strehl_path) == budget
+        assert result.success is aligned
+        assert (result.final_strehl >= 0.8) is aligned and (
+            settled_strehl(carbon) >= 0.8
+        ) is aligned
+
+
+class _MeasuresInIngest(_Scripted):
+    """Zero actions; takes one Ronchigram of its own in every `ingest` (as `shift` does)."""
+
+    def __init__(self, microscope: CountingMicroscope) -> None:
+        super().__init__()
+        self.microscope = microscope
+
+    def ingest(self, *args: Any) -> None:
+        self.microscope.acquire(RonchigramRequest(exposure_s=1e-3))
+
+
+def test_nothing_is_asked_of_the_policy_once_the_budget_is_spent(
+    carbon: SimulatedMicroscope,
+) -> None:
+    """Frames alternate env step / the policy's own: reset 1, step 2, own 3, step 4. The
+    step that spends a budget of 4 is not ingested, so no fifth frame is taken."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=50))
+    result = run_episode(env, _MeasuresInIngest(counter), 3, counter, max_acquisitions=4)
+    assert result.ended_by == "budget"
+    assert result.acquisitions == counter.acquisitions == 4
+    assert len(result.strehl_path) == 3  # the reset and two env steps
+
+
+def test_success_is_the_configs_threshold(carbon_uri: str, specimen_cache: Path) -> None:
+    """2 nm of defocus alone: true Strehl 0.67, between 0.5 and the config's 0.8. It is no
+    success, for the env's ``is_success`` and for `run_episode`; with ``success_strehl`` 0.6
+    in the config it is one for both."""
+    for threshold, success in ((0.8, False), (0.6, True)):
+        # a fresh twin each time: an env takes the knobs it finds as the aligned state
+        twin = emauto.connect(f"{carbon_uri}?seed=7", cache_dir=specimen_cache)
+        assert isinstance(twin, SimulatedMicroscope)
+        counter = CountingMicroscope(twin)
+        env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=50, success_strehl=threshold))
+        options = _defocused(env, 2e-9)
+        _, info = env.reset(seed=3, options=options)
+        assert 0.55 < info["strehl"] < 0.75
+        assert info["is_success"] is success
+        infos: list[dict[str, Any]] = []
+
+        def record(*step: Any, infos: list[dict[str, Any]] = infos) -> None:
+            infos.append(step[4])
+
+        result = run_episode(env, _Scripted(), 3, counter, 3, options=options, on_step=record)
+        assert 0.55 < result.final_strehl < 0.75
+        assert result.success is success
+        assert [info["is_success"] for info in infos] == [success, success]
+        twin.close()
+
+
+# ---------------------------------------------------------------- the probe-shift measurement
+
+
+def test_the_drift_frame_cancels_specimen_drift(carbon_uri: str, specimen_cache: Path) -> None:
+    """Specimen drift of 5 nm/s (1000x the twin's default; every other effect on) moves the
+    pattern by about 0.1 nm between frames, a third of the 0.3 nm probe shift. Without the
+    drift frame the measurement reads C1 and A1 up to 9.5 nm off (measured); with it, within
+    1.3 nm on three twins (seeds 3-5). Margin 2.5 nm; with the drift's sign flipped the
+    readings are 8-39 nm off on each twin."""
+    effects = EffectsConfig(drift_speed_m_per_s=5e-9).model_dump()
+    worst_without = 0.0
+    for seed in (3, 4, 5):
+        scope = emauto.connect(
+            f"{carbon_uri}?seed={seed}", cache_dir=specimen_cache, effects=effects
+        )
+        assert isinstance(scope, SimulatedMicroscope)
+        setpoints = dict.fromkeys(NAMES, 0.0)
+        setpoints.update(C10=40e-9, C12a=3e-9, C21a=60e-9, C23b=-40e-9)
+        scope.set(setpoints)
+        scope.acquire(RonchigramRequest(exposure_s=1e-3, wait_s=0.2))  # lenses settle
+        errors = {}
+        for drift_frame in (True, False):
+            fit, _ = measure(scope, (10e-9, -20e-9), drift_frame=drift_frame)
+            truth = scope.true_aberrations().to_dict()
+            errors[drift_frame] = max(abs(fit[k] - truth[k]) for k in ("C10", "C12a", "C12b"))
+        assert errors[True] < 2.5e-9, seed
+        worst_without = max(worst_without, errors[False])
+        scope.close()
+    assert worst_without > 5e-9  # the drift is large enough to matter
+
+
+def test_refused_fits_are_the_wrong_ones(carbon: SimulatedMicroscope) -> None:
+    """Random starts (the benchmark's distribution) at +40 nm: where the pattern folds the
+    fit misfits (23-150 nm on these) and reads C1 8-19 nm and B2/A2 by hundreds of nm to
+    microns off: `measure` refuses it. The fits it accepts read C1 within 1.3 nm and every
+    coefficient within 130 nm (measured on starts 0-7: 3 refused, 5 accepted). Margins:
+    C1 within 4 nm, B2/A2 within 250 nm, at least 2 refused and 3 accepted. With the misfit
+    threshold x1000 every fit is accepted and C1 reads 14-19 nm off."""
+    reference = carbon.read().knobs
+    accepted = refused = 0
+    for seed in range(8):
+        offsets = draw_start(ProbeTuningConfig(), np.random.default_rng(seed))
+        setpoints = {k: reference[k] + v for k, v in offsets.items()}
+        setpoints["C10"] += 40e-9
+        carbon.set(setpoints)
+        carbon.acquire(RonchigramRequest(exposure_s=1e-3, wait_s=0.2))  # lenses settle
+        try:
+            fit, _ = measure(carbon, (0.0, 0.0))
+        except ValueError as error:
+            assert "patches disagree" in str(error)
+            refused += 1
+            continue
+        accepted += 1
+        truth = carbon.true_aberrations().to_dict()
+        assert abs(fit["C10"] - truth["C10"]) < 4e-9, seed
+        assert max(abs(fit[k] - truth[k]) for k in NAMES) < 250e-9, seed
+    assert refused >= 2 and accepted >= 3
+
+
+# ---------------------------------------------------------------- bugs found
+
+
+class _StopsAndCorrects(_Scripted):
+    """One zero step, then stops; its final (frameless) move is ``c1_action`` on C1."""
+
+    def stop(self) -> StopDecision | None:
+        return StopDecision(True, 0.9, "test") if self.taken >= 1 else None
+
+    def final_action(self) -> np.ndarray | None:
+        action = np.zeros(len(NAMES), dtype=np.float32)
+        action[0] = self.c1_action
+        return action
+
+
+def test_the_final_move_is_scored_once_the_lenses_settle(carbon: SimulatedMicroscope) -> None:
+    """A policy that stops and cancels a known 30 nm underfocus with its final move leaves
+    the probe aligned (settled Strehl >= 0.8); the episode must be scored so."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=50))
+    policy = _StopsAndCorrects(c1_action=30e-9 / float(env.step_limits[0]))
+    result = run_episode(env, policy, 3, counter, BUDGET, options=_defocused(env, -30e-9))
+    assert result.ended_by == "policy"
+    assert settled_strehl(carbon) >= 0.8  # what the episode left
+    assert result.final_strehl == pytest.approx(settled_strehl(carbon), abs=0.02)
+    assert result.success
+
+
+def test_shift_leaves_the_corrected_state_at_the_budget(carbon: SimulatedMicroscope) -> None:
+    """Episode 1000 with a budget of 5: reset, +40 nm probe, two frames of its own, the
+    correction (true Strehl 0.54), budget spent. Its final move must not make that worse."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=BUDGET - 1))
+    policy = make_policy("shift", env)
+    result = run_episode(env, policy, 1000, counter, max_acquisitions=5)
+    assert result.ended_by == "budget"
+    assert policy.measurement is not None  # type: ignore[attr-defined]  # a correction last
+    corrected = result.strehl_path[-1]
+    assert corrected > 0.3
+    assert settled_strehl(carbon) >= corrected - 0.05
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug 3: the shift policy takes its measurement frames in ingest whatever the "
+    "budget left (episodes of up to 36 Ronchigrams at a budget of 31)",
+)
+def test_policy_frames_keep_the_budget(carbon: SimulatedMicroscope) -> None:
+    """A budget of 3: the reset, the +40 nm probe step, and no room for the two frames of a
+    measurement. The episode must not take more than 3 Ronchigrams."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=BUDGET - 1))
+    result = run_episode(env, make_policy("shift", env), 2, counter, max_acquisitions=3)
+    assert result.acquisitions <= 3
