@@ -107,8 +107,8 @@ def _inside(points: np.ndarray, border_px: float, shape: tuple[int, int]) -> np.
     )  # fmt: skip
 
 
-def _wilson(successes: int, trials: int) -> list[float]:
-    """Wilson 95 % interval, rounded as the figures are."""
+def _wilson(successes: float, trials: float) -> list[float]:
+    """Wilson 95 % interval of whole counts, rounded as the figures are."""
     return [round(v, 4) for v in stats.wilson_interval(int(successes), int(trials))]
 
 
