@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +116,7 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
         condition = (config or ProbeTuningConfig()).model_dump(mode="json")
         save(
             {
-                "command": "emauto " + " ".join(sys.argv[1:]),
+                "command": "emauto " + " ".join(args.command_argv),
                 "microscope": args.microscope,
                 "seeds": [args.seed * 100_000, args.seed * 100_000 + args.episodes - 1],
                 "condition": condition,

@@ -190,8 +190,7 @@ class ProbeShiftPolicy:
         """The env's latest frame, if it was taken at ``position``."""
         if self.last_frame is None or position != self._env_position:
             return None
-        frame = self.last_frame()
-        return frame
+        return self.last_frame()
 
     def _relocated(self, attempt: int) -> tuple[float, float]:
         """``RELOCATE_M`` from the current position, a third of a turn further each attempt,
