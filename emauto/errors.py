@@ -143,3 +143,7 @@ class NoLatticeError(AnalysisError):
 
 class LabelError(EmautoError, ValueError):
     """Operator labels are empty, inconsistent or name an unknown class."""
+
+
+class AcquisitionBudgetError(EmautoError, RuntimeError):
+    """An acquisition past the episode's budget of frames was refused (nothing acquired)."""

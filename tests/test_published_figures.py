@@ -30,17 +30,17 @@ BENCHMARKS = ROOT / "benchmarks"
 READMES = ("README.md", "benchmarks/README.md")
 
 #: Files with one result, written by ``emauto bench NAME ... --save benchmarks/FILE``.
-SAVED = ("sim-latest.json", "driver-latest.json", "analysis-latest.json", "fewshot-latest.json")
+SAVED = (
+    "sim-latest.json",
+    "driver-latest.json",
+    "analysis-latest.json",
+    "fewshot-latest.json",
+    "recorder-latest.json",
+)
 #: Files with one result per command, each under its command line.
 KEYED = ("sparse-scan-latest.json",)
 #: Files merged from one run per method; the READMEs name the command and the merge.
 MERGED = ("region-search-latest.json",)
-#: Files whose sections are being rewritten by their owners (probe tuning, the recorder):
-#: named in a README, their commands not yet checked here. Remove an entry once its section
-#: names the command that writes the file.
-PENDING = {
-    "recorder-latest.json": "recorder section",
-}
 #: Probe-tuning runs, each written by ``emauto bench probe-tuning ... --save benchmarks/FILE``.
 PROBE_TUNING = (
     "probe-tuning-latest.json",
@@ -99,9 +99,7 @@ def named_commands(file: str) -> list[str]:
 
 def test_every_latest_json_is_accounted_for() -> None:
     files = sorted(p.name for p in BENCHMARKS.glob("*-latest.json"))
-    assert files == sorted([*SAVED, *KEYED, *MERGED, *PENDING, *PROBE_TUNING, *SCRIPTS])
-    for file in PENDING:
-        assert f"`{file}`" in readmes(), f"{file} is named in no README"
+    assert files == sorted([*SAVED, *KEYED, *MERGED, *PROBE_TUNING, *SCRIPTS])
 
 
 @pytest.mark.parametrize("file", SAVED)
@@ -124,6 +122,9 @@ def test_a_command_that_saves_it_is_named(file: str) -> None:
     elif file == "fewshot-latest.json":
         assert args.task == "fewshot" and result["episodes"] == args.episodes
         assert sorted(result["shots"]) == sorted(f"{k}_shot" for k in args.shots.split(","))
+    elif file == "recorder-latest.json":
+        assert args.task == "recorder" and result["kill_trials"] == args.trials
+        assert result["power_cut_trials"] == args.power_cuts
 
 
 @pytest.mark.parametrize("file", KEYED)
@@ -329,11 +330,39 @@ def _sparse_scan(d: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _recorder(d: dict[str, Any]) -> list[tuple[str, str]]:
+    def ms(name: str) -> str:
+        return f"{fixed(d[name + '_median_ms'], 2)} ms / {fixed(d[name + '_p99_ms'], 2)} ms"
+
+    cut = "power_cut_"
+    return [
+        ("benchmarks/README.md", f"| {ms('fsync_step')} | |"),
+        ("benchmarks/README.md", f"| {ms('fsync_set')} | |"),
+        ("benchmarks/README.md", f"| {ms('fsync_acquire')} | |"),
+        ("benchmarks/README.md", f"| {fixed(d['raw_fsync_median_ms'], 2)} ms | |"),
+        (
+            "benchmarks/README.md",
+            f"| {d['kill_trials']} / **{d['kill_lost_acknowledged_steps']}** |",
+        ),
+        (
+            "benchmarks/README.md",
+            f"| {d[cut + 'trials']} / **{d[cut + 'acknowledged_steps_lost']}** | 0 |",
+        ),
+        (
+            "benchmarks/README.md",
+            f"| {d[cut + 'dangling_frames']} / {d[cut + 'sessions_lost']} / "
+            f"{d[cut + 'trials_failed']} | 0 |",
+        ),
+        ("benchmarks/README.md", f"| {d[cut + 'torn_tails_repaired']} | |"),
+    ]
+
+
 FIGURES: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
     "sim-latest.json": _sim,
     "driver-latest.json": _driver,
     "analysis-latest.json": _analysis,
     "fewshot-latest.json": _fewshot,
+    "recorder-latest.json": _recorder,
     "region-search-latest.json": _region_search,
     "sparse-scan-latest.json": _sparse_scan,
 }
@@ -387,3 +416,19 @@ def test_probe_tuning_headline_figures_match_the_json() -> None:
     assert f"{pct(shift['false_done']['rate'], 0)} % false dones" in text
     assert f"`cnn_shift` {pct(figures['cnn_shift']['success']['rate'], 0)} %" in text
     assert f"score {pct(shift['oracle_success']['rate'], 0)} %" in text
+
+
+# ------------------------------------------------------- figures from shipped model files
+
+
+def test_training_times_quoted_equal_the_shipped_files_metadata() -> None:
+    """Training times are not benchmarks: the README quotes them from the model file."""
+    from emauto.models.weights import read_weights_file, shipped_path
+
+    estimator = read_weights_file(
+        shipped_path("ronchigram_estimator.pt"), "emauto-ronchigram-estimator/1", "missing"
+    )
+    validation = json.loads(estimator["metadata"])["validation"]
+    text = readme("README.md")
+    assert f"`validation.generate_seconds` {validation['generate_seconds']} s" in text
+    assert f"`validation.train_seconds` {validation['train_seconds']} s" in text

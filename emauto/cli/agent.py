@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from emauto.io.results import add_output_options, emit, save
 from emauto.registry import Registry
 from emauto.tasks.probe_tuning.policies.registry import METHODS
 
@@ -93,7 +94,8 @@ def _bench_recorder(args: argparse.Namespace) -> int:
         folder=args.dir,
         power_cuts=args.power_cuts,
     )
-    print(json.dumps(figures) if args.json else json.dumps(figures, indent=2))
+    save(figures, args.save)
+    emit(figures, args.json)
     return 0
 
 
@@ -102,13 +104,12 @@ def add_bench(bench_tasks: Any) -> None:
     bench = bench_tasks.add_parser(
         "recorder", help="fsync cost per step, kill -9 trials, simulated power cuts"
     )
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    add_output_options(bench, seed=0)
     bench.add_argument("--steps", type=int, default=400, help="steps timed on the twin")
     bench.add_argument("--trials", type=int, default=20, help="kill -9 trials")
     bench.add_argument(
         "--power-cuts", type=int, default=200, help="simulated power cuts at random points"
     )
-    bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--dir", type=Path, help="folder under test (default: the current one)")
     bench.set_defaults(handler=_bench_recorder)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from emauto.bench.driver import StaticMicroscope
-from emauto.errors import BeamBlankedError
+from emauto.errors import AcquisitionBudgetError, BeamBlankedError
 from emauto.microscope import RonchigramRequest
 from emauto.wrappers.counting import CountingMicroscope
 
@@ -29,3 +29,13 @@ def test_a_refused_acquisition_is_not_counted() -> None:
     with pytest.raises(BeamBlankedError):
         counter.acquire(RonchigramRequest(exposure_s=1e-3))
     assert counter.acquisitions == 0 and counter.dose_e == 0.0
+
+
+def test_an_acquisition_past_the_limit_is_refused_before_the_backend() -> None:
+    backend = CountingMicroscope(StaticMicroscope((16, 16)))  # counts what reaches it
+    counter = CountingMicroscope(backend, limit=2)
+    for _ in range(2):
+        counter.acquire(RonchigramRequest(exposure_s=1e-3))
+    with pytest.raises(AcquisitionBudgetError):
+        counter.acquire(RonchigramRequest(exposure_s=1e-3))
+    assert counter.acquisitions == backend.acquisitions == 2

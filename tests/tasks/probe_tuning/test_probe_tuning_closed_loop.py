@@ -47,10 +47,10 @@ failure, revert):
 ``tests/analysis/test_analysis_closed_loop.py`` and
 ``tests/tasks/sparse_scan/test_sparse_scan_closed_loop.py``.
 
-**Bugs these tests found**: 1 and 2 are fixed (the twin's ground truth is read once the
-lenses settle, `SettlingGroundTruth`; the shift policy clears its probe offset when it
-corrects); 3 is still open (strict ``xfail``: it turns into a failure once fixed, then drop
-its marker):
+**Bugs these tests found**, all fixed: 1 (the twin's ground truth is read once the lenses
+settle, `SettlingGroundTruth`), 2 (the shift policy clears its probe offset when it
+corrects), 3 (`run_episode` sets the budget at the `CountingMicroscope`, which refuses a
+frame past it; a measurement cut short ends the episode at the budget):
 
 1. `run_episode` scores the state left before the lenses follow the final, frameless knob
    move (`env.settle` takes no time; the twin's `strehl_ratio` is the optics *now*): an
@@ -437,11 +437,6 @@ def test_shift_leaves_the_corrected_state_at_the_budget(carbon: SimulatedMicrosc
     assert settled_strehl(carbon) >= corrected - 0.05
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug 3: the shift policy takes its measurement frames in ingest whatever the "
-    "budget left (episodes of up to 36 Ronchigrams at a budget of 31)",
-)
 def test_policy_frames_keep_the_budget(carbon: SimulatedMicroscope) -> None:
     """A budget of 3: the reset, the +40 nm probe step, and no room for the two frames of a
     measurement. The episode must not take more than 3 Ronchigrams."""

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from emauto.errors import AcquisitionBudgetError
 from emauto.wrappers.counting import CountingMicroscope
 
 Observation = dict[str, np.ndarray]
@@ -153,7 +154,9 @@ def run_episode(
 
     The episode ends when the policy stops, when ``max_acquisitions`` are spent (the
     policy's own frames count: with ``counter``, the env's microscope wrapped, acquisitions
-    and dose are counted at the Microscope boundary), or at the env's step limit. Then the
+    and dose are counted at the Microscope boundary, where a frame past the budget is
+    refused: a policy that measures on its own cannot overspend), or at the env's step
+    limit. Then the
     policy's `final_action` is applied without a frame (`env.settle`) and, with ``score``,
     the twin's true Strehl ratio of that state is read (`env.true_strehl`): the only ground
     truth this loop reads. ``on_step(action, reward, terminated, truncated, info)`` is told
@@ -169,31 +172,40 @@ def run_episode(
         return max_acquisitions is not None and spent()[0] >= max_acquisitions
 
     started = time.perf_counter()
+    previous_limit = counter.limit if counter is not None else None
     if counter is not None:
         counter.reset_counts()
-    observation, info = env.reset(seed=seed, options=options)
-    policy.reset(observation, info)
-    path = [float(info["strehl"])]
-    path_acquisitions = [spent()[0]]
-    ended_by: EndReason = "budget"
-    decision: StopDecision | None = None
-    while not budget_spent():
-        decision = policy.stop()
-        if decision is not None:
-            ended_by = "policy"
-            break
-        action = np.asarray(policy.suggest(), dtype=np.float32)
-        observation, reward, terminated, truncated, info = env.step(action)
-        path.append(float(info["strehl"]))
-        path_acquisitions.append(spent()[0])
-        if on_step is not None:
-            on_step(action, float(reward), bool(terminated), bool(truncated), info)
-        if terminated or truncated:
-            ended_by = "env"
-            break
-        if budget_spent():
-            break
-        policy.ingest(action, observation, float(reward), info)
+        counter.limit = max_acquisitions
+    try:
+        observation, info = env.reset(seed=seed, options=options)
+        policy.reset(observation, info)
+        path = [float(info["strehl"])]
+        path_acquisitions = [spent()[0]]
+        ended_by: EndReason = "budget"
+        decision: StopDecision | None = None
+        while not budget_spent():
+            decision = policy.stop()
+            if decision is not None:
+                ended_by = "policy"
+                break
+            action = np.asarray(policy.suggest(), dtype=np.float32)
+            observation, reward, terminated, truncated, info = env.step(action)
+            path.append(float(info["strehl"]))
+            path_acquisitions.append(spent()[0])
+            if on_step is not None:
+                on_step(action, float(reward), bool(terminated), bool(truncated), info)
+            if terminated or truncated:
+                ended_by = "env"
+                break
+            if budget_spent():
+                break
+            try:
+                policy.ingest(action, observation, float(reward), info)
+            except AcquisitionBudgetError:  # the policy's own measurement ran out of frames
+                break
+    finally:
+        if counter is not None:
+            counter.limit = previous_limit
     final = policy.final_action()
     if final is not None and np.any(final != 0):
         env.settle(np.asarray(final, dtype=np.float32))
