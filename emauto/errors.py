@@ -147,3 +147,13 @@ class LabelError(EmautoError, ValueError):
 
 class AcquisitionBudgetError(EmautoError, RuntimeError):
     """An acquisition past the episode's budget of frames was refused (nothing acquired)."""
+
+
+class MeasurementRefusedError(EmautoError, ValueError):
+    """A probe-shift measurement was refused: too few usable patches, or they disagree.
+
+    ``misfit_m``: the fit's Hessian misfit (m), None when there was no fit."""
+
+    def __init__(self, message: str, misfit_m: float | None = None) -> None:
+        super().__init__(message)
+        self.misfit_m = misfit_m

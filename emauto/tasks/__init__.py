@@ -16,6 +16,7 @@ ENVS = Registry(
     "environment",
     {
         "emauto/ProbeTuning-v0": "emauto.tasks.probe_tuning.env:ProbeTuningEnv",
+        "emauto/ProbeTuningMeasure-v0": "emauto.tasks.probe_tuning.measure_env:MeasureCorrectEnv",
         "emauto/SparseScan-v0": "emauto.tasks.sparse_scan.env:SparseScanEnv",
         "emauto/RegionSearch-v0": "emauto.tasks.region_search.env:RegionSearchEnv",
     },

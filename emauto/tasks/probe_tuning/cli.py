@@ -32,6 +32,20 @@ def _train(args: argparse.Namespace) -> int:
     from emauto.tasks.probe_tuning.config import RLTrainingConfig
     from emauto.units import load_yaml
 
+    if args.task == "probe-tuning-decider":
+        from emauto.tasks.probe_tuning.decider_training import (
+            DeciderTrainingConfig,
+            train_decider,
+        )
+
+        decider_config = (
+            load_yaml(args.config, DeciderTrainingConfig)
+            if args.config
+            else DeciderTrainingConfig()
+        )
+        report = train_decider(decider_config, args.out)
+        print(json.dumps({"out": str(args.out), **report}, indent=2))
+        return 0
     if args.task == "ronchigram-estimator":
         from emauto.tasks.probe_tuning.config import EstimatorDataConfig
         from emauto.tasks.probe_tuning.estimator_data import (
@@ -142,10 +156,16 @@ def add_commands(commands: Any) -> None:
 
     train = commands.add_parser("train", help="train the estimator or an RL policy")
     train.add_argument(
-        "--task", choices=["probe-tuning", "ronchigram-estimator"], default="probe-tuning"
+        "--task",
+        choices=["probe-tuning", "probe-tuning-decider", "ronchigram-estimator"],
+        default="probe-tuning",
     )
     train.add_argument("--algo", choices=["ppo", "sac"], help="RL algorithm (probe-tuning)")
-    train.add_argument("--config", type=Path, help="RLTrainingConfig / EstimatorTrainingConfig")
+    train.add_argument(
+        "--config",
+        type=Path,
+        help="RLTrainingConfig / DeciderTrainingConfig / EstimatorTrainingConfig YAML",
+    )
     train.add_argument("--out", type=Path, required=True, help="output folder or .pt file")
     train.add_argument("--data", type=Path, help="dataset .npz (ronchigram-estimator)")
     train.add_argument(

@@ -70,6 +70,33 @@ def reinforcement_learning(env: ProbeTuningEnv, seed: int, policy_path: str | No
     return load_policy(policy_path)
 
 
+def decision_rl(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``rl_decide``: the learned decision policy (measurement as an action), the shipped
+    actor or the ``actor.pt`` in the folder ``policy_path``; its budget is the env's
+    (``max_steps`` + the reset frame)."""
+    from emauto.tasks.probe_tuning.decisions import DecisionCore
+    from emauto.tasks.probe_tuning.policies.decider import (
+        DEFAULT_ACTOR,
+        DecisionActor,
+        DecisionPolicy,
+        actor_decider,
+    )
+
+    path = Path(policy_path) / "actor.pt" if policy_path else DEFAULT_ACTOR
+    core = DecisionCore(env, env.config.max_steps + 1)
+    return DecisionPolicy("rl_decide", core, actor_decider(DecisionActor.load(path)))
+
+
+def expert_decisions(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``shift_decide``: the `shift` rules as decisions (`decisions.expert_decision`), the
+    expert the learned decision policy imitates."""
+    from emauto.tasks.probe_tuning.decisions import DecisionCore, expert_decision
+    from emauto.tasks.probe_tuning.policies.decider import DecisionPolicy
+
+    core = DecisionCore(env, env.config.max_steps + 1)
+    return DecisionPolicy("shift_decide", core, expert_decision)
+
+
 def random_actions(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
     """``random``: uniform random actions (a floor for the benchmark)."""
     from emauto.tasks.probe_tuning.policies.random_policy import RandomPolicy
@@ -98,6 +125,9 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
     if factory is reinforcement_learning:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_ppo")
         return {"weights": folder / "policy.zip", "estimator": estimator}
+    if factory is decision_rl:
+        folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_decider")
+        return {"weights": folder / "actor.pt"}
     if factory in _READS_ESTIMATOR:
         return {"weights": estimator}
     return {}

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from emauto import optics
+from emauto.errors import MeasurementRefusedError
 from emauto.microscope import Frame, Microscope, RonchigramRequest
 
 #: Finite-difference step of the Hessian of the polynomial basis (rad).
@@ -160,7 +161,9 @@ def fit_aberrations(
         hessians.append(0.5 * (hessian + hessian.T))
         keep.append(index)
     if len(keep) * 3 < len(names):
-        raise ValueError(f"{len(keep)} usable patches cannot fit {len(names)} coefficients")
+        raise MeasurementRefusedError(
+            f"{len(keep)} usable patches cannot fit {len(names)} coefficients"
+        )
     measured = np.array(hessians)
     basis = _basis_hessians(theta[keep], names)  # (N, K, 2, 2)
     rows = np.stack([basis[:, :, 0, 0], basis[:, :, 0, 1], basis[:, :, 1, 1]], axis=1)  # N,3,K
@@ -202,7 +205,8 @@ def measure(
     time (specimen drift, lenses still settling) are taken off the shifts. Best 30-80 nm out
     of focus, where the pattern is a fine speckle; returns the fit and the frames taken here
     (to be counted and dosed by the caller). Raises ValueError when too few patches are
-    usable or the fit misfits by more than ``max_misfit_m`` (measure elsewhere).
+    usable or the fit misfits by more than ``max_misfit_m`` (measure elsewhere):
+    `MeasurementRefusedError`, a ValueError carrying the misfit.
     """
     if not math.isfinite(delta_m) or delta_m <= 0:
         raise ValueError(f"delta_m must be a positive length, got {delta_m}")
@@ -242,8 +246,9 @@ def measure(
     )
     fit, misfit = fit_aberrations(theta, jacobians, names)
     if not misfit <= max_misfit_m:
-        raise ValueError(
+        raise MeasurementRefusedError(
             f"the patches disagree (Hessian misfit {misfit:.3g} m > {max_misfit_m:.3g} m): "
-            "a strong scatterer or too little texture here; measure at another position"
+            "a strong scatterer or too little texture here; measure at another position",
+            misfit_m=misfit,
         )
     return fit, frames

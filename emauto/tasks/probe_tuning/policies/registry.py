@@ -24,6 +24,8 @@ POLICIES = Registry(
         "bo": f"{_FACTORIES}:bayesian_optimisation",
         "simplex": f"{_FACTORIES}:simplex",
         "rl": f"{_FACTORIES}:reinforcement_learning",
+        "rl_decide": f"{_FACTORIES}:decision_rl",
+        "shift_decide": f"{_FACTORIES}:expert_decisions",
         "random": f"{_FACTORIES}:random_actions",
     },
 )

@@ -1,0 +1,294 @@
+"""Measurement as an action: the decisions a probe-tuning agent makes between frames.
+
+A decision is what an operator decides while tuning: measure the aberrations (a probe-shift
+measurement, `policies.probe_shift.measure`, with the probe over-focused by 40 or 60 nm), apply
+the latest measurement's correction (with a gain per aberration group: the measurement reads
+B2 about 30 % and A2 15-20 % low), apply it and stop, or stop as it is. `DecisionCore` turns
+one decision into knob moves and frames on a `ProbeTuningEnv`, keeps the measurement and the
+probe defocus, and describes what an agent may know as a vector (`observation`): no ground
+truth. The training env (`measure_env.MeasureCorrectEnv`), the learned policy
+(`policies.decider.DecisionPolicy`) and the hand-built expert (`expert_decision`, the
+`shift` policy's rules in these terms) all go through it.
+
+Frames: a measurement takes three (the probe step, whose env frame is the reference, and
+two shifted frames the core takes itself on the env's microscope), a correction one, a
+stop none (the probe defocus is taken off, and at ``correct_and_stop`` the correction
+applied, without a frame). A decision that needs more frames than the budget has left ends
+the episode at the budget.
+
+Action: MultiDiscrete ``[5, 4, 4, 4]``: the mode (`Mode`), and the gain index (`GAINS`) for
+C1/A1, for B2 and for A2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from emauto import optics
+from emauto.errors import MeasurementRefusedError
+from emauto.tasks.probe_tuning.policies.probe_shift import MAX_MISFIT_M, measure
+from emauto.tasks.probe_tuning.policies.shift_correct import STOP_STREHL
+from emauto.wrappers.counting import CountingMicroscope
+
+if TYPE_CHECKING:
+    from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+
+
+class Mode(IntEnum):
+    """What to do next."""
+
+    MEASURE_NEAR = 0  # probe 40 nm over focus, measure
+    MEASURE_FAR = 1  # probe 60 nm over focus, measure (the pattern folds less)
+    CORRECT = 2  # apply the latest measurement (gains), probe defocus off: one frame
+    CORRECT_AND_STOP = 3  # apply it without a frame and declare the probe aligned
+    STOP = 4  # take the probe defocus off without a frame and declare the probe aligned
+
+
+#: Probe over-focus of each measuring mode (m): the measurement reads a fine speckle 30-80 nm
+#: out of focus; 60 nm is one C1 step limit.
+PROBE_DEFOCUS_M = {Mode.MEASURE_NEAR: 40e-9, Mode.MEASURE_FAR: 60e-9}
+#: Gains a correction may apply to the measured aberrations, per group.
+GAINS = (0.75, 1.0, 1.25, 1.5)
+UNIT_GAIN = GAINS.index(1.0)
+#: Knob groups that share a gain, in action order after the mode.
+GAIN_GROUPS = (("C10", "C12a", "C12b"), ("C21a", "C21b"), ("C23a", "C23b"))
+ACTION_NVEC = (len(Mode), len(GAINS), len(GAINS), len(GAINS))
+#: Frames each mode takes.
+FRAMES = {
+    Mode.MEASURE_NEAR: 3,
+    Mode.MEASURE_FAR: 3,
+    Mode.CORRECT: 1,
+    Mode.CORRECT_AND_STOP: 0,
+    Mode.STOP: 0,
+}
+#: Scale of each knob's value in the observation (m): the knob's start spread.
+_SCALE_M = {"C1": 50e-9, "A1": 20e-9, "B2": 300e-9, "A2": 300e-9}
+#: Length of the public observation vector.
+OBSERVATION_SIZE = 7 + 5 + 7 + 7 + 4 + len(Mode)
+#: Length of the privileged vector (the twin's truth, for a critic while training).
+PRIVILEGED_SIZE = 7 + 2
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A mode and the gain of each group (`GAINS` values)."""
+
+    mode: Mode
+    gains: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @classmethod
+    def from_action(cls, action: np.ndarray | list[int] | tuple[int, ...]) -> Decision:
+        """The decision of a MultiDiscrete action ``[mode, gain C1/A1, gain B2, gain A2]``."""
+        values = [int(v) for v in np.asarray(action).ravel()]
+        if len(values) != len(ACTION_NVEC) or any(
+            not 0 <= v < n for v, n in zip(values, ACTION_NVEC, strict=True)
+        ):
+            raise ValueError(f"an action is {len(ACTION_NVEC)} indices below {ACTION_NVEC}")
+        mode, *gains = values
+        g1, g2, g3 = (GAINS[g] for g in gains)
+        return cls(Mode(mode), (g1, g2, g3))
+
+    def to_action(self) -> np.ndarray:
+        """The MultiDiscrete action of this decision (gains must be `GAINS` values)."""
+        return np.array([int(self.mode), *(GAINS.index(g) for g in self.gains)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a decision does now: a knob move with a frame (``action``, then a measurement
+    if ``measure``), or the end of the episode (``final``: the frameless last move)."""
+
+    action: np.ndarray | None
+    measure: bool = False
+    ends: bool = False
+    declared: bool = False
+    final: np.ndarray | None = None
+
+
+class DecisionCore:
+    """Turns decisions into moves and frames on one `ProbeTuningEnv`; remembers what was
+    measured. The env's microscope must be the one the env acquires through (wrapped in a
+    `CountingMicroscope` for an honest count of every frame)."""
+
+    def __init__(self, env: ProbeTuningEnv, budget: int) -> None:
+        if budget < 1:
+            raise ValueError(f"the budget is at least the reset frame, got {budget}")
+        self.env = env
+        self.budget = budget
+        self.knobs = tuple(env.knobs)
+        if self.knobs != tuple(k for g in GAIN_GROUPS for k in g):
+            raise ValueError(f"decisions need the knobs {GAIN_GROUPS}, the env has {self.knobs}")
+        self.step_limits = np.asarray(env.step_limits, dtype=np.float64)
+        self.scale_m = np.array(
+            [_SCALE_M[n] for n in ("C1", "A1", "A1", "B2", "B2", "A2", "A2")], dtype=np.float64
+        )
+        description = env.microscope.describe()
+        self._wavelength = optics.wavelength(description.energy_eV)
+        self._aperture = env.config.convergence_rad
+        self.reset({"acquisitions": 1, "probe_position_m": (0.0, 0.0)})
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self, info: dict[str, Any]) -> None:
+        """A new episode, after the env's reset (``info`` from it)."""
+        self.env_frames = int(info["acquisitions"])
+        self.own_frames = 0
+        self.position = tuple(float(v) for v in info["probe_position_m"])
+        self.offset_m = 0.0  # deliberate probe over-focus (m) in C10
+        self.estimate: np.ndarray | None = None  # parked-probe aberrations (m), knob order
+        self.misfit_m = 0.0
+        self.refused = 0  # refusals since the last accepted measurement
+        self.measurements = 0
+        self.previous_estimate = np.zeros(len(self.knobs))
+        self.last_correction = np.zeros(len(self.knobs))  # knob change (m) of the last one
+        self.last_mode: Mode | None = None
+        self._pending: Mode | None = None
+
+    @property
+    def frames(self) -> int:
+        """Frames taken this episode, the reset frame included."""
+        return self.env_frames + self.own_frames
+
+    @property
+    def frames_left(self) -> int:
+        return self.budget - self.frames
+
+    def predicted_strehl(self) -> float:
+        """The Strehl ratio the latest measurement predicts at the parked probe (0: none)."""
+        if self.estimate is None:
+            return 0.0
+        ratio = optics.strehl_ratio_batch(
+            self.estimate[None, :], list(self.knobs), self._wavelength, self._aperture
+        )
+        return float(ratio[0])
+
+    def observation(self) -> np.ndarray:
+        """What an agent knows, float32 (`OBSERVATION_SIZE`,): the latest estimate (scaled),
+        whether there is one, refusals, misfit, the predicted Strehl ratio and its phase
+        potential, the previous estimate and the correction made since (so that a policy can
+        see how far a correction got), frames left, measurements taken, probe defocus,
+        steps, and the last mode (one-hot)."""
+        estimate = np.zeros(len(self.knobs)) if self.estimate is None else self.estimate
+        potential = 0.0
+        if self.estimate is not None:
+            variance = optics.phase_variance_batch(
+                self.estimate[None, :], list(self.knobs), self._wavelength, self._aperture
+            )[0]
+            potential = -math.log(variance + 0.01) / math.log(100.0)
+        last = np.zeros(len(Mode))
+        if self.last_mode is not None:
+            last[int(self.last_mode)] = 1.0
+        vector = np.concatenate(
+            [
+                np.clip(estimate / self.scale_m, -5, 5),
+                [
+                    float(self.estimate is not None),
+                    min(self.refused, 3) / 3,
+                    min(self.misfit_m / MAX_MISFIT_M, 3.0),
+                    self.predicted_strehl(),
+                    potential,
+                ],
+                np.clip(self.previous_estimate / self.scale_m, -5, 5),
+                np.clip(self.last_correction / self.scale_m, -5, 5),
+                [
+                    self.frames_left / self.budget,
+                    min(self.measurements, 10) / 10,
+                    self.offset_m / 60e-9,
+                    min(self.env_frames, 30) / 30,
+                ],
+                last,
+            ]
+        )
+        return vector.astype(np.float32)
+
+    # ------------------------------------------------------------------ decisions
+
+    def plan(self, decision: Decision) -> Plan:
+        """What ``decision`` does now. A correction without an accepted measurement is a
+        `Mode.MEASURE_NEAR`; a decision whose frames do not fit in the budget left ends the
+        episode (probe defocus off, not declared aligned)."""
+        mode = decision.mode
+        if self.estimate is None and mode in (Mode.CORRECT, Mode.CORRECT_AND_STOP):
+            mode = Mode.MEASURE_NEAR
+        if FRAMES[mode] > self.frames_left:
+            return Plan(None, ends=True, final=self._undo_offset())
+        self.last_mode = mode
+        if mode is Mode.STOP:
+            return Plan(None, ends=True, declared=True, final=self._undo_offset())
+        if mode is Mode.CORRECT_AND_STOP:
+            return Plan(None, ends=True, declared=True, final=self._correction(decision.gains))
+        if mode is Mode.CORRECT:
+            self._pending = mode
+            return Plan(self._correction(decision.gains))
+        target = PROBE_DEFOCUS_M[mode]
+        change = np.zeros(len(self.knobs))
+        change[0] = target - self.offset_m
+        action = np.clip(change / self.step_limits, -1, 1)
+        self.offset_m += float(action[0]) * float(self.step_limits[0])
+        self._pending = mode
+        return Plan(action.astype(np.float32), measure=True)
+
+    def after_step(self, info: dict[str, Any]) -> None:
+        """The env took the frame of the planned move (``info`` from its step); a measuring
+        decision now takes its two shifted frames and fits."""
+        self.env_frames = int(info["acquisitions"])
+        mode, self._pending = self._pending, None
+        if mode is Mode.CORRECT:
+            self.previous_estimate = (
+                self.estimate if self.estimate is not None else 0 * self.scale_m
+            )
+            self.estimate = None
+            self.offset_m = 0.0
+            return
+        if mode not in PROBE_DEFOCUS_M:
+            return
+        frame = self.env.last_frame
+        exposure = float(frame.exposure_s) if frame is not None else 1e-2
+        self.measurements += 1
+        counter = CountingMicroscope(self.env.microscope)  # this measurement's own frames
+        try:
+            measured, _ = measure(
+                counter, self.position, self.knobs, exposure_s=exposure, reference=frame
+            )
+        except MeasurementRefusedError as exc:  # too few patches, or they disagree
+            self.estimate, self.refused = None, self.refused + 1
+            self.misfit_m = exc.misfit_m if exc.misfit_m is not None else 3 * MAX_MISFIT_M
+            return
+        finally:
+            self.own_frames += counter.acquisitions
+        values = np.array([measured[k] for k in self.knobs])
+        values[0] -= self.offset_m  # the estimate at the parked probe
+        self.estimate, self.refused, self.misfit_m = values, 0, 0.0
+
+    def _correction(self, gains: tuple[float, float, float]) -> np.ndarray:
+        assert self.estimate is not None
+        gain = np.array([gains[0]] * 3 + [gains[1]] * 2 + [gains[2]] * 2)
+        change = -gain * self.estimate
+        change[0] -= self.offset_m
+        self.last_correction = change.copy()
+        self.last_correction[0] += self.offset_m
+        return np.clip(change / self.step_limits, -1, 1).astype(np.float32)
+
+    def _undo_offset(self) -> np.ndarray | None:
+        if self.offset_m == 0.0:
+            return None
+        action = np.zeros(len(self.knobs), dtype=np.float32)
+        action[0] = -self.offset_m / self.step_limits[0]
+        return np.clip(action, -1, 1)
+
+
+def expert_decision(core: DecisionCore) -> Decision:
+    """The hand-built `shift` rules as decisions: measure (60 nm out after a refusal),
+    correct with unit gains, and correct-and-stop once the measurement predicts
+    `shift_correct.STOP_STREHL`; after a correction, measure again (no relocation after a
+    refusal, unlike `shift`)."""
+    if core.estimate is None:
+        return Decision(Mode.MEASURE_FAR if core.refused else Mode.MEASURE_NEAR)
+    if core.predicted_strehl() >= STOP_STREHL:
+        return Decision(Mode.CORRECT_AND_STOP)
+    return Decision(Mode.CORRECT)
