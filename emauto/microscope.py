@@ -404,6 +404,11 @@ class SettlingGroundTruth(GroundTruth, Protocol):
         """The Strehl ratio ``wait_s`` (s) from now if nothing is commanded meanwhile."""
         ...
 
+    def aberrations_after(self, wait_s: float) -> Any:
+        """The true aberrations ``wait_s`` (s) from now if nothing is commanded meanwhile
+        (an `emauto.optics.Aberrations`, typed ``Any`` like `true_aberrations`)."""
+        ...
+
 
 @runtime_checkable
 class Restartable(Protocol):

@@ -249,15 +249,18 @@ class SimulatedMicroscope:
             self.true_aberrations(), self.grid.wavelength_m, self._knobs["convergence_angle"]
         )
 
-    def strehl_ratio_after(self, wait_s: float) -> float:
-        """The Strehl ratio ``wait_s`` (s) from now with no further command: the lenses
+    def aberrations_after(self, wait_s: float) -> optics.Aberrations:
+        """The true aberrations ``wait_s`` (s) from now with no further command: the lenses
         settle towards their setpoints (lag), hysteresis stays. Twin-only."""
         if not (math.isfinite(wait_s) and wait_s >= 0):
             raise InvalidRequestError(f"wait_s must be finite and >= 0, got {wait_s!r}")
         lens = self._lenses.values(self._time_s + wait_s)
-        aberrations = optics.Aberrations.from_mapping({n: lens[n] for n in ABERRATION_KNOBS})
+        return optics.Aberrations.from_mapping({n: lens[n] for n in ABERRATION_KNOBS})
+
+    def strehl_ratio_after(self, wait_s: float) -> float:
+        """The Strehl ratio of `aberrations_after` ``wait_s``. Twin-only."""
         return optics.strehl_ratio(
-            aberrations, self.grid.wavelength_m, self._knobs["convergence_angle"]
+            self.aberrations_after(wait_s), self.grid.wavelength_m, self._knobs["convergence_angle"]
         )
 
     # ------------------------------------------------------------------ internals

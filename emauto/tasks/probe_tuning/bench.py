@@ -1,19 +1,14 @@
 """`emauto bench probe-tuning`: every method on the same episodes, the same success rule.
 
 Each episode starts from `ProbeTuningConfig.start` (random aberrations, region, dose) with
-seed ``seed * 100_000 + i``; every method sees the same episodes. Success: the twin's
-ground-truth Strehl ratio >= 0.8 over the aperture at any acquisition (the episode ends
-there). Acquisitions count every Ronchigram, the reset frame included. Figures per method:
-
-- ``success_rate``: fraction of episodes that succeed within ``budget_acquisitions``.
-- ``median_acquisitions`` / ``p90_acquisitions``: Ronchigrams to success; a failed episode
-  counts as ``budget_acquisitions + 1`` (censored), so a rate below 50% (10%) shows there.
-- ``median_final_strehl``: ground-truth Strehl at the end of the episode.
-- ``median_dose``: electrons delivered to the specimen in the episode.
-- ``wall_s_per_episode``: median wall time per episode, policy and twin together.
-
-The policies see only images (and the knob changes they made); ground truth is used for
-scoring alone.
+seed ``seed * 100_000 + i``; every method sees the same episodes. An episode ends at the
+policy's own stop, at the budget, or at the env's step limit; no ground truth ends it.
+Success: the twin's true Strehl ratio of the state the episode leaves (settled) >= 0.8.
+Acquisitions count every Ronchigram, the reset frame and the policy's own frames included.
+Figures per method (`summarise`): rates with Wilson 95 % intervals, medians with bootstrap
+95 % intervals, false dones, dose, and ``curve``: the median true Strehl ratio and phase
+variance of the probe against the Ronchigrams taken (`curve`). The policies see only
+images (and the knob changes they made); ground truth is used for scoring alone.
 """
 
 from __future__ import annotations
@@ -73,7 +68,68 @@ def summarise(results: Sequence[EpisodeResult], budget_steps: int) -> dict[str, 
         "oracle_median_acquisitions": _percentile(censored, 50),
         "wall_s_per_episode": round(statistics.median(r.wall_s for r in results), 4),
         "budget_acquisitions": budget,
+        "curve": curve(results, budget),
     }
+
+
+def _median_or_none(values: Sequence[float]) -> float | None:
+    """The median of the finite values (4 decimals), None without any."""
+    finite = [v for v in values if np.isfinite(v)]
+    return round(float(np.median(finite)), 4) if finite else None
+
+
+def curve(results: Sequence[EpisodeResult], budget: int) -> dict[str, list[Any]]:
+    """Median over episodes of the true Strehl ratio and phase variance (rad^2) of the probe
+    after ``n`` Ronchigrams, n = 1..``budget``: the probe at the last env frame taken by then
+    (a measuring policy's over-focused probe included), and from the episode's end on the
+    state it leaves (settled)."""
+    strehl: list[float | None] = []
+    variance: list[float | None] = []
+    for n in range(1, budget + 1):
+        at_n: list[tuple[float, float]] = []
+        for r in results:
+            if n >= r.acquisitions:
+                at_n.append((r.final_strehl, r.final_phase_variance))
+                continue
+            taken = [i for i, a in enumerate(r.acquisitions_path) if a <= n]
+            if taken:
+                at_n.append((r.strehl_path[taken[-1]], r.phase_variance_path[taken[-1]]))
+        strehl.append(_median_or_none([a for a, _ in at_n]))
+        variance.append(_median_or_none([b for _, b in at_n]))
+    return {
+        "acquisitions": list(range(1, budget + 1)),
+        "median_strehl": strehl,
+        "median_phase_variance_rad2": variance,
+    }
+
+
+def save_curves_png(figures: dict[str, dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Each method's `curve` (Strehl ratio and phase variance against Ronchigrams) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.4), dpi=120, sharex=True)
+    for method, result in figures.items():
+        c = result["curve"]
+        strehl = np.array(c["median_strehl"], dtype=float)  # None -> nan: not drawn
+        variance = np.array(c["median_phase_variance_rad2"], dtype=float)
+        top.plot(c["acquisitions"], strehl, label=method)
+        bottom.semilogy(c["acquisitions"], np.maximum(variance, 1e-3))
+    top.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+    top.set_ylabel("median true Strehl ratio")
+    top.set_ylim(0, 1)
+    top.legend(fontsize=7, ncol=2)
+    top.set_title(title, fontsize=8)
+    bottom.set_ylabel("median true phase variance (rad²)")
+    bottom.set_xlabel("Ronchigrams taken (reset frame included)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def run_probe_tuning_benchmark(

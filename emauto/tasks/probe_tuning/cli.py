@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench_probe_tuning(args: argparse.Namespace) -> int:
-    from emauto.tasks.probe_tuning.bench import run_probe_tuning_benchmark
+    from emauto.tasks.probe_tuning.bench import run_probe_tuning_benchmark, save_curves_png
     from emauto.tasks.probe_tuning.config import ProbeTuningConfig
     from emauto.units import load_yaml
 
@@ -125,7 +126,6 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
         config=config,
         record=args.record,
     )
-    result: dict[str, Any] = figures[methods[0]] if len(methods) == 1 else figures
     if args.save is not None:
         condition = (config or ProbeTuningConfig()).model_dump(mode="json")
         save(
@@ -138,7 +138,9 @@ def _bench_probe_tuning(args: argparse.Namespace) -> int:
             },
             args.save,
         )
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+        png = save_curves_png(figures, args.save.with_suffix(".png"), args.microscope)
+        print(f"wrote {png}", file=sys.stderr)
+    print(json.dumps(figures) if args.json else json.dumps(figures, indent=2))
     return 0
 
 

@@ -173,7 +173,7 @@ class PublicPrivileged(BaseFeaturesExtractor):
         super().__init__(observation_space, public + privileged)
         self.public_size = public
 
-    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.cat([observations["public"], observations["privileged"]], dim=1)
 
 
@@ -199,10 +199,10 @@ class AsymmetricMlp(nn.Module):
         return self.forward_actor(features), self.forward_critic(features)
 
     def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
-        return self.policy_net(features[:, : self.public_size])  # type: ignore[no-any-return]
+        return self.policy_net(features[:, : self.public_size])
 
     def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
-        return self.value_net(features)  # type: ignore[no-any-return]
+        return self.value_net(features)
 
 
 class AsymmetricActorCritic(ActorCriticPolicy):

@@ -138,7 +138,8 @@ class DecisionCore:
         """A new episode, after the env's reset (``info`` from it)."""
         self.env_frames = int(info["acquisitions"])
         self.own_frames = 0
-        self.position = tuple(float(v) for v in info["probe_position_m"])
+        x, y = info["probe_position_m"]
+        self.position = (float(x), float(y))
         self.offset_m = 0.0  # deliberate probe over-focus (m) in C10
         self.estimate: np.ndarray | None = None  # parked-probe aberrations (m), knob order
         self.misfit_m = 0.0

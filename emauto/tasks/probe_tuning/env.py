@@ -245,6 +245,15 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             return float(twin.strehl_ratio_after(self.config.lens_wait_s))
         return None if self._ground_truth is None else float(self._ground_truth())
 
+    def true_phase_variance(self) -> float | None:
+        """The twin's true phase variance (rad^2) over the aperture of the state the knobs
+        are left in, settled like `true_strehl`; None without a twin that looks ahead."""
+        twin = unwrap(self.microscope)
+        if not isinstance(twin, SettlingGroundTruth):
+            return None
+        aberrations = twin.aberrations_after(self.config.lens_wait_s)
+        return optics.phase_variance(aberrations, self._wavelength, self.config.convergence_rad)
+
     def render(self) -> np.ndarray | None:
         """The last observation as an RGB image (S, S, 3)."""
         if self._last_frame is None:
@@ -337,7 +346,7 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         return float(self._strehl_from_image(observation["ronchigram"], self._last_change))
 
     def _info(self) -> dict[str, Any]:
-        return {
+        info: dict[str, Any] = {
             "strehl": self._strehl,
             "acquisitions": self.acquisitions,
             "dose_e": self.dose_e,
@@ -345,3 +354,8 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             "change_m": dict(self._last_change),
             "probe_position_m": self._position,
         }
+        if self._true_aberrations is not None:  # ground truth, for scoring and curves only
+            info["phase_variance_rad2"] = optics.phase_variance(
+                self._true_aberrations(), self._wavelength, self.config.convergence_rad
+            )
+        return info

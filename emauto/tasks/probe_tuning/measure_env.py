@@ -87,7 +87,7 @@ class MeasureCorrectEnv(gym.Env[MeasureObservation, np.ndarray]):
                 "privileged": spaces.Box(-10.0, 10.0, (PRIVILEGED_SIZE,), dtype=np.float32),
             }
         )
-        self.action_space = spaces.MultiDiscrete(ACTION_NVEC)  # type: ignore[assignment]
+        self.action_space = spaces.MultiDiscrete(list(ACTION_NVEC))
         self._potential = 0.0
 
     def reset(

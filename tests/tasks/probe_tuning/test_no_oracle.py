@@ -40,12 +40,15 @@ def _twin(cls: type[SimulatedMicroscope], specimen_cache: Path) -> SimulatedMicr
     return cls(config)
 
 
-def _actions(microscope: SimulatedMicroscope, seed: int) -> tuple[list[np.ndarray], Any]:
-    """Run `shift` on an estimator-rewarded env (which reads no ground truth) for 31 frames."""
+def _actions(
+    microscope: SimulatedMicroscope, seed: int, method: str
+) -> tuple[list[np.ndarray], Any]:
+    """Run ``method`` on an estimator-rewarded env (which reads no ground truth) for 31
+    frames."""
     counter = CountingMicroscope(microscope)
     config = ProbeTuningConfig(reward="estimator", max_steps=30)
     env = ProbeTuningEnv(counter, config)
-    policy = make_policy("shift", env)
+    policy = make_policy(method, env)
     actions: list[np.ndarray] = []
     result = run_episode(
         env,
@@ -59,11 +62,12 @@ def _actions(microscope: SimulatedMicroscope, seed: int) -> tuple[list[np.ndarra
     return actions, result
 
 
+@pytest.mark.parametrize("method", ["shift", "shift_decide", "rl_decide"])
 def test_a_twin_whose_ground_truth_raises_runs_the_same_episode(
-    carbon_uri: str, specimen_cache: Path
+    carbon_uri: str, specimen_cache: Path, method: str
 ) -> None:
-    raising_actions, raising = _actions(_twin(GroundTruthRaises, specimen_cache), seed=4)
-    actions, normal = _actions(_twin(SimulatedMicroscope, specimen_cache), seed=4)
+    raising_actions, raising = _actions(_twin(GroundTruthRaises, specimen_cache), 4, method)
+    actions, normal = _actions(_twin(SimulatedMicroscope, specimen_cache), 4, method)
     assert len(raising_actions) == len(actions) > 2
     assert all(np.array_equal(a, b) for a, b in zip(raising_actions, actions, strict=True))
     assert raising.ended_by == normal.ended_by and raising.acquisitions == normal.acquisitions

@@ -12,7 +12,12 @@ import pytest
 import emauto
 from emauto.cli import main
 from emauto.microscope import Frame, ImageRequest, RonchigramRequest
-from emauto.tasks.probe_tuning.bench import make_policy, run_probe_tuning_benchmark, summarise
+from emauto.tasks.probe_tuning.bench import (
+    curve,
+    make_policy,
+    run_probe_tuning_benchmark,
+    summarise,
+)
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.env import ProbeTuningEnv
 from emauto.tasks.probe_tuning.policies.base import EpisodeResult, TuningPolicy, run_episode
@@ -180,6 +185,32 @@ def test_summary_scores_the_state_left_and_counts_false_dones() -> None:
     assert figures["budget_acquisitions"] == 11
 
 
+def test_the_curve_follows_each_episode_then_holds_its_final_state() -> None:
+    def episode(acquisitions: int, path: list[tuple[int, float]], final: float) -> EpisodeResult:
+        return EpisodeResult(
+            success=final >= 0.8,
+            acquisitions=acquisitions,
+            final_strehl=final,
+            best_strehl=max(s for _, s in path),
+            dose_e=1.0,
+            wall_s=0.1,
+            final_phase_variance=1 - final,
+            strehl_path=[s for _, s in path],
+            phase_variance_path=[1 - s for _, s in path],
+            acquisitions_path=[a for a, _ in path],
+        )
+
+    # a policy measuring in threes: frames 1 (reset), 4, 7; it ends at 7 and corrects to 0.9
+    measuring = episode(7, [(1, 0.0), (4, 0.2), (7, 0.5)], 0.9)
+    idle = episode(9, [(1, 0.1), (9, 0.1)], 0.1)
+    c = curve([measuring, idle], budget=9)
+    assert c["acquisitions"] == list(range(1, 10))
+    assert c["median_strehl"][:3] == [0.05, 0.05, 0.05]  # (0.0 + 0.1) / 2
+    assert c["median_strehl"][3] == pytest.approx(0.15)  # frame 4: 0.2 and 0.1
+    assert c["median_strehl"][6] == pytest.approx(0.5)  # frame 7: ended at 0.9, idle 0.1
+    assert c["median_phase_variance_rad2"][6] == pytest.approx(0.5)
+
+
 def test_bench_same_episodes_for_every_method(
     carbon_uri: str, specimen_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -215,8 +246,9 @@ def test_bench_command_prints_json(
         ["bench", "probe-tuning", "--method", "cnn", "--episodes", "1", "--budget", "2", "--json"]
     )
     assert code == 0
-    figures = json.loads(capsys.readouterr().out)
+    figures = json.loads(capsys.readouterr().out)["cnn"]  # one shape, one method or all
     assert 0 <= figures["success_rate"] <= 1 and figures["budget_acquisitions"] == 3
+    assert figures["curve"]["acquisitions"] == [1, 2, 3]
     with pytest.raises(SystemExit):
         main(["bench", "probe-tuning", "--method", "nope"])
 

@@ -120,6 +120,10 @@ class EpisodeResult:
     a false done is ``declared_aligned and not success``.
     ``first_reached_at``: the first acquisition whose true Strehl ratio reached the
     threshold (what the old oracle stop counted as success), for comparison only.
+    ``final_phase_variance``: the true phase variance (rad^2) of that state.
+    ``strehl_path`` / ``phase_variance_path`` / ``acquisitions_path``: the true Strehl ratio
+    and phase variance (rad^2) of the probe at each env frame, and the acquisitions counted
+    by then (for curves; ground truth, read after the fact).
     """
 
     success: bool
@@ -132,7 +136,10 @@ class EpisodeResult:
     declared_aligned: bool = False
     confidence: float | None = None
     first_reached_at: int | None = None
+    final_phase_variance: float = math.nan
     strehl_path: list[float] = field(default_factory=list)
+    phase_variance_path: list[float] = field(default_factory=list)
+    acquisitions_path: list[int] = field(default_factory=list)
 
     @property
     def false_done(self) -> bool:
@@ -180,6 +187,7 @@ def run_episode(
         observation, info = env.reset(seed=seed, options=options)
         policy.reset(observation, info)
         path = [float(info["strehl"])]
+        variances = [float(info.get("phase_variance_rad2", math.nan))]
         path_acquisitions = [spent()[0]]
         ended_by: EndReason = "budget"
         decision: StopDecision | None = None
@@ -191,6 +199,7 @@ def run_episode(
             action = np.asarray(policy.suggest(), dtype=np.float32)
             observation, reward, terminated, truncated, info = env.step(action)
             path.append(float(info["strehl"]))
+            variances.append(float(info.get("phase_variance_rad2", math.nan)))
             path_acquisitions.append(spent()[0])
             if on_step is not None:
                 on_step(action, float(reward), bool(terminated), bool(truncated), info)
@@ -212,6 +221,8 @@ def run_episode(
     acquisitions, dose = spent()
     final_strehl = env.true_strehl() if score else None
     final_strehl = math.nan if final_strehl is None else float(final_strehl)
+    final_variance = env.true_phase_variance() if score else None
+    final_variance = math.nan if final_variance is None else float(final_variance)
     threshold = float(env.config.success_strehl)
     reached = [n for n, s in zip(path_acquisitions, path, strict=True) if s >= threshold]
     return EpisodeResult(
@@ -225,5 +236,8 @@ def run_episode(
         declared_aligned=decision is not None and decision.aligned,
         confidence=None if decision is None else float(decision.confidence),
         first_reached_at=reached[0] if reached else None,
+        final_phase_variance=final_variance,
         strehl_path=path,
+        phase_variance_path=variances,
+        acquisitions_path=path_acquisitions,
     )
