@@ -143,3 +143,12 @@ class NoLatticeError(AnalysisError):
 
 class LabelError(EmautoError, ValueError):
     """Operator labels are empty, inconsistent or name an unknown class."""
+
+
+# --------------------------------------------------------------------------- sessions (hardening)
+
+
+class SessionFormatError(SessionCorruptError):
+    """A session's file is not what the recorder writes: a malformed or oversized document or
+    frame, a symlink or a path leaving the session folder. Reading refuses it, changes
+    nothing and allocates nothing for it."""

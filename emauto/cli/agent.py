@@ -67,7 +67,7 @@ def _report(args: argparse.Namespace) -> int:
     from emauto.sessions.reader import Session
     from emauto.sessions.report import summary, write_report
 
-    session = Session(args.session)
+    session = Session(args.session, repair=args.repair)
     png, page = write_report(session, args.out)
     print(json.dumps({**summary(session), "png": str(png), "html": str(page)}, indent=2))
     return 0
@@ -136,6 +136,12 @@ def add_commands(commands: Any) -> None:
     report = commands.add_parser("report", help="write a session's PNG and HTML summary")
     report.add_argument("session", type=Path)
     report.add_argument("--out", type=Path, help="folder (default: the session folder)")
+    report.add_argument(
+        "--repair",
+        action="store_true",
+        help="cut a torn last line (a crash mid-write) off documents.jsonl; without it the "
+        "session is only read",
+    )
     report.set_defaults(handler=_report)
 
     export = commands.add_parser("export", help="export a session (HyperSpy, Minari)")

@@ -73,7 +73,7 @@ class SessionRecorder:
         self.write_s: list[float] = []  # seconds each step spent writing, and its kind
         self.write_kinds: list[str] = []
         self._log = DocumentLog(self.path / DOCUMENTS, file_system)
-        self._frames = FrameStore(self.path / FRAMES, mode="w", file_system=file_system)
+        self._frames = FrameStore(self.path / FRAMES, file_system=file_system)
         self._closed = False
         run_metadata = {
             "emauto": __version__,

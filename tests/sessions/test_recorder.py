@@ -84,21 +84,23 @@ def test_a_new_session_needs_an_empty_folder(tmp_path: Path) -> None:
         record_static(tmp_path / "s")
 
 
-def test_a_torn_last_line_is_repaired_on_open(tmp_path: Path) -> None:
+def test_a_torn_last_line_is_left_out_and_cut_only_on_request(tmp_path: Path) -> None:
     record_static(tmp_path / "s").recorder._log.close()  # a crash: no stop document
     log = tmp_path / "s" / DOCUMENTS
     intact = log.read_bytes()
     log.write_bytes(intact + b'["event",{"uid":"abc","da')
-    session = Session(tmp_path / "s")
-    assert session.torn_bytes > 0 and not session.complete
+    session = Session(tmp_path / "s")  # reading changes nothing
+    assert session.torn_bytes == len(b'["event",{"uid":"abc","da') and not session.complete
     assert session.exit_status == "incomplete" and len(session.steps) == 6
+    assert log.read_bytes() == intact + b'["event",{"uid":"abc","da'
+    assert Session(tmp_path / "s", repair=True).torn_bytes > 0  # asked for: cut off
     assert log.read_bytes() == intact
     assert Session(tmp_path / "s").torn_bytes == 0
     read_only = tmp_path / "t"
     record_static(read_only).recorder._log.close()
-    (read_only / DOCUMENTS).write_bytes((read_only / DOCUMENTS).read_bytes() + b"[")
-    assert Session(read_only, repair=False).torn_bytes == 1
-    assert (read_only / DOCUMENTS).read_bytes().endswith(b"[")
+    (read_only / DOCUMENTS).write_bytes((read_only / DOCUMENTS).read_bytes() + b"[\n")
+    assert Session(read_only).torn_bytes == 2  # a bad last line with its newline is torn too
+    assert (read_only / DOCUMENTS).read_bytes().endswith(b"[\n")
 
 
 @pytest.mark.parametrize(
