@@ -23,6 +23,7 @@ system's unless a test or the benchmark hands in a `PowerCutFileSystem`.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -189,10 +190,21 @@ class SessionRecorder:
         self._log.append("event", dict(event))
 
     def close(self, exit_status: ExitStatus = "success", reason: str = "") -> None:
-        """Write the stop document; later calls do nothing."""
+        """Write the stop document; later calls do nothing.
+
+        The stop document tells the truth about how the run ended: asked for ``success``
+        while an exception is propagating (``close`` called from a ``finally`` clause or an
+        ``__exit__``, e.g. an env closed after Ctrl-C), it records ``abort`` for a
+        `KeyboardInterrupt` and ``fail`` for anything else, with the exception as reason.
+        """
         if self._closed:
             return
         self._closed = True
+        in_flight = sys.exc_info()[1]
+        if exit_status == "success" and in_flight is not None:
+            exit_status = "abort" if isinstance(in_flight, KeyboardInterrupt) else "fail"
+            name, detail = type(in_flight).__name__, str(in_flight)
+            reason = reason or (f"{name}: {detail}"[:500] if detail else name)
         try:
             self._log.append(
                 "stop", dict(self._run.compose_stop(exit_status=exit_status, reason=reason))
