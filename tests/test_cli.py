@@ -185,8 +185,10 @@ def test_ctrl_c_in_a_real_process_exits_130_without_a_traceback(
     """The same, as a user sees it: a real process, a real SIGINT."""
     record = tmp_path / "sessions"
     process = subprocess.Popen(
-        [sys.executable, "-m", "emauto", "evaluate", "--method", "random", "--episodes", "50",
-         "--microscope", tiny_sim_uri, "--record", str(record)],  # fmt: skip
+        [
+            *(sys.executable, "-m", "emauto", "evaluate", "--method", "random"),
+            *("--episodes", "50", "--microscope", tiny_sim_uri, "--record", str(record)),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -74,11 +74,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from emauto.sessions.export import export_into
     from emauto.sessions.reader import Session
 
     session = Session(args.session)
     out = args.out or session.path / f"export-{args.format}"
-    paths = EXPORTERS.load(args.format)(session, Path(out))
+    exporter = EXPORTERS.load(args.format)
+    paths = export_into(out, lambda folder: exporter(session, folder))
     print(json.dumps({"format": args.format, "written": [str(p) for p in paths]}, indent=2))
     return 0
 
@@ -147,5 +149,9 @@ def add_commands(commands: Any) -> None:
     export = commands.add_parser("export", help="export a session (HyperSpy, Minari)")
     export.add_argument("session", type=Path)
     export.add_argument("--format", choices=EXPORTERS.names(), required=True)
-    export.add_argument("--out", type=Path, help="folder (default: SESSION/export-FORMAT)")
+    export.add_argument(
+        "--out",
+        type=Path,
+        help="a new folder (default: SESSION/export-FORMAT); written whole or not at all",
+    )
     export.set_defaults(handler=_export)

@@ -119,3 +119,25 @@ def test_replay_of_a_session_without_truth_has_no_truth(tmp_path: Path) -> None:
     scope.close()
     replay = emauto.connect(f"replay://{tmp_path / 's'}")
     assert type(replay) is ReplayMicroscope and not isinstance(replay, GroundTruth)
+
+
+def test_minari_export_of_a_relative_session_path_writes_one_complete_folder(
+    recorded_session: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import shutil
+
+    from emauto.cli import main
+
+    shutil.copytree(recorded_session, tmp_path / "s")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "s", "--format", "minari"]) == 0
+    (written,) = json.loads(capsys.readouterr().out)["written"]
+    dataset = tmp_path / "s" / "export-minari" / "emauto" / "probe-tuning-v0"
+    assert Path(written).resolve() == dataset
+    assert (Path(written) / "data" / "metadata.json").is_file()
+    assert not (tmp_path / "s" / "s").exists()  # the path was not doubled
+    assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.name.startswith(".")) == []

@@ -18,7 +18,6 @@ from emauto.sessions.report import render_html, write_report
 from emauto.sessions.store import DOCUMENTS, FRAMES
 
 
-
 @pytest.fixture
 def session(tmp_path: Path) -> Path:
     """A closed session of the static microscope: 3 sets and 3 acquisitions of 16x16."""
@@ -95,7 +94,7 @@ def test_a_symlink_anywhere_in_the_frames_is_refused(
         name = "0.0" if link == "chunk" else "zarr.json"
         shutil.move(frame / name, copy)
         (frame / name).symlink_to(copy)
-    with pytest.raises(SessionFormatError, match="symlink|a link"):
+    with pytest.raises(SessionFormatError, match=r"symlink|a link"):
         opened = Session(session)
         opened.frame(opened.acquisitions()[0])
 
@@ -107,9 +106,7 @@ def test_a_frame_key_leaving_the_session_is_refused(session: Path, key: str) -> 
         Session(session)
 
 
-def test_report_replaces_symlinks_never_writes_through_them(
-    session: Path, tmp_path: Path
-) -> None:
+def test_report_replaces_symlinks_never_writes_through_them(session: Path, tmp_path: Path) -> None:
     targets = {}
     for name in ("report.png", "report.html"):
         targets[name] = tmp_path / f"target-{name}"
@@ -336,3 +333,38 @@ def test_the_reader_matches_zarr_for_every_dtype_it_accepts(tmp_path: Path) -> N
         mine = reader._array(f"a{index}")[1]
         theirs = zarr.open_array(str(folder), mode="r")[...]
         assert mine.dtype == theirs.dtype and np.array_equal(mine, theirs), name
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_an_export_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    from emauto.errors import SessionError
+    from emauto.sessions.export import export_into
+
+    def half(folder: Path) -> list[Path]:
+        (folder / "part.hspy").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_into(tmp_path / "out", half)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no half-written folder
+    written = export_into(tmp_path / "out", lambda f: [f / "a"] if (f / "a").touch() else [])
+    assert written == [] and (tmp_path / "out").is_dir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    for existing in ("out", "link"):
+        with pytest.raises(SessionError, match="exists"):
+            export_into(tmp_path / existing, lambda f: [])
+
+
+def test_a_detector_name_cannot_choose_the_export_path(session: Path, tmp_path: Path) -> None:
+    from emauto.sessions.export import export_hdf5
+
+    frame = first_frame(session)
+    metadata = json.loads((frame / "zarr.json").read_text())
+    metadata["attributes"]["detector"] = "../../../escaped"
+    (frame / "zarr.json").write_text(json.dumps(metadata))
+    out = tmp_path / "deep" / "er" / "out"
+    paths = export_hdf5(Session(session), out)
+    assert all(p.parent == out for p in paths)
+    assert [p.parent for p in tmp_path.rglob("*escaped*")] == [out]
