@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numcodecs import zstd
+from numcodecs import zstd  # type: ignore[import-untyped]
 
 from emauto.errors import EmautoError
 from emauto.microscope import (

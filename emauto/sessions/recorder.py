@@ -195,14 +195,16 @@ class SessionRecorder:
         The stop document tells the truth about how the run ended: asked for ``success``
         while an exception is propagating (``close`` called from a ``finally`` clause or an
         ``__exit__``, e.g. an env closed after Ctrl-C), it records ``abort`` for a
-        `KeyboardInterrupt` and ``fail`` for anything else, with the exception as reason.
+        `KeyboardInterrupt` and ``fail`` for anything else, with the exception as reason; a
+        run ended by a `KeyboardInterrupt` in flight is always an ``abort`` (the user's).
         """
         if self._closed:
             return
         self._closed = True
         in_flight = sys.exc_info()[1]
-        if exit_status == "success" and in_flight is not None:
-            exit_status = "abort" if isinstance(in_flight, KeyboardInterrupt) else "fail"
+        interrupted = isinstance(in_flight, KeyboardInterrupt)
+        if in_flight is not None and (exit_status == "success" or interrupted):
+            exit_status = "abort" if interrupted else "fail"
             name, detail = type(in_flight).__name__, str(in_flight)
             reason = reason or (f"{name}: {detail}"[:500] if detail else name)
         try:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from numcodecs import zstd
+from numcodecs import zstd  # type: ignore[import-untyped]
 from pydantic import ValidationError
 from zarr.core.buffer import Buffer
 from zarr.storage import MemoryStore

@@ -156,3 +156,44 @@ def test_the_benchmark_records_each_method(tmp_path: Path, tiny_sim_uri: str) ->
     )
     session = Session(tmp_path / "random")
     assert session.complete and len(session.episode) == 4
+
+
+@pytest.mark.parametrize(
+    ("close", "status"),
+    [
+        (lambda scope: scope.close(), "abort"),  # a finally: close() asks for success
+        (lambda scope: scope.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None), "abort"),
+    ],
+)
+def test_a_session_closed_while_ctrl_c_propagates_is_an_abort(  # type: ignore[no-untyped-def]
+    tmp_path: Path, close, status: str
+) -> None:
+    scope = record_static(tmp_path / "s", steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            close(scope)
+    session = Session(tmp_path / "s")
+    assert session.exit_status == status and session.stop is not None
+    assert "KeyboardInterrupt" in session.stop["reason"]
+    assert session.steps[-1].kind == "safe"  # made safe, recorded, before the stop document
+
+
+def test_a_session_closed_while_an_error_propagates_is_a_failure(tmp_path: Path) -> None:
+    scope = record_static(tmp_path / "s", steps=1)
+    with pytest.raises(RuntimeError):
+        try:
+            raise RuntimeError("lost the link")
+        finally:
+            scope.close()
+    stop = Session(tmp_path / "s").stop
+    assert stop is not None and stop["exit_status"] == "fail"
+    assert stop["reason"] == "RuntimeError: lost the link"
+    scope = record_static(tmp_path / "t", steps=1)
+    try:
+        raise RuntimeError("handled")
+    except RuntimeError:
+        pass
+    scope.close()  # after a handled error: the truth is success
+    assert Session(tmp_path / "t").exit_status == "success"
