@@ -368,3 +368,27 @@ def test_a_detector_name_cannot_choose_the_export_path(session: Path, tmp_path: 
     paths = export_hdf5(Session(session), out)
     assert all(p.parent == out for p in paths)
     assert [p.parent for p in tmp_path.rglob("*escaped*")] == [out]
+
+
+def test_emauto_report_reads_only_unless_asked_to_repair(
+    session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emauto.cli import main
+
+    intact = (session / DOCUMENTS).read_bytes()
+    (session / DOCUMENTS).write_bytes(intact + b'["event",{"to')
+    assert main(["report", str(session)]) == 0
+    assert (session / DOCUMENTS).read_bytes() == intact + b'["event",{"to'
+    assert main(["report", str(session), "--repair"]) == 0
+    assert (session / DOCUMENTS).read_bytes() == intact
+    assert capsys.readouterr().out.count('"exit_status": "success"') == 2
+
+
+def test_the_file_system_never_truncates_through_a_symlink(tmp_path: Path) -> None:
+    from emauto.sessions.durable import OsFileSystem
+
+    (tmp_path / "target").write_bytes(b"0123456789")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(OSError):
+        OsFileSystem().truncate(tmp_path / "link", 2)
+    assert (tmp_path / "target").read_bytes() == b"0123456789"
