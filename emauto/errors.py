@@ -157,3 +157,12 @@ class MeasurementRefusedError(EmautoError, ValueError):
     def __init__(self, message: str, misfit_m: float | None = None) -> None:
         super().__init__(message)
         self.misfit_m = misfit_m
+
+
+# --------------------------------------------------------------------------- sessions (hardening)
+
+
+class SessionFormatError(SessionCorruptError):
+    """A session's file is not what the recorder writes: a malformed or oversized document or
+    frame, a symlink or a path leaving the session folder. Reading refuses it, changes
+    nothing and allocates nothing for it."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -109,3 +113,95 @@ def test_estimator_training_from_a_data_config(
     figures = json.loads(capsys.readouterr().out)
     assert figures["train_samples"] == 5 and figures["generate_seconds"] > 0
     assert RonchigramEstimator.load(out).metadata.arch == "resnet"
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def interrupt_when(condition, timeout_s: float = 120.0) -> threading.Event:  # type: ignore[no-untyped-def]
+    """Send this process SIGINT (what Ctrl-C sends) once ``condition()`` holds; set the
+    returned event to stop watching."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set() and time.monotonic() < deadline:
+            if condition():
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return stop
+
+
+def events_in(log: Path) -> int:
+    try:
+        return log.read_bytes().count(b'["event"')
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.parametrize("command", ["evaluate", "bench probe-tuning"])
+def test_ctrl_c_while_recording_ends_safe_with_one_line_and_an_abort_record(
+    tmp_path: Path, tiny_sim_uri: str, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    record = tmp_path / "sessions"
+    log = record / "random" / "documents.jsonl"
+    stop = interrupt_when(lambda: events_in(log) >= 6)
+    try:
+        code = main(
+            [
+                *command.split(),
+                "--method",
+                "random",
+                "--episodes",
+                "50",
+                "--budget",
+                "20",
+                "--microscope",
+                tiny_sim_uri,
+                "--record",
+                str(record),
+            ]
+        )
+    finally:
+        stop.set()
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "emauto: interrupted"
+    from emauto.sessions import Session
+
+    session = Session(record / "random")
+    assert session.complete and session.exit_status == "abort"  # not "success"
+    assert session.stop is not None and "KeyboardInterrupt" in session.stop["reason"]
+    assert session.steps[-1].kind == "safe" and session.steps[-1].data["beam_blanked"] is True
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_process_exits_130_without_a_traceback(
+    tmp_path: Path, tiny_sim_uri: str, specimen_cache: Path
+) -> None:
+    """The same, as a user sees it: a real process, a real SIGINT."""
+    record = tmp_path / "sessions"
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "emauto", "evaluate", "--method", "random"),
+            *("--episodes", "50", "--microscope", tiny_sim_uri, "--record", str(record)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "EMAUTO_CACHE_DIR": str(specimen_cache)},
+    )
+    deadline = time.monotonic() + 120
+    while events_in(record / "random" / "documents.jsonl") < 4 and process.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "emauto: interrupted"
+    from emauto.sessions import Session
+
+    assert Session(record / "random").exit_status == "abort"

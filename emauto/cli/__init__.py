@@ -48,16 +48,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `emauto` console command."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    args.command_argv = argv  # as typed: the key of a result saved by command (--save)
-    handler: Handler = args.handler
+    """Entry point of the `emauto` console command.
+
+    Ctrl-C (`KeyboardInterrupt`) ends any command with one line on stderr and exit status
+    130, after the command's own ``finally`` clauses have closed what it opened (the
+    microscope made safe, a recorded session closed with ``exit_status: abort``).
+    """
     try:
-        return handler(args)
-    except EmautoError as exc:
-        print(f"emauto: error: {exc}", file=sys.stderr)
-        return 2
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = _parser().parse_args(argv)
+        args.command_argv = argv  # as typed: the key of a result saved by command (--save)
+        handler: Handler = args.handler
+        try:
+            return handler(args)
+        except EmautoError as exc:
+            print(f"emauto: error: {exc}", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:
+        print("emauto: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

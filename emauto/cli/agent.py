@@ -68,18 +68,20 @@ def _report(args: argparse.Namespace) -> int:
     from emauto.sessions.reader import Session
     from emauto.sessions.report import summary, write_report
 
-    session = Session(args.session)
+    session = Session(args.session, repair=args.repair)
     png, page = write_report(session, args.out)
     print(json.dumps({**summary(session), "png": str(png), "html": str(page)}, indent=2))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    from emauto.sessions.export import export_into
     from emauto.sessions.reader import Session
 
     session = Session(args.session)
     out = args.out or session.path / f"export-{args.format}"
-    paths = EXPORTERS.load(args.format)(session, Path(out))
+    exporter = EXPORTERS.load(args.format)
+    paths = export_into(out, lambda folder: exporter(session, folder))
     print(json.dumps({"format": args.format, "written": [str(p) for p in paths]}, indent=2))
     return 0
 
@@ -137,10 +139,20 @@ def add_commands(commands: Any) -> None:
     report = commands.add_parser("report", help="write a session's PNG and HTML summary")
     report.add_argument("session", type=Path)
     report.add_argument("--out", type=Path, help="folder (default: the session folder)")
+    report.add_argument(
+        "--repair",
+        action="store_true",
+        help="cut a torn last line (a crash mid-write) off documents.jsonl; without it the "
+        "session is only read",
+    )
     report.set_defaults(handler=_report)
 
     export = commands.add_parser("export", help="export a session (HyperSpy, Minari)")
     export.add_argument("session", type=Path)
     export.add_argument("--format", choices=EXPORTERS.names(), required=True)
-    export.add_argument("--out", type=Path, help="folder (default: SESSION/export-FORMAT)")
+    export.add_argument(
+        "--out",
+        type=Path,
+        help="a new folder (default: SESSION/export-FORMAT); written whole or not at all",
+    )
     export.set_defaults(handler=_export)

@@ -5,7 +5,9 @@ recorded description (typed errors, nothing applied on a bad one), applies them 
 replayed state, and notes a `Divergence` when they differ from the next recorded command.
 ``acquire`` serves the next recorded frame whose request is the same as the one asked for,
 skipping recorded frames nobody asks for (e.g. a policy's own measurements when only the
-environment's actions are replayed); with none left it raises `ReplayExhaustedError`. The same
+environment's actions are replayed); with none left it raises `ReplayExhaustedError`. An
+operator's pause in the recording (the daemon's ``safe``, then ``set beam_blank 0`` on
+resume) is not a command of the policy: a replayed ``set`` is never matched against it. The same
 calls give the same frames, so a deterministic policy reproduces its run exactly.
 
 A session recorded from a twin also replays the twin's ground truth (`ReplayTwin`): the Strehl
@@ -59,6 +61,11 @@ def _same(recorded: Mapping[str, Any], replayed: Mapping[str, Any]) -> bool:
     return True
 
 
+def _is_unblank(step: Step) -> bool:
+    """Whether ``step`` is the resume of a pause: a ``set`` of ``beam_blank`` to 0 alone."""
+    return step.kind == "set" and step.action == {"set": {"beam_blank": 0.0}}
+
+
 class ReplayMicroscope:
     """Serve ``session`` (optionally only the steps of ``task``) through the contract."""
 
@@ -82,6 +89,13 @@ class ReplayMicroscope:
         if before is not None:
             knobs = {k: before.knob(k) for k in knobs if not math.isnan(before.knob(k))}
         self._state = initial.model_copy(update={"knobs": knobs})
+        # an operator's pause (the daemon's checkpoint): a ``safe``, then on resume
+        # ``set beam_blank 0``; not the policy's command, so never matched against one
+        self._resumes = {
+            index
+            for index, step in enumerate(self._steps)
+            if index > 0 and self._steps[index - 1].kind == "safe" and _is_unblank(step)
+        }
         self._cursor = 0  # index into self._steps of the next step to match
         self._truth_step: Step | None = before
         self.divergences: list[Divergence] = []
@@ -148,7 +162,7 @@ class ReplayMicroscope:
     def _next(self, kind: str, matches: Callable[[Step], bool]) -> int | None:
         for index in range(self._cursor, len(self._steps)):
             step = self._steps[index]
-            if step.kind == kind and matches(step):
+            if step.kind == kind and index not in self._resumes and matches(step):
                 return index
         return None
 

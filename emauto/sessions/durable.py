@@ -108,8 +108,12 @@ class OsFileSystem:
         return _OsAppendFile(path)
 
     def truncate(self, path: Path, size: int) -> None:
-        """``truncate(2)``."""
-        os.truncate(path, size)
+        """``ftruncate(2)`` on the file opened with ``O_NOFOLLOW`` (never a link's target)."""
+        descriptor = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            os.ftruncate(descriptor, size)
+        finally:
+            os.close(descriptor)
 
     def fsync_file(self, path: Path) -> None:
         """``fsync(2)`` on the file."""

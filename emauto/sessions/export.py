@@ -15,8 +15,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import tempfile
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -102,7 +107,8 @@ def frame_groups(session: Session) -> dict[str, tuple[list[Step], list[Frame]]]:
     groups: dict[str, tuple[list[Step], list[Frame]]] = defaultdict(lambda: ([], []))
     for step in session.acquisitions():
         frame = session.frame(step)
-        name = f"{frame.detector}_{'x'.join(str(n) for n in frame.data.shape)}"
+        detector = re.sub(r"[^A-Za-z0-9_-]", "_", frame.detector)[:64]  # a file name: no '/'
+        name = f"{detector}_{'x'.join(str(n) for n in frame.data.shape)}"
         groups[name][0].append(step)
         groups[name][1].append(frame)
     return dict(groups)
@@ -158,3 +164,24 @@ def export_hdf5(session: Session, out: Path) -> list[Path]:
 def export_zspy(session: Session, out: Path) -> list[Path]:
     """HyperSpy ``.zspy`` stores (Zarr), one calibrated stack per frame kind, in ``out``."""
     return export_hyperspy(session, out, "zspy")
+
+
+def export_into(out: str | Path, write: Callable[[Path], list[Path]]) -> list[Path]:
+    """Run ``write(folder)`` on a new temporary folder beside ``out`` and rename it to ``out``
+    at the end: ``out`` appears whole or not at all (an interrupted or failed export leaves
+    nothing behind). ``out`` is made absolute first (a relative one is relative to the
+    current folder) and must not exist yet, not even as a symlink. Returns the written paths
+    under ``out``."""
+    out = Path(os.path.abspath(out))
+    if out.exists() or out.is_symlink():
+        raise SessionError(f"{out} exists; remove it or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        os.chmod(temporary, 0o755)
+        paths = write(temporary)
+        os.rename(temporary, out)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return [out / Path(path).relative_to(temporary) for path in paths]

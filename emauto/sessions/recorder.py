@@ -23,6 +23,7 @@ system's unless a test or the benchmark hands in a `PowerCutFileSystem`.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -73,7 +74,7 @@ class SessionRecorder:
         self.write_s: list[float] = []  # seconds each step spent writing, and its kind
         self.write_kinds: list[str] = []
         self._log = DocumentLog(self.path / DOCUMENTS, file_system)
-        self._frames = FrameStore(self.path / FRAMES, mode="w", file_system=file_system)
+        self._frames = FrameStore(self.path / FRAMES, file_system=file_system)
         self._closed = False
         run_metadata = {
             "emauto": __version__,
@@ -189,10 +190,23 @@ class SessionRecorder:
         self._log.append("event", dict(event))
 
     def close(self, exit_status: ExitStatus = "success", reason: str = "") -> None:
-        """Write the stop document; later calls do nothing."""
+        """Write the stop document; later calls do nothing.
+
+        The stop document tells the truth about how the run ended: asked for ``success``
+        while an exception is propagating (``close`` called from a ``finally`` clause or an
+        ``__exit__``, e.g. an env closed after Ctrl-C), it records ``abort`` for a
+        `KeyboardInterrupt` and ``fail`` for anything else, with the exception as reason; a
+        run ended by a `KeyboardInterrupt` in flight is always an ``abort`` (the user's).
+        """
         if self._closed:
             return
         self._closed = True
+        in_flight = sys.exc_info()[1]
+        interrupted = isinstance(in_flight, KeyboardInterrupt)
+        if in_flight is not None and (exit_status == "success" or interrupted):
+            exit_status = "abort" if interrupted else "fail"
+            name, detail = type(in_flight).__name__, str(in_flight)
+            reason = reason or (f"{name}: {detail}"[:500] if detail else name)
         try:
             self._log.append(
                 "stop", dict(self._run.compose_stop(exit_status=exit_status, reason=reason))

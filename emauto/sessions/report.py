@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from emauto.optics import ABERRATION_NAMES
+from emauto.sessions.files import write_atomic
 from emauto.sessions.reader import Session, Step
 
 
@@ -66,8 +68,8 @@ def summary(session: Session) -> dict[str, Any]:
     }
 
 
-def write_png(session: Session, path: Path) -> Path:
-    """The session's picture (frames, knob trajectories, objective, dose)."""
+def render_png(session: Session) -> bytes:
+    """The session's picture (frames, knob trajectories, objective, dose) as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,12 +80,14 @@ def write_png(session: Session, path: Path) -> Path:
     grid = fig.add_gridspec(2, 4, height_ratios=(1, 1))
     for column, (title, step) in enumerate(panels):
         ax = fig.add_subplot(grid[0, column])
-        data = np.asarray(session.frame(step).data)
-        if data.ndim == 2:
+        data = np.asarray(session.frame(step).data, dtype=np.float64)
+        if data.ndim == 2 and data.size:
             low, high = np.percentile(data, (1, 99.5))
             ax.imshow(data, cmap="gray", vmin=low, vmax=high)
-        else:
+        elif data.ndim == 1:
             ax.plot(data, lw=0.6)
+        else:
+            ax.text(0.5, 0.5, f"shape {data.shape}", ha="center", va="center")
         label = title if np.isnan(step.truth()) else f"{title}\nStrehl {step.truth():.2f}"
         ax.set_title(label, fontsize=8)
         ax.set_xticks([])
@@ -119,38 +123,56 @@ def write_png(session: Session, path: Path) -> Path:
         fontsize=10,
     )
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
-def write_report(session: Session, out: str | Path | None = None) -> tuple[Path, Path]:
-    """Write ``report.png`` and ``report.html`` (the PNG embedded) into ``out``."""
-    folder = Path(out) if out is not None else session.path
-    png = write_png(session, folder / "report.png")
+def write_png(session: Session, path: Path) -> Path:
+    """Write the session's picture to ``path`` atomically (never through a symlink)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, render_png(session))
+
+
+def render_html(session: Session, png: bytes) -> str:
+    """The self-contained HTML page of a session (``png`` embedded); every value that comes
+    from the session is escaped."""
+
+    def text(value: Any) -> str:
+        return html.escape(str(value), quote=True)
+
     figures = summary(session)
     rows = "\n".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
-        for k, v in figures.items()
+        f"<tr><th>{text(k)}</th><td>{text(json.dumps(v))}</td></tr>" for k, v in figures.items()
     )
     steps = "\n".join(
-        f"<tr><td>{s.seq}</td><td>{html.escape(s.task)}</td><td>{s.kind}</td>"
-        f"<td><code>{html.escape(json.dumps(s.action)[:160])}</code></td>"
-        f"<td>{html.escape(s.error)}</td></tr>"
+        f"<tr><td>{s.seq}</td><td>{text(s.task)}</td><td>{text(s.kind)}</td>"
+        f"<td><code>{text(json.dumps(s.action)[:160])}</code></td>"
+        f"<td>{text(s.error)}</td></tr>"
         for s in session.steps
     )
-    image = base64.b64encode(png.read_bytes()).decode()
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>emauto session {html.escape(session.path.name)}</title>
+    image = base64.b64encode(png).decode()
+    name = text(session.path.name)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>emauto session {name}</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
 th,td{{border:1px solid #ccc;padding:2px 6px;font-size:13px;text-align:left}}</style></head>
-<body><h1>emauto session {html.escape(session.path.name)}</h1>
+<body><h1>emauto session {name}</h1>
 <img src="data:image/png;base64,{image}" alt="session summary" style="max-width:100%">
 <h2>Summary</h2><table>{rows}</table>
 <h2>Steps</h2><table><tr><th>#</th><th>task</th><th>kind</th><th>action</th><th>error</th></tr>
 {steps}</table></body></html>
 """
-    page_path = folder / "report.html"
-    page_path.write_text(page, encoding="utf-8")
-    return png, page_path
+
+
+def write_report(session: Session, out: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.png`` and ``report.html`` (the PNG embedded) into ``out`` (default: the
+    session folder), each atomically: a temporary file renamed over the name, so a symlink
+    at either name is replaced, never written through."""
+    folder = Path(out) if out is not None else session.path
+    folder.mkdir(parents=True, exist_ok=True)
+    png = render_png(session)
+    png_path = write_atomic(folder / "report.png", png)
+    page_path = write_atomic(folder / "report.html", render_html(session, png).encode())
+    return png_path, page_path

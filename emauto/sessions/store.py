@@ -17,17 +17,22 @@ has its frame. A crash can leave only (a) a torn last line, which `read_document
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import zarr
+from numcodecs import zstd  # type: ignore[import-untyped]
+from pydantic import ValidationError
 from zarr.core.buffer import Buffer
 from zarr.storage import MemoryStore
 
-from emauto.errors import SessionCorruptError, SessionError
+from emauto.errors import SessionCorruptError, SessionError, SessionFormatError
 from emauto.microscope import Frame
 from emauto.sessions.durable import AppendFile, FileSystem, OsFileSystem
+from emauto.sessions.files import DEFAULT_LIMITS, ReaderLimits, SessionFolder
 
 DOCUMENTS = "documents.jsonl"
 FRAMES = "frames.zarr"
@@ -56,70 +61,75 @@ class DocumentLog:
         self._file.close()
 
 
-def read_documents(
-    path: Path, *, repair: bool, file_system: FileSystem | None = None
-) -> tuple[list[tuple[str, dict[str, Any]]], int]:
-    """All ``(name, doc)`` pairs of a document log and the number of torn bytes at its end.
+Document = tuple[str, dict[str, Any]]
 
-    A last line without its newline or not valid JSON is torn (a crash mid-write); with
-    ``repair`` the file is cut back to the last complete line (and fsync'd). Any damage
-    before the last line raises `SessionCorruptError` with the line number.
+
+def read_documents(
+    folder: SessionFolder, *, repair: bool = False, limits: ReaderLimits = DEFAULT_LIMITS
+) -> tuple[list[Document], int]:
+    """All ``(name, doc)`` pairs of a session's document log and the number of torn bytes at
+    its end.
+
+    A last line without its newline or not valid JSON is torn (a crash mid-write): it is
+    left out, and only with ``repair`` is the file cut back to the last complete line (and
+    fsync'd; never through a symlink). Any damage before the last line raises
+    `SessionCorruptError` with the line number; a line, a file or a count over ``limits``
+    raises `SessionFormatError` before it is read whole.
     """
-    if not path.is_file():
+    path = folder.path / DOCUMENTS
+    if folder.kind(DOCUMENTS) == "missing":
         raise SessionCorruptError(f"{path}: missing; a session folder holds {DOCUMENTS}")
-    raw = path.read_bytes()
-    cut = raw.rfind(b"\n") + 1
-    torn = len(raw) - cut
-    lines = raw[:cut].split(b"\n")[:-1]
-    documents: list[tuple[str, dict[str, Any]]] = []
-    for number, line in enumerate(lines, start=1):
+    documents: list[Document] = []
+    pending: tuple[int, int, BaseException] | None = None  # a bad line: torn if it is the last
+    size = 0
+    lines = folder.lines(
+        DOCUMENTS, max_bytes=limits.max_documents_bytes, max_line=limits.max_line_bytes
+    )
+    for number, (offset, line) in enumerate(lines, start=1):
+        if pending is not None:
+            bad, _, exc = pending
+            raise SessionCorruptError(
+                f"{path}: line {bad} is not a [name, document] JSON pair ({exc})"
+            ) from exc
+        if number > limits.max_documents:
+            raise SessionFormatError(f"{path}: more than {limits.max_documents} documents")
+        size = offset + len(line)
+        if not line.endswith(b"\n"):
+            pending = (number, offset, ValueError("no newline at its end"))
+            continue
         try:
             name, document = json.loads(line)
             if not isinstance(name, str) or not isinstance(document, dict):
                 raise TypeError("expected [name, document]")
-        except (ValueError, TypeError) as exc:
-            if number == len(lines) and torn == 0:
-                torn, cut = len(line) + 1, cut - len(line) - 1
-                break
-            raise SessionCorruptError(
-                f"{path}: line {number} is not a [name, document] JSON pair ({exc})"
-            ) from exc
+        except (ValueError, TypeError, RecursionError) as exc:
+            pending = (number, offset, exc)
+            continue
         documents.append((name, document))
-    if torn and repair:
-        file_system = file_system or OsFileSystem()
-        file_system.truncate(path, cut)
-        file_system.fsync_file(path)
+    torn = 0
+    if pending is not None:
+        torn = size - pending[1]
+        if repair:
+            folder.truncate(DOCUMENTS, size=pending[1], max_bytes=limits.max_documents_bytes)
     return documents, torn
 
 
 class FrameStore:
-    """Frames of one session in a Zarr (v3) folder, one array per frame key.
+    """Write the frames of a new session into a Zarr (v3) folder, one array per frame key
+    (`FrameReader` reads them back).
 
     Zarr encodes each array in memory; the store writes the files it made through the
     `FileSystem`, so every byte of a session is written, and fsync'd, in one place.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        mode: Literal["r", "w"] = "r",
-        file_system: FileSystem | None = None,
-    ) -> None:
+    def __init__(self, path: Path, *, file_system: FileSystem | None = None) -> None:
         self.path = path
         self._fs = file_system or OsFileSystem()
-        if mode == "w":  # a new group: its folder and zarr.json, durable with their names
-            self._fs.mkdir(path)
-            for file in self._create_files(path, _encode(_new_group)):
-                self._fs.fsync_file(file)
-            self._fs.fsync_folder(path)
-            self._fs.fsync_folder(path.parent)
-        elif not path.is_dir():
-            raise SessionCorruptError(f"{path}: missing; a session folder holds {FRAMES}")
-        try:
-            self._root = zarr.open_group(str(path), mode="r")
-        except Exception as exc:
-            raise SessionCorruptError(f"{path}: not a readable Zarr group ({exc})") from exc
+        # a new group: its folder and zarr.json, durable with their names
+        self._fs.mkdir(path)
+        for file in self._create_files(path, _encode(_new_group)):
+            self._fs.fsync_file(file)
+        self._fs.fsync_folder(path)
+        self._fs.fsync_folder(path.parent)
 
     def write(self, key: str, frame: Frame) -> None:
         """Write ``frame`` as the array ``key`` (metadata in its attributes) and fsync it.
@@ -154,19 +164,187 @@ class FrameStore:
             paths.append(folder / name)
         return paths
 
+
+#: The element types a frame's array may have (Zarr v3 names).
+DTYPES = (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+)  # fmt: skip
+_KEY = re.compile(r"[0-9]{1,12}")
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+class FrameReader:
+    """Read the frames of a session folder back, bounded and without following symlinks.
+
+    Reads only the subset of Zarr v3 that `FrameStore` writes: one array per frame, one
+    chunk with a flat ``v2`` key, the ``bytes`` codec and optionally ``zstd`` with the
+    content size in its header. The array's byte count is computed from its declared shape
+    and data type and checked against `ReaderLimits.max_frame_bytes` before anything is
+    read or allocated; decompression writes into a buffer of exactly that size.
+    """
+
+    def __init__(self, folder: SessionFolder, limits: ReaderLimits = DEFAULT_LIMITS) -> None:
+        self.folder = folder
+        self.limits = limits
+        self.path = folder.path / FRAMES
+        kind = folder.kind(FRAMES)
+        if kind == "missing":
+            raise SessionCorruptError(f"{self.path}: missing; a session folder holds {FRAMES}")
+        if kind != "folder":
+            raise SessionFormatError(f"{self.path}: a {kind}, not a folder; refused")
+        group = _json(folder.read(FRAMES, "zarr.json", max_bytes=4096), self.path / "zarr.json")
+        if group.get("zarr_format") != 3 or group.get("node_type") != "group":
+            raise SessionFormatError(f"{self.path}: not a Zarr v3 group")
+
     def read(self, key: str) -> Frame:
-        """The frame stored under ``key``."""
+        """The frame stored under ``key`` (`SessionCorruptError` if it is missing,
+        `SessionFormatError` if it is not what the recorder writes)."""
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise SessionFormatError(f"{self.path}: frame key {key!r} is not a step number")
+        where = f"{self.path}: frame {key!r}"
+        kind = self.folder.kind(FRAMES, key)
+        if kind == "link":
+            raise SessionFormatError(f"{where} is a symlink inside the session; refused")
+        if kind != "folder":
+            raise SessionCorruptError(f"{where} is unreadable (missing, or not a folder)")
+        metadata, data = self._array(key)
+        positions = None
+        if self.folder.kind(FRAMES, f"{key}{POSITIONS}") != "missing":
+            positions = self._array(f"{key}{POSITIONS}")[1]
+        attributes = metadata.get("attributes", {})
+        if not isinstance(attributes, dict):
+            raise SessionFormatError(f"{where}: attributes are not a mapping")
         try:
-            array = self._root[key]
-            assert isinstance(array, zarr.Array)
-            positions = None
-            if f"{key}{POSITIONS}" in self._root:
-                positions = _array(self._root, f"{key}{POSITIONS}")
-            return Frame.model_validate(
-                {**array.attrs.asdict(), "data": np.asarray(array[...]), "positions_m": positions}
-            )
-        except Exception as exc:
-            raise SessionCorruptError(f"{self.path}: frame {key!r} is unreadable ({exc})") from exc
+            return Frame.model_validate({**attributes, "data": data, "positions_m": positions})
+        except ValidationError as exc:
+            raise SessionFormatError(f"{where}: invalid metadata ({first_error(exc)})") from exc
+
+    def _array(self, name: str) -> tuple[dict[str, Any], np.ndarray]:
+        where = self.path / name
+        metadata = _json(
+            self.folder.read(FRAMES, name, "zarr.json", max_bytes=self.limits.max_metadata_bytes),
+            where / "zarr.json",
+        )
+        shape, dtype, compressed, fill = _check_array_metadata(metadata, where, self.limits)
+        nbytes = math.prod(shape) * dtype.itemsize
+        chunk = ".".join("0" for _ in shape)
+        if self.folder.kind(FRAMES, name, chunk) == "missing":  # Zarr leaves out a chunk of fill
+            return metadata, np.full(shape, fill, dtype=dtype.newbyteorder("="))
+        # zstd's worst case adds ~0.4 % and a few headers to incompressible data
+        limit = nbytes + nbytes // 128 + 4096 if compressed else nbytes
+        raw = self.folder.read(FRAMES, name, chunk, max_bytes=limit)
+        if compressed:
+            declared = _zstd_content_size(raw, where / chunk)
+            if declared != nbytes:
+                raise SessionFormatError(
+                    f"{where / chunk}: zstd content of {declared} bytes, expected {nbytes} "
+                    f"(shape {list(shape)}, {dtype.name})"
+                )
+            buffer = bytearray(nbytes)
+            try:
+                decoded = zstd.decompress(raw, buffer)
+            except (ValueError, RuntimeError, TypeError) as exc:
+                raise SessionFormatError(f"{where / chunk}: not valid zstd data ({exc})") from exc
+            if len(decoded) != nbytes:
+                raise SessionFormatError(f"{where / chunk}: decoded {len(decoded)} bytes")
+            raw = bytes(buffer)
+        elif len(raw) != nbytes:
+            raise SessionFormatError(f"{where / chunk}: {len(raw)} bytes, expected {nbytes}")
+        array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        return metadata, array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"[:300]
+
+
+def _json(raw: bytes, path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise SessionFormatError(f"{path}: not valid JSON ({str(exc)[:200]})") from exc
+    if not isinstance(value, dict):
+        raise SessionFormatError(f"{path}: expected a JSON object")
+    return value
+
+
+def _check_array_metadata(
+    metadata: dict[str, Any], where: Path, limits: ReaderLimits
+) -> tuple[tuple[int, ...], np.dtype[Any], bool, Any]:
+    """Shape, data type (with its byte order), whether zstd-compressed, and fill value of an
+    array's ``zarr.json``, checked against what `FrameStore` writes and ``limits``."""
+
+    def refuse(what: str) -> SessionFormatError:
+        return SessionFormatError(f"{where}/zarr.json: {what}")
+
+    if metadata.get("zarr_format") != 3 or metadata.get("node_type") != "array":
+        raise refuse("not a Zarr v3 array")
+    shape = metadata.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not 1 <= len(shape) <= limits.max_ndim
+        or not all(type(n) is int and n >= 0 for n in shape)
+    ):
+        raise refuse(f"shape must be 1 to {limits.max_ndim} non-negative integers, got {shape!r}")
+    name = metadata.get("data_type")
+    if name not in DTYPES:
+        raise refuse(f"data type {name!r} is not one of {list(DTYPES)}")
+    nbytes = math.prod(shape) * np.dtype(name).itemsize
+    if nbytes > limits.max_frame_bytes:
+        raise refuse(
+            f"shape {shape} of {name} is {nbytes} bytes, more than the limit of "
+            f"{limits.max_frame_bytes}"
+        )
+    grid = metadata.get("chunk_grid")
+    if grid != {"name": "regular", "configuration": {"chunk_shape": shape}}:
+        raise refuse("expected one regular chunk the size of the array")
+    if metadata.get("chunk_key_encoding") != {"name": "v2", "configuration": {"separator": "."}}:
+        raise refuse("expected the v2 chunk key encoding with '.'")
+    if metadata.get("storage_transformers", []) != []:
+        raise refuse("storage transformers are not supported")
+    codecs = metadata.get("codecs")
+    if not isinstance(codecs, list) or not 1 <= len(codecs) <= 2:
+        raise refuse("expected the bytes codec and at most zstd after it")
+    first = codecs[0]
+    if not isinstance(first, dict) or first.get("name") != "bytes":
+        raise refuse("the first codec must be 'bytes'")
+    endian = (first.get("configuration") or {}).get("endian", "little")
+    if endian not in ("little", "big"):
+        raise refuse(f"endian {endian!r}")
+    compressed = len(codecs) == 2
+    if compressed and (not isinstance(codecs[1], dict) or codecs[1].get("name") != "zstd"):
+        raise refuse(f"unsupported codec {codecs[1]!r:.100}")
+    dtype = np.dtype(name).newbyteorder("<" if endian == "little" else ">")
+    fill = metadata.get("fill_value", 0)
+    if isinstance(fill, str) and fill in ("NaN", "Infinity", "-Infinity"):
+        fill = float(fill.replace("Infinity", "inf"))
+    if not isinstance(fill, bool | int | float):
+        raise refuse(f"fill value {fill!r:.100}")
+    try:
+        np.array(fill, dtype=dtype)
+    except (OverflowError, ValueError) as exc:
+        raise refuse(f"fill value {fill!r:.100} does not fit {name}") from exc
+    return tuple(shape), dtype, compressed, fill
+
+
+def _zstd_content_size(raw: bytes, path: Path) -> int | None:
+    """The content size a zstd frame's header declares (RFC 8878 3.1.1.1), None if absent."""
+    if len(raw) < 6 or raw[:4] != _ZSTD_MAGIC:
+        raise SessionFormatError(f"{path}: not a zstd frame")
+    descriptor = raw[4]
+    if descriptor & 0x08:
+        raise SessionFormatError(f"{path}: zstd frame header with the reserved bit set")
+    single = (descriptor >> 5) & 1
+    start = 5 + (0 if single else 1) + (0, 1, 2, 4)[descriptor & 3]
+    size = (1 if single else 0, 2, 4, 8)[descriptor >> 6]
+    if size == 0:
+        return None
+    if len(raw) < start + size:
+        raise SessionFormatError(f"{path}: truncated zstd frame header")
+    value = int.from_bytes(raw[start : start + size], "little")
+    return value + 256 if size == 2 else value
 
 
 def _encode(make: Any) -> dict[str, bytes]:
@@ -196,9 +374,3 @@ def _encode_array(values: np.ndarray, attributes: dict[str, Any]) -> dict[str, b
         array[...] = data
 
     return _encode(make)
-
-
-def _array(group: zarr.Group, name: str) -> np.ndarray:
-    array = group[name]
-    assert isinstance(array, zarr.Array)
-    return np.asarray(array[...])

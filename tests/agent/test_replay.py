@@ -119,3 +119,53 @@ def test_replay_of_a_session_without_truth_has_no_truth(tmp_path: Path) -> None:
     scope.close()
     replay = emauto.connect(f"replay://{tmp_path / 's'}")
     assert type(replay) is ReplayMicroscope and not isinstance(replay, GroundTruth)
+
+
+def test_minari_export_of_a_relative_session_path_writes_one_complete_folder(
+    recorded_session: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import shutil
+
+    from emauto.cli import main
+
+    shutil.copytree(recorded_session, tmp_path / "s")
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "s", "--format", "minari"]) == 0
+    (written,) = json.loads(capsys.readouterr().out)["written"]
+    dataset = tmp_path / "s" / "export-minari" / "emauto" / "probe-tuning-v0"
+    assert Path(written).resolve() == dataset
+    assert (Path(written) / "data" / "metadata.json").is_file()
+    assert not (tmp_path / "s" / "s").exists()  # the path was not doubled
+    assert sorted(p.name for p in (tmp_path / "s").iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_pause_and_resume_in_the_recording_is_not_a_divergence(tmp_path: Path) -> None:
+    """The daemon's pause records a ``safe`` and, on resume, ``set beam_blank 0``: the
+    operator's, not the policy's, so a replay of the same commands does not diverge."""
+    from emauto.bench.driver import StaticMicroscope
+    from emauto.wrappers.checkpointed import CheckpointedMicroscope
+    from emauto.wrappers.recording import RecordingMicroscope
+
+    pauses = [False, False, True]  # paused before the second set
+
+    recording = RecordingMicroscope.open(StaticMicroscope((16, 16)), tmp_path / "s")
+    scope = CheckpointedMicroscope(recording, lambda: None, lambda: bool(pauses and pauses.pop(0)))
+    request = RonchigramRequest(exposure_s=1e-3)
+    commands = [{"C10": 1e-9}, {"C10": 2e-9}, {"C12a": 1e-9}]
+    for setpoints in commands:
+        scope.set(setpoints)
+        scope.acquire(request)
+    recording.close()
+    kinds = [s.kind for s in Session(tmp_path / "s").steps]
+    assert kinds[:6] == ["set", "acquire", "safe", "set", "set", "acquire"]  # paused, resumed
+    replay = emauto.connect(f"replay://{tmp_path / 's'}")
+    for setpoints in commands:
+        replay.set(setpoints)
+        replay.acquire(request)
+    assert replay.divergences == [] and replay.served == 3
+    replay.set({"C10": 3e-9})  # a command the recording has not got is still one
+    assert [d.recorded for d in replay.divergences] == [None]

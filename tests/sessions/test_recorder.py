@@ -84,21 +84,23 @@ def test_a_new_session_needs_an_empty_folder(tmp_path: Path) -> None:
         record_static(tmp_path / "s")
 
 
-def test_a_torn_last_line_is_repaired_on_open(tmp_path: Path) -> None:
+def test_a_torn_last_line_is_left_out_and_cut_only_on_request(tmp_path: Path) -> None:
     record_static(tmp_path / "s").recorder._log.close()  # a crash: no stop document
     log = tmp_path / "s" / DOCUMENTS
     intact = log.read_bytes()
     log.write_bytes(intact + b'["event",{"uid":"abc","da')
-    session = Session(tmp_path / "s")
-    assert session.torn_bytes > 0 and not session.complete
+    session = Session(tmp_path / "s")  # reading changes nothing
+    assert session.torn_bytes == len(b'["event",{"uid":"abc","da') and not session.complete
     assert session.exit_status == "incomplete" and len(session.steps) == 6
+    assert log.read_bytes() == intact + b'["event",{"uid":"abc","da'
+    assert Session(tmp_path / "s", repair=True).torn_bytes > 0  # asked for: cut off
     assert log.read_bytes() == intact
     assert Session(tmp_path / "s").torn_bytes == 0
     read_only = tmp_path / "t"
     record_static(read_only).recorder._log.close()
-    (read_only / DOCUMENTS).write_bytes((read_only / DOCUMENTS).read_bytes() + b"[")
-    assert Session(read_only, repair=False).torn_bytes == 1
-    assert (read_only / DOCUMENTS).read_bytes().endswith(b"[")
+    (read_only / DOCUMENTS).write_bytes((read_only / DOCUMENTS).read_bytes() + b"[\n")
+    assert Session(read_only).torn_bytes == 2  # a bad last line with its newline is torn too
+    assert (read_only / DOCUMENTS).read_bytes().endswith(b"[\n")
 
 
 @pytest.mark.parametrize(
@@ -154,3 +156,44 @@ def test_the_benchmark_records_each_method(tmp_path: Path, tiny_sim_uri: str) ->
     )
     session = Session(tmp_path / "random")
     assert session.complete and len(session.episode) == 4
+
+
+@pytest.mark.parametrize(
+    ("close", "status"),
+    [
+        (lambda scope: scope.close(), "abort"),  # a finally: close() asks for success
+        (lambda scope: scope.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None), "abort"),
+    ],
+)
+def test_a_session_closed_while_ctrl_c_propagates_is_an_abort(  # type: ignore[no-untyped-def]
+    tmp_path: Path, close, status: str
+) -> None:
+    scope = record_static(tmp_path / "s", steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            raise KeyboardInterrupt
+        finally:
+            close(scope)
+    session = Session(tmp_path / "s")
+    assert session.exit_status == status and session.stop is not None
+    assert "KeyboardInterrupt" in session.stop["reason"]
+    assert session.steps[-1].kind == "safe"  # made safe, recorded, before the stop document
+
+
+def test_a_session_closed_while_an_error_propagates_is_a_failure(tmp_path: Path) -> None:
+    scope = record_static(tmp_path / "s", steps=1)
+    with pytest.raises(RuntimeError):
+        try:
+            raise RuntimeError("lost the link")
+        finally:
+            scope.close()
+    stop = Session(tmp_path / "s").stop
+    assert stop is not None and stop["exit_status"] == "fail"
+    assert stop["reason"] == "RuntimeError: lost the link"
+    scope = record_static(tmp_path / "t", steps=1)
+    try:
+        raise RuntimeError("handled")
+    except RuntimeError:
+        pass
+    scope.close()  # after a handled error: the truth is success
+    assert Session(tmp_path / "t").exit_status == "success"

@@ -33,7 +33,8 @@ def _minari_root(path: Path) -> Iterator[None]:
 
 
 def export_minari(session: Session, out: Path, dataset_id: str = "emauto/probe-tuning-v0") -> Path:
-    """Replay each recorded alignment task through the env into one Minari dataset."""
+    """Replay each recorded alignment task through the env into one Minari dataset under
+    ``out`` (made absolute first: minari joins a relative root onto itself)."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -81,6 +82,7 @@ def export_minari(session: Session, out: Path, dataset_id: str = "emauto/probe-t
         episodes.append(buffer)
     if env is None:
         raise SessionError(f"{session.path}: the alignment tasks recorded no environment steps")
+    out = Path(os.path.abspath(out))
     out.mkdir(parents=True, exist_ok=True)
     import gymnasium as gym
 
