@@ -143,3 +143,12 @@ class NoLatticeError(AnalysisError):
 
 class LabelError(EmautoError, ValueError):
     """Operator labels are empty, inconsistent or name an unknown class."""
+
+
+# --------------------------------------------------------------------------- policy sources
+
+
+class PolicySourceError(ConfigError):
+    """A policy would be loaded from a path that a session or a plan names, not the user:
+    only shipped policies, folders given on the command line, or folders the daemon's own
+    configuration lists are loaded."""
