@@ -1,6 +1,6 @@
 """Stable-baselines3 policies saved without pickle: tensors plus a validated description.
 
-SB3's own ``model.save`` writes a zip whose fields are pickled (``PPO.load`` unpickles them:
+SB3's own ``model.save`` writes a zip whose fields are pickled (SB3's loader unpickles them:
 a crafted zip runs code). emauto saves a trained policy as one file, ``policy.pt``, in the
 format of every other emauto network (`emauto.models.weights.read_weights_file`)::
 
