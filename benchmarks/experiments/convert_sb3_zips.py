@@ -65,7 +65,9 @@ def convert(name: str, delete_zip: bool) -> dict[str, Any]:
     for observation in observations:
         old, _ = model.predict(observation, deterministic=True)
         new, _ = policy.predict(observation, deterministic=True)
-        largest = max(largest, float(np.max(np.abs(np.asarray(old, float) - np.asarray(new, float)))))
+        largest = max(
+            largest, float(np.max(np.abs(np.asarray(old, float) - np.asarray(new, float))))
+        )
         if name == "sparse_scan_ppo":
             with torch.no_grad():
                 a = model.policy.get_distribution(model.policy.obs_to_tensor(observation)[0])

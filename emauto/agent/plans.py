@@ -67,7 +67,9 @@ class DaemonConfig(StrictModel):
             )
         for task in self.plan:
             if isinstance(task, AlignProbeTask):
-                task.policy_path(self.policy_folders)  # a folder the daemon lists, or an error
+                task.local_policy_folder(
+                    self.policy_folders
+                )  # a folder the daemon lists, or an error
         return self
 
     def provenance(self) -> list[dict[str, Any]]:

@@ -153,14 +153,14 @@ def _space_spec(space: Any) -> BoxSpace | DiscreteSpace | DictSpace:
             raise ModelFileError(f"cannot save a Box space with per-element bounds: {space}")
         return BoxSpace(
             shape=tuple(int(n) for n in space.shape),
-            dtype=str(space.dtype),  # type: ignore[arg-type]
+            dtype=str(space.dtype),
             low=float(low[0]) if np.isfinite(low[0]) else None,
             high=float(high[0]) if np.isfinite(high[0]) else None,
         )
     if isinstance(space, spaces.Discrete) and int(space.start) == 0:
         return DiscreteSpace(n=int(space.n))
     if isinstance(space, spaces.Dict):
-        return DictSpace(spaces={k: _space_spec(v) for k, v in space.spaces.items()})  # type: ignore[misc]
+        return DictSpace(spaces={k: _space_spec(v) for k, v in space.spaces.items()})
     raise ModelFileError(f"cannot save a policy over the space {space}")
 
 
@@ -200,7 +200,7 @@ def policy_spec(
         observation_space=_space_spec(policy.observation_space),
         action_space=_space_spec(policy.action_space),
         net_arch=NetArch(**net_arch) if isinstance(net_arch, dict) else tuple(net_arch),
-        activation=_name_of(params["activation_fn"], _activations(), "activation"),  # type: ignore[arg-type]
+        activation=_name_of(params["activation_fn"], _activations(), "activation"),
         features_extractor=_name_of(
             params["features_extractor_class"], _extractors(extractors or {}), "features extractor"
         ),
@@ -306,6 +306,7 @@ def load_policy_file(
     try:
         observation_space = _space(spec.observation_space)
         action_space = _space(spec.action_space)
+        policy: Any
         if spec.algo == "ppo":
             policy = ActorCriticPolicy(
                 observation_space, action_space, lambda _: 0.0, ortho_init=False, **kwargs
@@ -316,7 +317,9 @@ def load_policy_file(
             )
         policy.load_state_dict(state, strict=True)
     except Exception as exc:  # a description and tensors that do not fit together
-        raise ModelFileError(f"{path}: the tensors do not fit the described policy ({exc})") from exc
+        raise ModelFileError(
+            f"{path}: the tensors do not fit the described policy ({exc})"
+        ) from exc
     policy.set_training_mode(False)
     return policy, spec
 

@@ -110,7 +110,7 @@ def test_load_policy_of_each_task_runs_no_code(
     with pytest.raises(ModelFileError, match="not a readable torch file"):
         load(folder)
     (folder / "policy.pt").unlink()  # only the zip left: never opened
-    with pytest.raises(ModelFileError, match="policy.pt"):
+    with pytest.raises(ModelFileError, match=r"policy\.pt"):
         load(folder)
     assert not marker.exists()
     assert load(shipped_path(shipped)) is not None  # the shipped one loads
@@ -227,7 +227,9 @@ def test_a_plan_step_never_names_a_path(tmp_path: Path) -> None:
         load_yaml(config, DaemonConfig)
     config.write_text(yaml.safe_dump({"plan": [{**wire, "policy_path": None}]}))
     assert load_yaml(config, DaemonConfig).plan[0].policy_folder is None  # old files: null
-    config.write_text(yaml.safe_dump({"plan": [{**wire, "policy_path": None, "policy_folder": "mine"}]}))
+    config.write_text(
+        yaml.safe_dump({"plan": [{**wire, "policy_path": None, "policy_folder": "mine"}]})
+    )
     with pytest.raises(ConfigError, match="does not list"):
         load_yaml(config, DaemonConfig)
 
@@ -324,9 +326,12 @@ def test_bad_policy_files_are_typed_errors(tmp_path: Path) -> None:
                 {
                     **spec.model_dump(mode="json"),
                     "observation_space": {
-                        "kind": "box", "shape": [3, 10_000, 10_000],
-                        "dtype": "uint8", "low": 0, "high": 255,
-                    },  # fmt: skip
+                        "kind": "box",
+                        "shape": [3, 10_000, 10_000],
+                        "dtype": "uint8",
+                        "low": 0,
+                        "high": 255,
+                    },
                 }
             ),
             "state_dict": state,
@@ -349,7 +354,13 @@ def test_no_module_unpickles_a_model() -> None:
     offenders = []
     for path in (ROOT / "emauto").rglob("*.py"):
         text = path.read_text()
-        for needle in ("PPO.load", "SAC.load", "load_from_zip_file", "import pickle", "cloudpickle"):
+        for needle in (
+            "PPO.load",
+            "SAC.load",
+            "load_from_zip_file",
+            "import pickle",
+            "cloudpickle",
+        ):
             if needle in text:
                 offenders.append(f"{path.relative_to(ROOT)}: {needle}")
         for line in text.splitlines():
@@ -373,11 +384,17 @@ def test_ctrl_c_in_emauto_train_saves_the_policy_without_a_traceback(
     config.write_text(
         yaml.safe_dump(
             {
-                "total_timesteps": 10_000, "n_envs": 2, "n_steps": 12, "batch_size": 12,
-                "eval_freq": 1000, "eval_episodes": 1, "checkpoint_freq": 1000,
+                "total_timesteps": 10_000,
+                "n_envs": 2,
+                "n_steps": 12,
+                "batch_size": 12,
+                "eval_freq": 1000,
+                "eval_episodes": 1,
+                "checkpoint_freq": 1000,
                 "microscope": f"sim://?specimen={tiny_carbon}",
-                "env": {"max_steps": 3}, "net_arch": [16],
-            }  # fmt: skip
+                "env": {"max_steps": 3},
+                "net_arch": [16],
+            }
         )
     )
     script = (
@@ -397,8 +414,12 @@ def test_ctrl_c_in_emauto_train_saves_the_policy_without_a_traceback(
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EMAUTO_CACHE_DIR": str(specimen_cache)}
     result = subprocess.run(
         [sys.executable, "-c", script, "train", "--config", str(config), "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
     assert "training interrupted at" in result.stderr

@@ -10,8 +10,8 @@ runs the shipped policy, or the trained folder the DAEMON's own configuration li
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -80,7 +80,7 @@ class AlignProbeTask(StrictModel):
             raise ValueError(f"policy_folder is for policy 'rl', not {self.policy!r}")
         return self
 
-    def policy_path(self, policy_folders: Mapping[str, Path] | None = None) -> str | None:
+    def local_policy_folder(self, policy_folders: Mapping[str, Path] | None = None) -> str | None:
         """The local folder of ``policy_folder`` in the daemon's ``policy_folders`` (None: the
         shipped policy); `PolicySourceError` if the daemon does not list it."""
         if self.policy_folder is None:
@@ -102,7 +102,9 @@ class AlignProbeTask(StrictModel):
         version = {"policy": self.policy, "emauto": __version__}
         if self.policy_folder is not None:
             version["policy_folder"] = self.policy_folder
-        for role, path in weights_used(self.policy, self.policy_path(policy_folders)).items():
+        for role, path in weights_used(
+            self.policy, self.local_policy_folder(policy_folders)
+        ).items():
             version[f"{role}_sha256"] = file_digest(path)[:16]
         return version
 
@@ -116,7 +118,7 @@ class AlignProbeTask(StrictModel):
         counter = CountingMicroscope(scope)
         config = self.env.model_copy(update={"max_steps": self.max_acquisitions})
         env = ProbeTuningEnv(counter, config)
-        path = self.policy_path(context.policy_folders)
+        path = self.local_policy_folder(context.policy_folders)
         policy = make_policy(self.policy, env, seed=self.seed, policy_path=path)
         options = None if self.detune else {"offsets": dict.fromkeys(env.reference, 0.0)}
         context.report(0, self.max_acquisitions)

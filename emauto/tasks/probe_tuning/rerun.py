@@ -44,13 +44,13 @@ def rerun_policy(
     reports: dict[str, Any] = {}
     for task in alignment_tasks(session):
         recorded = recorded_policy_source(session, task.name)
-        if policy is None and policy_path is None and recorded is not None:
-            if reads_policy_folder(task.policy):
-                raise PolicySourceError(
-                    f"{session.path}: task {task.name!r} ran the policy folder {recorded!r}; "
-                    "a replay never loads a folder a session names. Pass --policy-path FOLDER "
-                    "(that folder, if you trust it) or --policy rl for the shipped policy"
-                )
+        named = policy is None and policy_path is None and recorded is not None
+        if named and reads_policy_folder(task.policy):
+            raise PolicySourceError(
+                f"{session.path}: task {task.name!r} ran the policy folder {recorded!r}; "
+                "a replay never loads a folder a session names. Pass --policy-path FOLDER "
+                "(that folder, if you trust it) or --policy rl for the shipped policy"
+            )
         replay = open_replay(session.path, task.name)
         counter = CountingMicroscope(replay)
         config = task.env.model_copy(update={"max_steps": task.max_acquisitions})

@@ -240,7 +240,7 @@ def train_policy(
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    out = Path(out)
+    root = Path(out)
     estimator = None
     if config.features == "estimator":
         estimator = Path(estimator_path or DEFAULT_WEIGHTS)
@@ -265,14 +265,14 @@ def train_policy(
         training = {"total_timesteps": config.total_timesteps, "timesteps_done": steps, **notes}
         _write_policy_folder(model, folder, config, estimator, env, training)
 
-    class SaveBest(BaseCallback):  # type: ignore[misc]
+    class SaveBest(BaseCallback):
         """Called by `EvalCallback` on a new best mean reward."""
 
         def _on_step(self) -> bool:
-            write(self.model, out / "best", note="best evaluation so far")
+            write(self.model, root / "best", note="best evaluation so far")
             return True
 
-    class Checkpoint(BaseCallback):  # type: ignore[misc]
+    class Checkpoint(BaseCallback):
         """Every ``every`` calls (each call is one step of every env): a policy folder."""
 
         def __init__(self, every: int) -> None:
@@ -282,7 +282,7 @@ def train_policy(
         def _on_step(self) -> bool:
             if self.n_calls % self.every == 0:
                 steps = self.model.num_timesteps
-                write(self.model, out / "checkpoints" / f"{config.algo}_{steps}_steps")
+                write(self.model, root / "checkpoints" / f"{config.algo}_{steps}_steps")
             return True
 
     policy_kwargs: dict[str, Any] = {"net_arch": list(config.net_arch)}
@@ -293,7 +293,7 @@ def train_policy(
         "seed": config.seed,
         "device": config.device,
         "policy_kwargs": policy_kwargs,
-        "tensorboard_log": str(out / "tensorboard") if config.tensorboard else None,
+        "tensorboard_log": str(root / "tensorboard") if config.tensorboard else None,
         "verbose": 0,
     }
     if config.algo == "ppo":
@@ -307,7 +307,7 @@ def train_policy(
             n_eval_episodes=config.eval_episodes,
             eval_freq=max(1, config.eval_freq // per_env),
             callback_on_new_best=SaveBest(),
-            log_path=str(out / "eval"),
+            log_path=str(root / "eval"),
             deterministic=True,
             verbose=0,
         ),
@@ -323,5 +323,5 @@ def train_policy(
                 vec.close()
             except (OSError, EOFError) as exc:  # a subprocess env already gone after Ctrl-C
                 print(f"closing an env failed: {exc}", file=sys.stderr)
-    write(model, out, **notes)
-    return out
+    write(model, root, **notes)
+    return root

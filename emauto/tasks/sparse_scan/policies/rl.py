@@ -1,7 +1,8 @@
 """The RL scan policy: stable-baselines3 PPO on `emauto/SparseScan-v0`.
 
 A trained policy is a folder: ``policy.pt`` (the PPO policy's tensors and description,
-`emauto.models.sb3_policy`: no pickle) and ``config.yaml`` (the `ScanRLConfig`). `ScanPolicy.chooser` turns it into a patch chooser for
+`emauto.models.sb3_policy`: no pickle) and ``config.yaml`` (the `ScanRLConfig`).
+`ScanPolicy.chooser` turns it into a patch chooser for
 `emauto.tasks.sparse_scan.adaptive.patch_scan`, which reads images of any size of at least the
 observation size (`emauto.tasks.sparse_scan.env.scan_observation`).
 """
@@ -103,7 +104,7 @@ def load_scan_policy(path: str | Path) -> ScanPolicy:
     folder = Path(path)
     if not (folder / POLICY_FILE).is_file():
         raise ModelFileError(f"{folder}: expected a scan-policy folder with {POLICY_FILE}")
-    policy, spec = load_policy_file(folder / POLICY_FILE, extractors=SCAN_EXTRACTORS, algo="ppo")
+    policy, _ = load_policy_file(folder / POLICY_FILE, extractors=SCAN_EXTRACTORS, algo="ppo")
     observation_space, action_space = policy.observation_space, policy.action_space
     if not (
         isinstance(observation_space, spaces.Box)
@@ -161,8 +162,7 @@ def train_scan_policy(config: ScanRLConfig, out: str | Path) -> Path:
     save_policy_file(model, folder / POLICY_FILE, extractors=SCAN_EXTRACTORS, training=notes)
     (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     print(
-        f"[train-scan rl] {notes['timesteps_done']} steps in "
-        f"{time.perf_counter() - started:.0f} s",
+        f"[train-scan rl] {notes['timesteps_done']} steps in {time.perf_counter() - started:.0f} s",
         file=sys.stderr,
         flush=True,
     )
