@@ -431,3 +431,31 @@ def test_ctrl_c_in_emauto_train_saves_the_policy_without_a_traceback(
 
 def test_errors_are_emauto_errors() -> None:
     assert issubclass(PolicySourceError, EmautoError) and issubclass(ModelFileError, EmautoError)
+
+
+@pytest.mark.slow  # about 10 s
+def test_ctrl_c_in_region_search_train_saves_the_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``emauto region-search train`` gets a real SIGINT at its 20th env step: it returns 0
+    and leaves a loadable policy whose notes say it was interrupted."""
+    from emauto.cli import main
+    from emauto.tasks.region_search.env import RegionSearchEnv
+    from emauto.tasks.region_search.policies.rl import load_region_policy
+
+    step, calls = RegionSearchEnv.step, [0]
+
+    def counted(self: RegionSearchEnv, action: np.ndarray) -> Any:
+        calls[0] += 1
+        if calls[0] == 20:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+        return step(self, action)
+
+    monkeypatch.setattr(RegionSearchEnv, "step", counted)
+    out = tmp_path / "region"
+    assert main(["region-search", "train", "--out", str(out), "--timesteps", "4096"]) == 0
+    assert "training interrupted at" in capsys.readouterr().err
+    load_region_policy(out)
+    notes = read_policy_spec(out / "policy.pt")[0].training
+    assert notes["interrupted"] is True and 0 < int(str(notes["timesteps_done"])) <= 20
+    assert json.loads((out / "config.json").read_text())["interrupted"] is True
