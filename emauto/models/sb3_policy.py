@@ -257,7 +257,60 @@ def read_policy_spec(path: str | Path) -> tuple[PolicySpec, dict[str, Any]]:
         isinstance(k, str) and _is_tensor(v) for k, v in state.items()
     ):
         raise ModelFileError(f"{path}: state_dict is not a dict of named tensors")
+    held = sum(int(tensor.numel()) for tensor in state.values())
+    if minimum_parameters(spec) > held:
+        raise ModelFileError(
+            f"{path}: the description needs at least {minimum_parameters(spec)} weights, the "
+            f"file holds {held}"
+        )
     return spec, state
+
+
+def _mlp(inputs: int, layers: tuple[int, ...]) -> int:
+    total, width = 0, inputs
+    for layer in layers:
+        total, width = total + width * layer, layer
+    return total
+
+
+def _nature_cnn(space: BoxSpace, features_dim: int) -> tuple[int, int]:
+    """Weights of SB3's NatureCNN on ``space`` (channels first) and its output width."""
+    channels, height, width = (*space.shape, 1, 1, 1)[:3]
+    sizes = []
+    for size in (height, width):
+        for kernel, stride in ((8, 4), (4, 2), (3, 1)):
+            size = (size - kernel) // stride + 1
+        sizes.append(max(size, 0))
+    convolutions = channels * 32 * 64 + 32 * 64 * 16 + 64 * 64 * 9
+    return convolutions + 64 * sizes[0] * sizes[1] * features_dim, features_dim
+
+
+def minimum_parameters(spec: PolicySpec) -> int:
+    """A lower bound on the number of weights the policy ``spec`` describes (its hidden
+    layers, and SB3's own feature extractors), computed before anything is allocated."""
+    kwargs = spec.features_extractor_kwargs
+    observation = spec.observation_space
+    extractor, features = 0, 1
+    if spec.features_extractor == "flatten":
+        features = observation.elements()
+    elif spec.features_extractor == "nature_cnn" and isinstance(observation, BoxSpace):
+        extractor, features = _nature_cnn(observation, int(kwargs.get("features_dim", 512)))
+    elif spec.features_extractor == "combined" and isinstance(observation, DictSpace):
+        features = 0
+        for space in observation.spaces.values():
+            if isinstance(space, BoxSpace) and space.dtype == "uint8" and len(space.shape) == 3:
+                weights, width = _nature_cnn(space, int(kwargs.get("cnn_output_dim", 256)))
+                extractor, features = extractor + weights, features + width
+            else:
+                features += space.elements()
+    else:
+        features = int(kwargs.get("features_dim", 1))
+    if isinstance(spec.net_arch, tuple):
+        actor = critic = spec.net_arch
+    else:
+        actor, critic = spec.net_arch.pi, spec.net_arch.vf or spec.net_arch.qf or ()
+    critics = spec.n_critics if spec.algo == "sac" else 1
+    return extractor + _mlp(features, actor) + critics * _mlp(features, critic)
 
 
 def _is_tensor(value: Any) -> bool:

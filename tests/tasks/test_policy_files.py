@@ -336,6 +336,11 @@ def test_bad_policy_files_are_typed_errors(tmp_path: Path) -> None:
             ),
             "state_dict": state,
         },
+        "network larger than its tensors": {
+            "format": POLICY_FORMAT,
+            "metadata": spec.model_copy(update={"net_arch": (2048, 2048)}).model_dump_json(),
+            "state_dict": state,
+        },
         "tensors do not fit": {
             "format": POLICY_FORMAT,
             "metadata": spec.model_dump_json(),
@@ -346,6 +351,20 @@ def test_bad_policy_files_are_typed_errors(tmp_path: Path) -> None:
         torch.save(blob, tmp_path / f"{name}.pt")
         with pytest.raises(ModelFileError):
             load_policy_file(tmp_path / f"{name}.pt")
+    with pytest.raises(ModelFileError, match="needs at least"):
+        load_policy_file(tmp_path / "network larger than its tensors.pt")
+
+
+@pytest.mark.parametrize("shipped", ["probe_tuning_ppo", "region_search_ppo", "sparse_scan_ppo"])
+def test_the_size_bound_holds_for_the_shipped_policies(shipped: str) -> None:
+    """`minimum_parameters` is a lower bound: at most the weights each shipped policy has
+    (shared extractors counted once)."""
+    from emauto.models.sb3_policy import minimum_parameters
+    from emauto.tasks.sparse_scan.policies.rl import SCAN_EXTRACTORS
+
+    extractors = SCAN_EXTRACTORS if shipped == "sparse_scan_ppo" else {}
+    policy, spec = load_policy_file(shipped_path(shipped) / "policy.pt", extractors=extractors)
+    assert 0 < minimum_parameters(spec) <= sum(p.numel() for p in policy.parameters())
 
 
 def test_no_module_unpickles_a_model() -> None:
