@@ -65,11 +65,9 @@ class DaemonConfig(StrictModel):
                 f"control must be a loopback tcp://127.0.0.1:PORT or ipc:// address, "
                 f"got {self.control!r}"
             )
-        for task in self.plan:
+        for task in self.plan:  # each policy folder a step names is one this config lists
             if isinstance(task, AlignProbeTask):
-                task.local_policy_folder(
-                    self.policy_folders
-                )  # a folder the daemon lists, or an error
+                task.local_policy_folder(self.policy_folders)
         return self
 
     def provenance(self) -> list[dict[str, Any]]:

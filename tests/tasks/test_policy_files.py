@@ -478,3 +478,56 @@ def test_ctrl_c_in_region_search_train_saves_the_policy(
     notes = read_policy_spec(out / "policy.pt")[0].training
     assert notes["interrupted"] is True and 0 < int(str(notes["timesteps_done"])) <= 20
     assert json.loads((out / "config.json").read_text())["interrupted"] is True
+
+
+class _Spaces(gym.Env[Any, Any]):
+    """An env that only has spaces (for building SB3 models; never stepped)."""
+
+    def __init__(self, observation_space: spaces.Space[Any], action_space: spaces.Space[Any]):
+        self.observation_space, self.action_space = observation_space, action_space
+
+    def reset(self, *, seed: int | None = None, options: Any = None) -> Any:
+        return self.observation_space.sample(), {}
+
+    def step(self, action: Any) -> Any:
+        return self.observation_space.sample(), 0.0, True, False, {}
+
+
+_IMAGE = spaces.Box(0, 255, (2, 64, 64), dtype=np.uint8)
+_ROUND_TRIPS = {
+    "ppo-mlp": ("ppo", "MlpPolicy", spaces.Box(-np.inf, np.inf, (46,), np.float32), "box"),
+    "ppo-dict": (
+        "ppo",
+        "MultiInputPolicy",
+        spaces.Dict({"ronchigram": _IMAGE, "history": spaces.Box(-1.0, 1.0, (28,), np.float32)}),
+        "box",
+    ),
+    "ppo-cnn-discrete": ("ppo", "CnnPolicy", spaces.Box(0, 255, (3, 64, 64), np.uint8), "n"),
+    "sac-mlp": ("sac", "MlpPolicy", spaces.Box(-1.0, 1.0, (5,), np.float32), "box"),
+}
+
+
+@pytest.mark.parametrize("case", list(_ROUND_TRIPS))
+def test_each_kind_of_policy_round_trips(tmp_path: Path, case: str, one_thread: None) -> None:
+    """PPO (vector, dict with images: features ``cnn``, images with discrete actions) and SAC:
+    saved and loaded back, the same actions and the same parameters."""
+    import torch
+    from stable_baselines3 import PPO, SAC
+
+    algo, network, observation_space, kind = _ROUND_TRIPS[case]
+    action_space = spaces.Discrete(64) if kind == "n" else spaces.Box(-1, 1, (7,), np.float32)
+    cls: Any = PPO if algo == "ppo" else SAC
+    small = {"net_arch": [32]}
+    model = cls(network, _Spaces(observation_space, action_space), seed=0, policy_kwargs=small)
+    path = save_policy_file(model, tmp_path / "policy.pt", training={"note": case})
+    policy, spec = load_policy_file(path, algo=algo)
+    assert spec.training == {"note": case}
+    before, after = model.policy.state_dict(), policy.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    observation_space.seed(1)
+    for _ in range(8):
+        observation = observation_space.sample()
+        old, _ = model.predict(observation, deterministic=True)
+        new, _ = policy.predict(observation, deterministic=True)
+        assert np.array_equal(old, new)
