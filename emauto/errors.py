@@ -166,3 +166,12 @@ class SessionFormatError(SessionCorruptError):
     """A session's file is not what the recorder writes: a malformed or oversized document or
     frame, a symlink or a path leaving the session folder. Reading refuses it, changes
     nothing and allocates nothing for it."""
+
+
+# --------------------------------------------------------------------------- policy sources
+
+
+class PolicySourceError(ConfigError):
+    """A policy would be loaded from a path that a session or a plan names, not the user:
+    only shipped policies, folders given on the command line, or folders the daemon's own
+    configuration lists are loaded."""

@@ -139,7 +139,7 @@ def test_the_wheel_holds_the_package_and_its_data_only(installed: Installed) -> 
     for data in ("emauto/drivers/sim/recipes/au_on_carbon.yaml",
                  "emauto/tasks/sparse_scan/recipes/srtio3_seed1.yaml",
                  "emauto/models/weights/ronchigram_estimator.pt",
-                 "emauto/models/weights/probe_tuning_ppo/policy.zip"):  # fmt: skip
+                 "emauto/models/weights/probe_tuning_ppo/policy.pt"):  # fmt: skip
         assert data in shipped
 
 

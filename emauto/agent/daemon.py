@@ -172,7 +172,8 @@ class Daemon:
         def report(done: int, total: int) -> None:
             self._done = (done, total)
 
-        return task.run(scope, StepContext(recorder, self.progress, report))
+        context = StepContext(recorder, self.progress, report, self.config.policy_folders)
+        return task.run(scope, context)
 
 
 def run_daemon(config: DaemonConfig, *, session: str | Path | None = None) -> RunResult:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from emauto.agent.survey import SurveyTask
 from emauto.registry import Registry
-from emauto.tasks.probe_tuning.plan import AlignProbeTask
+from emauto.tasks.probe_tuning.plan import POLICY_FOLDER_NAME, AlignProbeTask
 from emauto.units import StrictModel
 
 #: Every kind of plan step, by its ``kind`` literal.
@@ -47,6 +47,13 @@ class DaemonConfig(StrictModel):
         default="tcp://127.0.0.1:5580", description="the control socket (loopback only)"
     )
     heartbeat_s: float | None = Field(default=0.5, gt=0, description="tcp:// heartbeat")
+    policy_folders: dict[Annotated[str, StringConstraints(pattern=POLICY_FOLDER_NAME)], Path] = (
+        Field(
+            default_factory=dict,
+            description="trained policy folders on this machine, by name; a plan step picks "
+            "one with policy_folder: NAME (a plan never names a path)",
+        )
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> DaemonConfig:
@@ -58,8 +65,12 @@ class DaemonConfig(StrictModel):
                 f"control must be a loopback tcp://127.0.0.1:PORT or ipc:// address, "
                 f"got {self.control!r}"
             )
+        for task in self.plan:  # each policy folder a step names is one this config lists
+            if isinstance(task, AlignProbeTask):
+                task.local_policy_folder(self.policy_folders)
         return self
 
     def provenance(self) -> list[dict[str, Any]]:
         """What each step that uses a policy records of it (name, version, weight digests)."""
-        return [p for p in (task.provenance() for task in self.plan) if p is not None]
+        found = (task.provenance(self.policy_folders) for task in self.plan)
+        return [p for p in found if p is not None]

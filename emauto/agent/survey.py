@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -24,7 +26,7 @@ class SurveyTask(StrictModel):
     fov_m: float = Field(default=8e-9, gt=0)
     dwell_s: float = Field(default=4e-6, gt=0)
 
-    def provenance(self) -> None:
+    def provenance(self, policy_folders: Mapping[str, Path] | None = None) -> None:
         """No policy, no weights."""
         return None
 

@@ -133,7 +133,11 @@ def add_commands(commands: Any) -> None:
     replay = commands.add_parser("replay", help="re-run a policy on a recorded session")
     replay.add_argument("session", type=Path)
     replay.add_argument("--policy", choices=METHODS, help="default: the recorded one")
-    replay.add_argument("--policy-path", help="an SB3 policy folder for --policy rl")
+    replay.add_argument(
+        "--policy-path",
+        help="a trained policy folder for rl (default: the shipped one; a folder the session "
+        "names is never loaded)",
+    )
     replay.set_defaults(handler=_replay)
 
     report = commands.add_parser("report", help="write a session's PNG and HTML summary")

@@ -7,8 +7,9 @@ which policy and weights it uses, for the session's start document.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from emauto.sessions.recorder import SessionRecorder
 
@@ -21,3 +22,6 @@ class StepContext:
     progress: bool
     #: ``report(done, total)``: frames acquired so far and frames planned (``ctl status``).
     report: Callable[[int, int], None]
+    #: The daemon configuration's own trained policy folders, by name (a plan step names one
+    #: of these, never a path).
+    policy_folders: Mapping[str, Path] = field(default_factory=dict)

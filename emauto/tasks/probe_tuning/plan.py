@@ -1,16 +1,24 @@
 """``align_probe``: the probe-tuning step of the daemon's plan, and reading it back from a
-session (replay, Minari export)."""
+session (replay, Minari export).
+
+A plan step never names a file to load: a plan may come from elsewhere (another machine,
+a recorded session) and loading a policy folder runs its network. A step with ``policy: rl``
+runs the shipped policy, or the trained folder the DAEMON's own configuration lists under
+``policy_folders: {NAME: PATH}``, chosen by ``policy_folder: NAME``.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
-from emauto.errors import SessionError
+from emauto.errors import PolicySourceError, SessionError
 from emauto.microscope import Microscope
 from emauto.models.weights import file_digest
 from emauto.sessions.reader import Session
@@ -19,6 +27,14 @@ from emauto.tasks.probe_tuning.policies.registry import METHODS
 from emauto.tasks.steps import StepContext
 from emauto.units import StrictModel
 from emauto.version import __version__
+
+#: A name in the daemon config's ``policy_folders`` (not a path: no slash, no leading dot).
+POLICY_FOLDER_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+LEGACY_PATH_MESSAGE = (
+    "policy_path is no longer accepted in a plan step: a plan (from a file, the wire or a "
+    "recorded session) never names a folder to load. List the folder in the daemon config "
+    "(policy_folders: {NAME: PATH}) and write policy_folder: NAME in the step"
+)
 
 if TYPE_CHECKING:
     PolicyName = str
@@ -36,18 +52,59 @@ class AlignProbeTask(StrictModel):
     kind: Literal["align_probe"] = "align_probe"
     name: str = "align_probe"
     policy: PolicyName = "shift"
-    policy_path: str | None = Field(default=None, description="an SB3 policy folder for 'rl'")
+    policy_folder: str | None = Field(
+        default=None,
+        pattern=POLICY_FOLDER_NAME,
+        description="for 'rl': the NAME of a trained policy folder listed in the daemon "
+        "config's policy_folders (default: the shipped policy); never a path",
+    )
     max_acquisitions: int = Field(default=61, ge=2, le=10_000)
     detune: bool = False
     seed: int = Field(default=0, ge=0)
     env: ProbeTuningConfig = Field(default_factory=ProbeTuningConfig)
 
-    def provenance(self) -> dict[str, str]:
+    @model_validator(mode="before")
+    @classmethod
+    def _no_paths(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "policy_path" in data:
+            if data["policy_path"] is not None:
+                raise ValueError(LEGACY_PATH_MESSAGE)
+            data = {k: v for k, v in data.items() if k != "policy_path"}  # old files: null
+        return data
+
+    @model_validator(mode="after")
+    def _folder_for_rl(self) -> AlignProbeTask:
+        from emauto.tasks.probe_tuning.policies.factories import reads_policy_folder
+
+        if self.policy_folder is not None and not reads_policy_folder(self.policy):
+            raise ValueError(f"policy_folder is for policy 'rl', not {self.policy!r}")
+        return self
+
+    def local_policy_folder(self, policy_folders: Mapping[str, Path] | None = None) -> str | None:
+        """The local folder of ``policy_folder`` in the daemon's ``policy_folders`` (None: the
+        shipped policy); `PolicySourceError` if the daemon does not list it."""
+        if self.policy_folder is None:
+            return None
+        folders = policy_folders or {}
+        if self.policy_folder not in folders:
+            raise PolicySourceError(
+                f"task {self.name!r} names the policy folder {self.policy_folder!r}, which the "
+                f"daemon's configuration does not list (policy_folders: {sorted(folders)}); a "
+                "plan never names a path: add NAME: PATH under policy_folders in the daemon "
+                "config"
+            )
+        return str(folders[self.policy_folder])
+
+    def provenance(self, policy_folders: Mapping[str, Path] | None = None) -> dict[str, str]:
         """The policy's name, emauto's version and digests of its weights, for the record."""
         from emauto.tasks.probe_tuning.policies.factories import weights_used
 
         version = {"policy": self.policy, "emauto": __version__}
-        for role, path in weights_used(self.policy, self.policy_path).items():
+        if self.policy_folder is not None:
+            version["policy_folder"] = self.policy_folder
+        for role, path in weights_used(
+            self.policy, self.local_policy_folder(policy_folders)
+        ).items():
             version[f"{role}_sha256"] = file_digest(path)[:16]
         return version
 
@@ -61,7 +118,8 @@ class AlignProbeTask(StrictModel):
         counter = CountingMicroscope(scope)
         config = self.env.model_copy(update={"max_steps": self.max_acquisitions})
         env = ProbeTuningEnv(counter, config)
-        policy = make_policy(self.policy, env, seed=self.seed, policy_path=self.policy_path)
+        path = self.local_policy_folder(context.policy_folders)
+        policy = make_policy(self.policy, env, seed=self.seed, policy_path=path)
         options = None if self.detune else {"offsets": dict.fromkeys(env.reference, 0.0)}
         context.report(0, self.max_acquisitions)
         bar = tqdm(
@@ -114,13 +172,40 @@ class AlignProbeTask(StrictModel):
         }
 
 
-def alignment_tasks(session: Session) -> list[AlignProbeTask]:
-    """The recorded session's probe-alignment tasks, as they were configured."""
-    tasks = [
-        AlignProbeTask.model_validate(task)
+def _recorded_steps(session: Session) -> list[dict[str, Any]]:
+    return [
+        task
         for task in session.start.get("plan", [])
-        if task.get("kind") == "align_probe" and task["name"] in session.tasks()
+        if isinstance(task, dict)
+        and task.get("kind") == "align_probe"
+        and task.get("name") in session.tasks()
+    ]
+
+
+def alignment_tasks(session: Session) -> list[AlignProbeTask]:
+    """The recorded session's probe-alignment tasks, as they were configured (a policy
+    folder a session of an older emauto recorded by path is left out: see
+    `recorded_policy_source`)."""
+    from emauto.units import validate_model
+
+    tasks = [
+        validate_model(
+            {k: v for k, v in task.items() if k != "policy_path"},
+            AlignProbeTask,
+            source=f"{session.path}: plan step {task.get('name')!r}",
+        )
+        for task in _recorded_steps(session)
     ]
     if not tasks:
         raise SessionError(f"{session.path}: no recorded probe-alignment task to replay")
     return tasks
+
+
+def recorded_policy_source(session: Session, task_name: str) -> str | None:
+    """The trained policy folder (a name, or a path recorded by an older emauto) the session
+    says task ``task_name`` ran; None for the shipped policy. Never loaded: for messages."""
+    for task in _recorded_steps(session):
+        if task.get("name") == task_name:
+            source = task.get("policy_folder") or task.get("policy_path")
+            return str(source) if source is not None else None
+    return None

@@ -44,9 +44,11 @@ def test_tiny_training_writes_a_loadable_policy(
     monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
     uri = f"sim://?specimen={tiny_carbon}"
     out = train_policy(_tiny(algo, uri), tmp_path / algo, progress=False)
-    assert {"policy.zip", "config.yaml", "normalization.json"} <= {p.name for p in out.iterdir()}
-    assert (out / "best" / "best_model.zip").is_file()
-    assert any((out / "checkpoints").iterdir())
+    assert {"policy.pt", "config.yaml", "normalization.json"} <= {p.name for p in out.iterdir()}
+    assert not list(out.rglob("*.zip")), "training writes no pickled SB3 zip"
+    assert load_policy(out / "best").config.algo == algo  # best and checkpoints: policy folders
+    checkpoints = sorted((out / "checkpoints").iterdir())
+    assert checkpoints and load_policy(checkpoints[0]).config.algo == algo
     assert "reward_return_var" in json.loads((out / "normalization.json").read_text())
     policy = load_policy(out)
     assert isinstance(policy, TuningPolicy) and policy.config.algo == algo
@@ -65,9 +67,9 @@ def test_tiny_training_writes_a_loadable_policy(
 def test_bad_policy_folders_raise(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="policy folder"):
         load_policy(tmp_path)
-    (tmp_path / "policy.zip").write_bytes(b"junk")
+    (tmp_path / "policy.pt").write_bytes(b"junk")
     (tmp_path / "config.yaml").write_text("algo: ppo\n")
-    with pytest.raises(ModelFileError, match="not a readable SB3 model"):
+    with pytest.raises(ModelFileError, match="not a readable torch file"):
         load_policy(tmp_path)
     (tmp_path / "config.yaml").write_text("algo: dqn\n")
     with pytest.raises(Exception, match="algo"):

@@ -111,7 +111,7 @@ def test_observation_reads_any_image_size() -> None:
 def test_shipped_scan_policy_scores_every_patch() -> None:
     from emauto.tasks.sparse_scan.policies.rl import DEFAULT_SCAN_POLICY, load_default_scan_policy
 
-    assert (DEFAULT_SCAN_POLICY / "policy.zip").stat().st_size < 5 * 1024 * 1024
+    assert (DEFAULT_SCAN_POLICY / "policy.pt").stat().st_size < 5 * 1024 * 1024
     policy = load_default_scan_policy()
     assert (policy.observation_size, policy.grid) == (64, 8)
     values = np.random.default_rng(0).random((128, 128))

@@ -115,8 +115,17 @@ def _objective(env: ProbeTuningEnv) -> RonchigramObjective:
 _READS_ESTIMATOR = (cnn, cnn_then_shift, bayesian_optimisation, simplex)
 
 
+def reads_policy_folder(name: str) -> bool:
+    """Whether policy ``name`` loads a trained policy folder (``rl``)."""
+    from emauto.tasks.probe_tuning.policies.registry import POLICIES
+
+    return POLICIES.load(name) is reinforcement_learning
+
+
 def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
-    """The weight files policy ``name`` reads, by role (``weights``, ``estimator``)."""
+    """The weight files policy ``name`` reads, by role (``weights``, ``estimator``);
+    ``policy_path``: the policy folder the caller chose (default: the shipped one)."""
+    from emauto.models.sb3_policy import POLICY_FILE
     from emauto.models.weights import shipped_path
     from emauto.tasks.probe_tuning.policies.registry import POLICIES
 
@@ -124,7 +133,7 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
     estimator = shipped_path("ronchigram_estimator.pt")
     if factory is reinforcement_learning:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_ppo")
-        return {"weights": folder / "policy.zip", "estimator": estimator}
+        return {"weights": folder / POLICY_FILE, "estimator": estimator}
     if factory is decision_rl:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_decider")
         return {"weights": folder / "actor.pt"}

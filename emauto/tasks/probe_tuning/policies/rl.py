@@ -6,16 +6,20 @@ its aberration means and log-variances, both frames' flatness and the action his
 a vector observation (`EstimatorObservation`, a Gymnasium wrapper: the estimator runs once
 per env step, not in every gradient step) for SB3's MLP policy. ``features: cnn`` learns
 SB3's NatureCNN on the raw observation instead. Training uses vectorised envs, evaluation
-and checkpoint callbacks and a progress bar; TensorBoard logs on request. A trained policy
-is a folder: ``policy.zip`` (SB3's format), ``config.yaml`` (the `RLTrainingConfig`),
-``normalization.json`` (reward normalisation statistics; observations are not normalised)
-and, for estimator features, ``estimator.json`` (the estimator file's name and SHA-256: the
-policy is loaded with that very estimator or not at all).
+and checkpoint callbacks and a progress bar; TensorBoard logs on request; Ctrl-C ends training
+early and saves the policy reached so far. A trained policy is a folder: ``policy.pt`` (the
+SB3 policy's tensors and description, `emauto.models.sb3_policy`: loaded without
+unpickling), ``config.yaml`` (the `RLTrainingConfig`), ``normalization.json`` (reward
+normalisation statistics; observations are not normalised) and, for estimator features,
+``estimator.json`` (the estimator file's name and SHA-256: the policy is loaded with that
+very estimator or not at all). The best policy of the evaluations and the periodic
+checkpoints are policy folders too (``best/``, ``checkpoints/<algo>_<steps>_steps/``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,12 @@ from gymnasium import spaces
 
 from emauto.errors import ModelFileError
 from emauto.models.estimator import DEFAULT_WEIGHTS, RonchigramEstimator
+from emauto.models.sb3_policy import (
+    POLICY_FILE,
+    learn_until_interrupted,
+    load_policy_file,
+    save_policy_file,
+)
 from emauto.models.weights import file_digest, shipped_path
 from emauto.tasks.probe_tuning.config import RLTrainingConfig
 from emauto.tasks.probe_tuning.policies.base import Observation, RunsToTheBudget
@@ -111,14 +121,14 @@ def _policy_estimator(folder: Path) -> RonchigramEstimator:
 
 
 class SB3Policy(RunsToTheBudget):
-    """A trained SB3 model behind the `TuningPolicy` interface: ``name = "rl"``."""
+    """A trained SB3 policy module behind the `TuningPolicy` interface: ``name = "rl"``."""
 
     name = "rl"
 
     def __init__(
-        self, model: Any, config: RLTrainingConfig, features: EstimatorFeatureMap | None = None
+        self, module: Any, config: RLTrainingConfig, features: EstimatorFeatureMap | None = None
     ) -> None:
-        self.model = model
+        self.module = module
         self.config = config
         self.features = features
         self._observation: Observation | None = None
@@ -131,7 +141,7 @@ class SB3Policy(RunsToTheBudget):
         observation: Any = self._observation
         if self.features is not None:
             observation = self.features(observation)
-        action, _ = self.model.predict(observation, deterministic=True)
+        action, _ = self.module.predict(observation, deterministic=True)
         return np.asarray(action, dtype=np.float32)
 
     def ingest(
@@ -147,19 +157,25 @@ def _algorithm(name: str) -> Any:
 
 
 def load_policy(path: str | Path | None = None) -> SB3Policy:
-    """Load a trained policy folder (default: the one shipped with emauto)."""
+    """Load a trained policy folder (default: the one shipped with emauto), without
+    unpickling anything; `ModelFileError` for a missing or bad folder."""
     folder = Path(path) if path else DEFAULT_POLICY
-    if not (folder / "policy.zip").is_file() or not (folder / "config.yaml").is_file():
-        raise ModelFileError(f"{folder}: expected a policy folder with policy.zip and config.yaml")
+    if not (folder / POLICY_FILE).is_file() or not (folder / "config.yaml").is_file():
+        raise ModelFileError(
+            f"{folder}: expected a policy folder with {POLICY_FILE} and config.yaml"
+        )
     config = load_yaml(folder / "config.yaml", RLTrainingConfig)
-    try:
-        model = _algorithm(config.algo).load(folder / "policy.zip", device="cpu")
-    except Exception as exc:  # SB3 raises many kinds on a bad zip
-        raise ModelFileError(f"{folder / 'policy.zip'}: not a readable SB3 model ({exc})") from exc
+    module, _ = load_policy_file(folder / POLICY_FILE, algo=config.algo)
     features = None
     if config.features == "estimator":
         features = _feature_map(config, _policy_estimator(folder))
-    return SB3Policy(model, config, features)
+        expected = (features.size,)
+        if getattr(module.observation_space, "shape", None) != expected:
+            raise ModelFileError(
+                f"{folder}: the policy reads observations of shape "
+                f"{module.observation_space}, its estimator features are {expected}"
+            )
+    return SB3Policy(module, config, features)
 
 
 def _make_env(
@@ -182,6 +198,33 @@ def _make_env(
     return factory
 
 
+def _write_policy_folder(
+    model: Any,
+    folder: Path,
+    config: RLTrainingConfig,
+    estimator: Path | None,
+    env: Any,
+    training: dict[str, Any],
+) -> Path:
+    """Write a loadable policy folder (see the module docstring) for ``model`` now."""
+    save_policy_file(model, folder / POLICY_FILE, training=training)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    statistics = {
+        "reward_return_mean": float(env.ret_rms.mean),
+        "reward_return_var": float(env.ret_rms.var),
+        "observations": "not normalised",
+    }
+    (folder / "normalization.json").write_text(json.dumps(statistics, indent=2))
+    if estimator is not None:
+        shipped = estimator.resolve() == DEFAULT_WEIGHTS.resolve()
+        record = {
+            "path": DEFAULT_WEIGHTS.name if shipped else str(estimator),
+            "sha256": file_digest(estimator),
+        }
+        (folder / "estimator.json").write_text(json.dumps(record, indent=2))
+    return folder
+
+
 def train_policy(
     config: RLTrainingConfig,
     out: str | Path,
@@ -189,13 +232,15 @@ def train_policy(
     estimator_path: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train PPO or SAC per ``config``; write the policy folder ``out`` and return it."""
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    """Train PPO or SAC per ``config``; write the policy folder ``out`` and return it.
+
+    Ctrl-C during training stops it and writes the policy reached so far (its ``policy.pt``
+    notes ``interrupted`` and the steps done)."""
+    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    root = Path(out)
     estimator = None
     if config.features == "estimator":
         estimator = Path(estimator_path or DEFAULT_WEIGHTS)
@@ -214,6 +259,32 @@ def train_policy(
         norm_reward=False,
         training=False,
     )
+
+    def write(model: Any, folder: Path, **notes: Any) -> None:
+        steps = int(model.num_timesteps)
+        training = {"total_timesteps": config.total_timesteps, "timesteps_done": steps, **notes}
+        _write_policy_folder(model, folder, config, estimator, env, training)
+
+    class SaveBest(BaseCallback):
+        """Called by `EvalCallback` on a new best mean reward."""
+
+        def _on_step(self) -> bool:
+            write(self.model, root / "best", note="best evaluation so far")
+            return True
+
+    class Checkpoint(BaseCallback):
+        """Every ``every`` calls (each call is one step of every env): a policy folder."""
+
+        def __init__(self, every: int) -> None:
+            super().__init__()
+            self.every = every
+
+        def _on_step(self) -> bool:
+            if self.n_calls % self.every == 0:
+                steps = self.model.num_timesteps
+                write(self.model, root / "checkpoints" / f"{config.algo}_{steps}_steps")
+            return True
+
     policy_kwargs: dict[str, Any] = {"net_arch": list(config.net_arch)}
     common: dict[str, Any] = {
         "learning_rate": config.learning_rate,
@@ -222,7 +293,7 @@ def train_policy(
         "seed": config.seed,
         "device": config.device,
         "policy_kwargs": policy_kwargs,
-        "tensorboard_log": str(out / "tensorboard") if config.tensorboard else None,
+        "tensorboard_log": str(root / "tensorboard") if config.tensorboard else None,
         "verbose": 0,
     }
     if config.algo == "ppo":
@@ -235,35 +306,22 @@ def train_policy(
             eval_env,
             n_eval_episodes=config.eval_episodes,
             eval_freq=max(1, config.eval_freq // per_env),
-            best_model_save_path=str(out / "best"),
-            log_path=str(out / "eval"),
+            callback_on_new_best=SaveBest(),
+            log_path=str(root / "eval"),
             deterministic=True,
             verbose=0,
         ),
-        CheckpointCallback(
-            save_freq=max(1, config.checkpoint_freq // per_env),
-            save_path=str(out / "checkpoints"),
-            name_prefix=config.algo,
-        ),
+        Checkpoint(max(1, config.checkpoint_freq // per_env)),
     ]
     try:
-        model.learn(config.total_timesteps, callback=callbacks, progress_bar=progress)
+        notes = learn_until_interrupted(
+            model, config.total_timesteps, callback=callbacks, progress_bar=progress
+        )
     finally:
-        env.close()
-        eval_env.close()
-    model.save(out / "policy.zip")
-    (out / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    statistics = {
-        "reward_return_mean": float(env.ret_rms.mean),
-        "reward_return_var": float(env.ret_rms.var),
-        "observations": "not normalised",
-    }
-    (out / "normalization.json").write_text(json.dumps(statistics, indent=2))
-    if estimator is not None:
-        shipped = estimator.resolve() == DEFAULT_WEIGHTS.resolve()
-        record = {
-            "path": DEFAULT_WEIGHTS.name if shipped else str(estimator),
-            "sha256": file_digest(estimator),
-        }
-        (out / "estimator.json").write_text(json.dumps(record, indent=2))
-    return out
+        for vec in (env, eval_env):
+            try:
+                vec.close()
+            except (OSError, EOFError) as exc:  # a subprocess env already gone after Ctrl-C
+                print(f"closing an env failed: {exc}", file=sys.stderr)
+    write(model, root, **notes)
+    return root

@@ -1,8 +1,9 @@
 """PPO (stable-baselines3) on `emauto/RegionSearch-v0`, and the trained policy's wrapper.
 
 The policy reads the env's uint8 (3, 64, 64) observation through SB3's NatureCNN (64
-features) and a small MLP. A trained policy is a folder: ``policy.zip`` (SB3's format) and
-``config.json`` (the env config and the training settings).
+features) and a small MLP. A trained policy is a folder: ``policy.pt`` (the PPO policy's
+tensors and description, `emauto.models.sb3_policy`: no pickle) and ``config.json`` (the env
+config and the training settings).
 
     emauto region-search train --out emauto/models/weights/region_search_ppo --timesteps 4096
 """
@@ -17,6 +18,12 @@ from typing import Any
 import numpy as np
 
 from emauto.errors import ModelFileError
+from emauto.models.sb3_policy import (
+    POLICY_FILE,
+    learn_until_interrupted,
+    load_policy_file,
+    save_policy_file,
+)
 from emauto.models.weights import shipped_path
 from emauto.tasks.region_search.env import RegionSearchConfig, RegionSearchEnv
 
@@ -53,13 +60,13 @@ def train_region_policy(
         verbose=0,
     )
     start = time.perf_counter()
-    model.learn(total_timesteps=timesteps, progress_bar=progress)  # rich bar on stderr
+    notes = learn_until_interrupted(model, timesteps, progress_bar=progress)  # rich bar on stderr
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "policy.zip")
+    save_policy_file(model, folder / POLICY_FILE, training=notes)
     meta = {
         "env": config.model_dump(mode="json"),
-        "timesteps": timesteps,
+        "timesteps": notes["timesteps_done"],
+        "interrupted": notes["interrupted"],
         "seed": seed,
         "train_s": round(time.perf_counter() - start, 1),
     }
@@ -69,12 +76,13 @@ def train_region_policy(
 
 
 class RegionPolicy:
-    """``rl``: a trained PPO policy, observation -> action (deterministic)."""
+    """``rl``: a trained PPO policy (SB3's policy module), observation -> action
+    (deterministic)."""
 
     name = "rl"
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
 
     def reset(
         self, env: RegionSearchEnv, observation: np.ndarray, info: dict[str, Any], seed: int
@@ -82,7 +90,7 @@ class RegionPolicy:
         """A feed-forward policy keeps no state between episodes."""
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        action, _ = self.model.predict(observation, deterministic=True)
+        action, _ = self.policy.predict(observation, deterministic=True)
         return np.asarray(action, dtype=np.float32)
 
     def observe(self, action: np.ndarray, observation: np.ndarray, info: dict[str, Any]) -> None:
@@ -90,18 +98,13 @@ class RegionPolicy:
 
 
 def load_region_policy(path: str | Path | None = None) -> RegionPolicy:
-    """Load a policy folder (default: the shipped one); `ModelFileError` if missing/bad."""
-    from stable_baselines3 import PPO
-
+    """Load a policy folder (default: the shipped one), without unpickling;
+    `ModelFileError` if missing/bad."""
     folder = Path(path) if path is not None else DEFAULT_POLICY
-    zip_path = folder / "policy.zip"
-    if not zip_path.is_file():
+    file = folder / POLICY_FILE
+    if not file.is_file():
         raise ModelFileError(
-            f"{zip_path}: no such policy; train one with "
-            f"`emauto region-search train --out {folder}`"
+            f"{file}: no such policy; train one with `emauto region-search train --out {folder}`"
         )
-    try:
-        model = PPO.load(zip_path, device="cpu")
-    except Exception as exc:
-        raise ModelFileError(f"{zip_path}: not a readable SB3 PPO policy: {exc}") from exc
-    return RegionPolicy(model)
+    policy, _ = load_policy_file(file, algo="ppo")
+    return RegionPolicy(policy)

@@ -1,7 +1,8 @@
 """The RL scan policy: stable-baselines3 PPO on `emauto/SparseScan-v0`.
 
-A trained policy is a folder: ``policy.zip`` (SB3's format) and ``config.yaml`` (the
-`ScanRLConfig`). `ScanPolicy.chooser` turns it into a patch chooser for
+A trained policy is a folder: ``policy.pt`` (the PPO policy's tensors and description,
+`emauto.models.sb3_policy`: no pickle) and ``config.yaml`` (the `ScanRLConfig`).
+`ScanPolicy.chooser` turns it into a patch chooser for
 `emauto.tasks.sparse_scan.adaptive.patch_scan`, which reads images of any size of at least the
 observation size (`emauto.tasks.sparse_scan.env.scan_observation`).
 """
@@ -22,6 +23,12 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from emauto.errors import ModelFileError
+from emauto.models.sb3_policy import (
+    POLICY_FILE,
+    learn_until_interrupted,
+    load_policy_file,
+    save_policy_file,
+)
 from emauto.models.weights import shipped_path
 from emauto.tasks.sparse_scan.adaptive import Measure, PatchChooser, patch_scan
 from emauto.tasks.sparse_scan.config import ScanRLConfig
@@ -62,13 +69,16 @@ class SmallCNN(BaseFeaturesExtractor):
 
 #: The network the scan policy is trained and loaded with.
 POLICY_KWARGS: dict[str, Any] = {"features_extractor_class": SmallCNN, "normalize_images": True}
+#: The features extractors a scan-policy file may name (an allow-list).
+SCAN_EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {"small_cnn": SmallCNN}
 
 
 class ScanPolicy:
-    """A trained PPO scan policy and the env geometry it was trained for."""
+    """A trained PPO scan policy (SB3's policy module) and the env geometry it was trained
+    for."""
 
-    def __init__(self, model: Any, observation_size: int, grid: int) -> None:
-        self.model = model
+    def __init__(self, policy: Any, observation_size: int, grid: int) -> None:
+        self.policy = policy
         self.observation_size = observation_size
         self.grid = grid
 
@@ -81,30 +91,21 @@ class ScanPolicy:
             observation = scan_observation(
                 values, mask, reconstruction, coverage, self.observation_size
             )
-            tensor, _ = self.model.policy.obs_to_tensor(observation)
+            tensor, _ = self.policy.obs_to_tensor(observation)
             with torch.no_grad():
-                probs = self.model.policy.get_distribution(tensor).distribution.probs
+                probs = self.policy.get_distribution(tensor).distribution.probs
             return np.asarray(probs[0].cpu().numpy(), dtype=np.float64)
 
         return choose
 
 
 def load_scan_policy(path: str | Path) -> ScanPolicy:
-    """Load a policy folder written by `train_scan_policy`."""
-    from stable_baselines3 import PPO
-
+    """Load a policy folder written by `train_scan_policy` (no unpickling)."""
     folder = Path(path)
-    if not (folder / "policy.zip").is_file():
-        raise ModelFileError(f"{folder}: expected a scan-policy folder with policy.zip")
-    try:
-        # The zip stores the features extractor as a pickled class reference (by its module
-        # path when it was trained); the class is given here instead of unpickled.
-        model = PPO.load(
-            folder / "policy.zip", device="cpu", custom_objects={"policy_kwargs": POLICY_KWARGS}
-        )
-    except Exception as exc:
-        raise ModelFileError(f"{folder / 'policy.zip'}: cannot load the PPO policy: {exc}") from exc
-    observation_space, action_space = model.observation_space, model.action_space
+    if not (folder / POLICY_FILE).is_file():
+        raise ModelFileError(f"{folder}: expected a scan-policy folder with {POLICY_FILE}")
+    policy, _ = load_policy_file(folder / POLICY_FILE, extractors=SCAN_EXTRACTORS, algo="ppo")
+    observation_space, action_space = policy.observation_space, policy.action_space
     if not (
         isinstance(observation_space, spaces.Box)
         and observation_space.shape is not None
@@ -112,7 +113,7 @@ def load_scan_policy(path: str | Path) -> ScanPolicy:
     ):
         raise ModelFileError(f"{folder}: not a SparseScan-v0 policy (Box images, Discrete patches)")
     grid = round(float(np.sqrt(int(action_space.n))))
-    return ScanPolicy(model, int(observation_space.shape[-1]), grid)
+    return ScanPolicy(policy, int(observation_space.shape[-1]), grid)
 
 
 @lru_cache(maxsize=1)
@@ -156,13 +157,12 @@ def train_scan_policy(config: ScanRLConfig, out: str | Path) -> Path:
         policy_kwargs=POLICY_KWARGS,
         verbose=0,
     )
-    model.learn(total_timesteps=config.total_timesteps, progress_bar=True)
+    notes = learn_until_interrupted(model, config.total_timesteps, progress_bar=True)
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / "policy.zip")
+    save_policy_file(model, folder / POLICY_FILE, extractors=SCAN_EXTRACTORS, training=notes)
     (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     print(
-        f"[train-scan rl] {config.total_timesteps} steps in {time.perf_counter() - started:.0f} s",
+        f"[train-scan rl] {notes['timesteps_done']} steps in {time.perf_counter() - started:.0f} s",
         file=sys.stderr,
         flush=True,
     )
