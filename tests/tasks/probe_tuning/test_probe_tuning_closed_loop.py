@@ -444,3 +444,25 @@ def test_policy_frames_keep_the_budget(carbon: SimulatedMicroscope) -> None:
     env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=BUDGET - 1))
     result = run_episode(env, make_policy("shift", env), 2, counter, max_acquisitions=3)
     assert result.acquisitions <= 3
+
+
+# ---------------------------------------------------------------- measurement as an action
+
+
+def test_shift_decisions_align(carbon: SimulatedMicroscope) -> None:
+    """`shift_decide`, the `shift` rules as decisions (the expert the learned policy imitates).
+
+    Margins as `test_shift_aligns`'s: median gain >= 0.4, >= 3 of 12 aligned. Broken:
+    (i) `DecisionCore._correction` with the sign of the B2 correction flipped fails it.
+    """
+    episodes = run_policy("shift_decide", carbon)
+    assert _median_gain(episodes) >= 0.4
+    assert _successes(episodes) >= 3
+
+
+def test_the_learned_decision_policy_aligns(carbon: SimulatedMicroscope) -> None:
+    """`rl_decide`, the shipped decision actor. Margins as `test_shift_aligns`'s. Broken: (i)
+    fails it (the actor's corrections are the measurement's, signs and all)."""
+    episodes = run_policy("rl_decide", carbon)
+    assert _median_gain(episodes) >= 0.4
+    assert _successes(episodes) >= 3
