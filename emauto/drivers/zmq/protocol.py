@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,12 @@ MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024
 MAX_REPLY_FRAME_BYTES = 512 * 1024 * 1024
 #: Most frames in one message (header + arrays).
 MAX_FRAMES = 4
+#: Deepest nesting of JSON arrays/objects in a header.
+MAX_JSON_DEPTH = 32
+#: Most digits of a JSON integer in a header (seq needs 19).
+MAX_INT_DIGITS = 32
+#: Most bytes of one request message, all frames together (header + positions).
+MAX_REQUEST_BYTES = MAX_HEADER_BYTES + MAX_REQUEST_FRAME_BYTES
 #: Array element types allowed on the wire.
 DTYPES = ("float32", "float64", "uint8", "uint16", "uint32", "int32")
 
@@ -139,27 +146,64 @@ def dumps(model: BaseModel) -> bytes:
     ).encode()
 
 
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _json_depth_ok(text: str, limit: int) -> bool:
+    """True when no JSON array/object in ``text`` nests deeper than ``limit`` (brackets inside
+    strings do not count). Linear, no recursion; stops at the first bracket too deep."""
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        else:
+            depth -= 1
+    return True
+
+
 def _strict_json(raw: bytes, limit: int) -> Any:
+    """Decode a header: at most ``limit`` bytes, UTF-8, nesting <= `MAX_JSON_DEPTH`, integers
+    of <= `MAX_INT_DIGITS` digits, finite floats; anything else is a `ProtocolError`."""
     if len(raw) > limit:
         raise ProtocolError(f"header of {len(raw)} bytes exceeds the limit of {limit} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"header is not UTF-8: {exc}") from exc
+    if ("[" in text or "{" in text) and not _json_depth_ok(text, MAX_JSON_DEPTH):
+        raise ProtocolError(f"header nests deeper than {MAX_JSON_DEPTH} arrays/objects")
 
     def no_constants(name: str) -> Any:
         raise ProtocolError(f"header contains {name}; non-finite numbers are not allowed")
 
     def finite(literal: str) -> float:
+        if len(literal) > 64:
+            raise ProtocolError(f"header number of {len(literal)} characters; at most 64")
         number = float(literal)
         if not math.isfinite(number):
             raise ProtocolError(f"header number {literal[:40]} overflows; expected a finite float")
         return number
 
+    def bounded_int(literal: str) -> int:
+        if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+            raise ProtocolError(
+                f"header integer of {len(literal)} digits; at most {MAX_INT_DIGITS} digits"
+            )
+        return int(literal)
+
     try:
-        return json.loads(text, parse_constant=no_constants, parse_float=finite)
+        return json.loads(
+            text, parse_constant=no_constants, parse_float=finite, parse_int=bounded_int
+        )
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"header is not valid JSON: {exc}") from exc
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError) as exc:  # belt and braces: never past the decoder
+        raise ProtocolError(f"header cannot be decoded: {type(exc).__name__}") from exc
 
 
 def _validate(model: type[BaseModel], value: Any, what: str) -> Any:

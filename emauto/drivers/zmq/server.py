@@ -60,6 +60,8 @@ class MicroscopeServer:
         self.on_request = on_request
         self.handled = 0
         self.rejected = 0
+        #: requests whose handling raised past every typed check (a bug; the server stays up)
+        self.crashes = 0
         self._cache: OrderedDict[str, tuple[int, Frames]] = OrderedDict()
         self._max_clients = max_clients
         # a context of its own: the ZAP handler's inproc endpoint is one per context
@@ -121,7 +123,16 @@ class MicroscopeServer:
                 except zmq.ZMQError as exc:  # pragma: no cover - transport hiccup
                     log.warning("receive failed: %s", exc)
                     continue
-                self._serve_one(frames)
+                try:
+                    self._serve_one(frames)
+                except Exception as exc:  # the last line of defence: the server stays up
+                    self.crashes += 1
+                    log.exception("request handling failed")
+                    self.microscope.audit.record(
+                        "server", "failed", caller="server", role="system", error=exc
+                    )
+                finally:
+                    del frames
         finally:
             self.microscope.safe(caller="server", role="system")
 
