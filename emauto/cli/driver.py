@@ -74,8 +74,11 @@ def _operator(args: argparse.Namespace) -> int:
             from emauto.units import load_yaml
             from emauto.wrappers.safety import SafetyConfig
 
+            # only the fields the file names travel: the server merges them into its
+            # configuration (a file of knob limits keeps the heartbeat and the dose budget)
             config = load_yaml(Path(args.file), SafetyConfig)
-            result = scope.set_limits(config.model_dump(mode="json"))
+            patch = config.model_dump(mode="json", exclude_unset=True)
+            result = scope.set_limits(patch, replace=args.replace)
     finally:
         scope.close(safe=False)  # an operator query leaves the beam as it is
     print(json.dumps(result, indent=2))
@@ -120,7 +123,14 @@ def add_commands(commands: Any) -> None:
 
     operator = commands.add_parser("operator", help="operator commands to a running server")
     operator.add_argument("action", choices=("status", "reset-watchdog", "set-limits"))
-    operator.add_argument("--file", default=None, help="SafetyConfig YAML for set-limits")
+    operator.add_argument(
+        "--file", default=None, help="SafetyConfig YAML for set-limits (merged into the server's)"
+    )
+    operator.add_argument(
+        "--replace",
+        action="store_true",
+        help="set-limits: install the file as the whole configuration (every field required)",
+    )
     _add_connection(operator)
     operator.set_defaults(handler=_operator)
 

@@ -14,13 +14,14 @@ Every accepted or rejected command is written to the audit log.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from emauto.errors import (
     ConfigError,
@@ -140,6 +141,34 @@ def estimate_dose_e(
     return current_A * beam_time_s(request, dwell_s) / ELECTRON_CHARGE_C
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge recursively, ``None`` deletes, else replace."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def strict_config(data: Any) -> SafetyConfig:
+    """A `SafetyConfig` from JSON-like ``data`` with strict types; raises `ConfigError`."""
+    try:
+        return SafetyConfig.model_validate_json(json.dumps(data, allow_nan=False), strict=True)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+        else:
+            problems = str(exc)
+        raise ConfigError(f"invalid SafetyConfig: {problems}") from exc
+
+
 class SafeMicroscope(MicroscopeWrapper):
     """A Microscope that enforces `SafetyConfig` on ``backend`` (kept as ``microscope``);
     thread-safe. Every contract method is overridden: each passes the checks first.
@@ -187,6 +216,38 @@ class SafeMicroscope(MicroscopeWrapper):
             self.audit.record(
                 "set_limits", "accepted", caller=caller, args=config.model_dump(mode="json")
             )
+
+    def update_limits(
+        self, patch: Mapping[str, Any], *, replace: bool = False, caller: str = "local"
+    ) -> SafetyConfig:
+        """Change the safety configuration from a JSON ``patch`` (an operator command).
+
+        By default the patch is merged into the current configuration (RFC 7386 JSON merge
+        patch: a field given replaces, an object merges field by field, ``null`` restores the
+        default), so a file holding only knob limits keeps the heartbeat and the dose budget.
+        ``replace=True`` installs ``patch`` as the whole configuration and refuses one that
+        does not name every field. Types are strict (``true`` is not a number). Raises
+        `ConfigError`; nothing changes then."""
+        with self._lock:
+            try:
+                if not isinstance(patch, Mapping):
+                    raise ConfigError(f"set_limits: expected an object, got {type(patch).__name__}")
+                if replace:
+                    missing = sorted(set(SafetyConfig.model_fields) - set(patch))
+                    if missing:
+                        raise ConfigError(
+                            f"set_limits --replace: the configuration is incomplete, missing "
+                            f"{missing}; send every field or merge (the default) instead"
+                        )
+                    merged: Any = dict(patch)
+                else:
+                    merged = merge_patch(self.config.model_dump(mode="json"), patch)
+                config = strict_config(merged)
+            except EmautoError as exc:
+                self.audit.record("set_limits", "rejected", caller=caller, args=patch, error=exc)
+                raise
+            self.set_limits(config, caller=caller)
+            return config
 
     # ------------------------------------------------------------------ status
 
@@ -448,5 +509,6 @@ __all__ = [
     "SafetyConfig",
     "beam_time_s",
     "estimate_dose_e",
+    "merge_patch",
     "narrowed_knobs",
 ]

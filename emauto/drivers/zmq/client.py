@@ -296,9 +296,14 @@ class RemoteMicroscope:
         result, _ = self._call("reset_watchdog")
         return dict(result)
 
-    def set_limits(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Operator only: replace the server's `SafetyConfig`."""
-        result, _ = self._call("set_limits", {"config": dict(config)})
+    def set_limits(self, config: Mapping[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Operator only: merge ``config`` (JSON fields of `SafetyConfig`, ``None`` restores a
+        default) into the server's safety configuration; ``replace=True`` installs it whole
+        and the server refuses one that does not name every field."""
+        args: dict[str, Any] = {"config": dict(config)}
+        if replace:
+            args["replace"] = True
+        result, _ = self._call("set_limits", args)
         self._description = None
         return dict(result)
 

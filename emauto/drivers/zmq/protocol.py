@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -28,6 +28,8 @@ from emauto.microscope import (
 from emauto.units import STRICT, StrictModel
 
 PROTOCOL_VERSION = 1
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 #: Largest header, bytes.
 MAX_HEADER_BYTES = 256 * 1024
@@ -319,27 +321,50 @@ def parse_set_args(args: dict[str, Any]) -> dict[str, float]:
 def parse_acquisition(
     args: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> RonchigramRequest | ImageRequest:
-    """The acquisition request of an ``acquire`` request (positions from their array frame)."""
+    """The acquisition request of an ``acquire`` request (positions from their array frame).
+
+    Strict: the JSON types must be the schema's (``"0.01"`` or ``true`` for a number is
+    refused; an integer is a valid float)."""
     if set(args) != {"request"} or not isinstance(args["request"], dict):
         raise ProtocolError(f"acquire expects args {{'request': {{...}}}}, got keys {sorted(args)}")
     body = dict(args["request"])
     scan = body.get("scan")
+    positions: np.ndarray | None = None
     if isinstance(scan, dict) and scan.get("mode") == "positions":
         if set(scan) != {"mode"} or "positions_m" not in arrays:
             raise ProtocolError("a positions scan sends positions_m as one binary frame only")
         positions = arrays["positions_m"]
         if positions.dtype != np.float64:
             raise ProtocolError(f"positions_m must be float64, got {positions.dtype}")
-        body["scan"] = {"mode": "positions", "positions_m": positions}
+        # the JSON part is checked strictly with a placeholder scan; the positions come from
+        # their typed binary frame
+        body["scan"] = {"mode": "raster", "shape": [1, 1]}
     elif arrays:
         raise ProtocolError(f"unexpected array frame(s) {sorted(arrays)} for this request")
     try:
-        return _ACQ.validate_python(body)
+        request = _ACQ.validate_json(json.dumps(body, allow_nan=False), strict=True)
+        if positions is not None:
+            assert isinstance(request, ImageRequest)
+            request = request.model_copy(update={"scan": PositionsScan(positions_m=positions)})
     except ValidationError as exc:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ProtocolError(f"invalid acquisition request: {detail}") from exc
+    return request
+
+
+def parse_strict(model: type[ModelT], value: Any, what: str) -> ModelT:
+    """Validate a JSON value against ``model`` in strict JSON mode (no ``"1"`` or ``true``
+    for a number); a `ProtocolError` names the bad fields."""
+    try:
+        return model.model_validate_json(json.dumps(value, allow_nan=False), strict=True)
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise ProtocolError(f"invalid {what}: {detail}") from exc
 
 
 # --------------------------------------------------------------------------- replies

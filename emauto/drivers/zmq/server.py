@@ -28,9 +28,8 @@ from emauto.errors import (
     ProtocolError,
 )
 from emauto.microscope import GroundTruth, ImageRequest, RonchigramRequest
-from emauto.units import validate_model
 from emauto.version import __version__
-from emauto.wrappers.safety import SafeMicroscope, SafetyConfig, beam_time_s
+from emauto.wrappers.safety import SafeMicroscope, beam_time_s
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +222,8 @@ class MicroscopeServer:
                 scope.reset_watchdog(caller=caller)
                 result = scope.status()
             else:  # set_limits
-                config = validate_model(
-                    header.args.get("config"), SafetyConfig, source="set_limits"
-                )
-                scope.set_limits(config, caller=caller)
+                patch, replace = _limits_args(header.args)
+                scope.update_limits(patch, replace=replace, caller=caller)
                 result = scope.status()
             return protocol.encode_reply(header.seq, result=result)
         except EmautoError as exc:
@@ -285,6 +282,18 @@ class MicroscopeServer:
             "strehl": float(backend.strehl_ratio()),
             "aberrations_m": backend.true_aberrations().to_dict(),
         }
+
+
+def _limits_args(args: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``set_limits`` arguments: ``{"config": {...}, "replace": false}``."""
+    unknown = sorted(set(args) - {"config", "replace"})
+    config, replace = args.get("config"), args.get("replace", False)
+    if unknown or not isinstance(config, dict) or not isinstance(replace, bool):
+        raise ProtocolError(
+            'set_limits expects args {"config": {...SafetyConfig fields...}, "replace": bool}, '
+            f"got keys {sorted(args)}"
+        )
+    return config, replace
 
 
 def _user_id(frame: zmq.Frame) -> str | None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
 
 from emauto.bench.driver import StaticMicroscope
+from emauto.cli import main
 from emauto.drivers.zmq import protocol
+from emauto.drivers.zmq.client import RemoteMicroscope
+from emauto.errors import ConfigError
+from emauto.wrappers.safety import SafetyConfig
 
 
 @pytest.fixture
@@ -60,3 +66,84 @@ def test_hostile_json_header_is_rejected_and_the_server_stays_up(
     assert not reply.ok and reply.error.type == "ProtocolError"
     assert hello(socket).ok
     assert server.thread.is_alive() and server.server.crashes == 0
+
+
+def acquire_frames(request: dict[str, Any], seq: int = 1) -> list[bytes]:
+    header = {
+        "v": 1,
+        "client": "typed",
+        "seq": seq,
+        "deadline_s": 5.0,
+        "op": "acquire",
+        "args": {"request": request},
+    }
+    return [json.dumps(header).encode()]
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"kind": "ronchigram", "exposure_s": "0.01"},
+        {"kind": "ronchigram", "exposure_s": True},  # was 1 s of beam
+        {"kind": "ronchigram", "exposure_s": 1e-3, "wait_s": False},
+        {"kind": "image", "scan": {"mode": "raster", "shape": [8, 8]}, "dwell_s": "1e-6"},
+        {"kind": "image", "scan": {"mode": "raster", "shape": [8, True]}, "dwell_s": 1e-6},
+        {"kind": "image", "scan": {"mode": "raster", "shape": [8, 8.0]}, "dwell_s": 1e-6},
+    ],
+)
+def test_acquire_refuses_strings_and_booleans_for_numbers(
+    thread_server: Any, raw_socket: Any, request_body: dict[str, Any]
+) -> None:
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    server.scope.set({"beam_blank": 0.0})
+    socket = raw_socket(server.endpoint)
+    reply = ask(socket, acquire_frames(request_body))
+    assert not reply.ok and reply.error.type == "ProtocolError", reply
+    assert server.scope.dose_used_e == 0.0
+    # an integer is a valid float: the strict wire is not stricter than JSON
+    ok = ask(socket, acquire_frames({"kind": "ronchigram", "exposure_s": 1}, seq=2))
+    assert ok.ok and server.scope.dose_used_e > 0
+
+
+def test_set_limits_refuses_booleans_and_strings(thread_server: Any) -> None:
+    server = thread_server(StaticMicroscope(shape=(8, 8)), SafetyConfig(dose_budget_e=1e9))
+    with RemoteMicroscope(server.endpoint, timeout_s=5.0) as remote:
+        for bad in (
+            {"dose_budget_e": True},
+            {"dose_budget_e": "1e12"},
+            {"heartbeat_interval_s": True},
+            {"knobs": {"C10": {"max_step": "1e-9"}}},
+        ):
+            with pytest.raises(ConfigError, match="valid number"):
+                remote.set_limits(bad)
+    assert server.scope.config.dose_budget_e == 1e9
+
+
+def test_operator_set_limits_with_only_knobs_keeps_watchdog_and_budget(
+    thread_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = SafetyConfig(dose_budget_e=1e12, heartbeat_interval_s=2.0, missed_heartbeats=4)
+    server = thread_server(StaticMicroscope(shape=(8, 8)), config)
+    limits = tmp_path / "knobs.yaml"
+    limits.write_text("knobs:\n  C10: {lower: -1.0e-6, upper: 1.0e-6}\n")
+    argv = ["operator", "set-limits", "--file", str(limits), "--connect", server.endpoint]
+    assert main(argv) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["heartbeat_interval_s"] == 2.0 and status["missed_heartbeats"] == 4
+    assert status["dose_budget_e"] == 1e12
+    assert server.scope.describe().knobs["C10"].upper == 1e-6
+    # a second file merges knob by knob, field by field
+    limits.write_text("knobs:\n  C10: {max_step: 1.0e-8}\n  C12a: {upper: 1.0e-7}\n")
+    assert main(argv) == 0
+    capsys.readouterr()
+    knobs = server.scope.describe().knobs
+    assert knobs["C10"].upper == 1e-6 and knobs["C10"].max_step == 1e-8
+    assert knobs["C12a"].upper == 1e-7
+    # --replace needs the whole configuration: refused with a clear error, nothing changes
+    assert main([*argv, "--replace"]) != 0
+    assert "incomplete" in capsys.readouterr().err
+    assert server.scope.config.heartbeat_interval_s == 2.0
+    # null restores a default explicitly (here: no dose budget)
+    with RemoteMicroscope(server.endpoint, timeout_s=5.0) as remote:
+        assert remote.set_limits({"dose_budget_e": None})["dose_budget_e"] is None
+        assert remote.status()["heartbeat_interval_s"] == 2.0
