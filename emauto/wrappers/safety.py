@@ -27,6 +27,7 @@ from emauto.errors import (
     ConfigError,
     DoseBudgetError,
     EmautoError,
+    InvalidRequestError,
     OutOfLimitsError,
     RateLimitError,
     ReadbackError,
@@ -118,18 +119,22 @@ def narrowed_knobs(knobs: Mapping[str, KnobSpec], config: SafetyConfig) -> dict[
     return out
 
 
+def scan_points(request: ImageRequest) -> int:
+    """Probe positions of a scan, from its declared shape (nothing is allocated)."""
+    scan = request.scan
+    if isinstance(scan, RasterScan):
+        return scan.shape[0] * scan.shape[1]
+    if isinstance(scan, PositionsScan):
+        return len(scan.positions_m)
+    assert isinstance(scan, SegmentsScan)
+    return sum(s.n_points for s in scan.segments)
+
+
 def beam_time_s(request: RonchigramRequest | ImageRequest, dwell_s: float) -> float:
     """Beam-on time of an acquisition, s (``dwell_s``: the scan_dwell knob, if unset)."""
     if isinstance(request, RonchigramRequest):
         return request.exposure_s
-    scan = request.scan
-    if isinstance(scan, RasterScan):
-        count = scan.shape[0] * scan.shape[1]
-    elif isinstance(scan, PositionsScan):
-        count = len(scan.positions_m)
-    else:
-        assert isinstance(scan, SegmentsScan)
-        count = sum(s.n_points for s in scan.segments)
+    count = scan_points(request)
     dwell = request.dwell_s if request.dwell_s is not None else dwell_s
     return dwell * count
 
@@ -379,6 +384,7 @@ class SafeMicroscope(MicroscopeWrapper):
         with self._lock:
             try:
                 self._check_tripped()
+                self._check_points(request)
                 budget = self.config.dose_budget_e
                 if budget is not None:
                     dwell = self.microscope.read().knobs.get("scan_dwell", 0.0)
@@ -437,6 +443,15 @@ class SafeMicroscope(MicroscopeWrapper):
             self.microscope.safe()
         except Exception as exc:  # going safe must not raise past this layer
             self.audit.record("safe", "failed", role="system", error=exc)
+
+    def _check_points(self, request: RonchigramRequest | ImageRequest) -> None:
+        """Refuse a scan over more positions than the backend's `ScanLimits.max_positions`,
+        counted before the backend allocates anything for it."""
+        if not isinstance(request, ImageRequest):
+            return
+        count, most = scan_points(request), self._hardware.scan.max_positions
+        if count > most:
+            raise InvalidRequestError(f"the scan has {count} positions, at most {most} are allowed")
 
     def _check_tripped(self) -> None:
         if self._tripped:
@@ -511,4 +526,5 @@ __all__ = [
     "estimate_dose_e",
     "merge_patch",
     "narrowed_knobs",
+    "scan_points",
 ]

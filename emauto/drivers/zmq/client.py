@@ -77,6 +77,8 @@ class Channel:
         self._lock = threading.Lock()
         # time-based start: a client restarted with the same id is never taken for a stale one
         self._seq = time.time_ns() // 1000
+        #: sequence number of the latest request sent (for `RemoteMicroscope.applied`)
+        self.last_seq: int | None = None
         self._socket: zmq.Socket[Any] | None = None
         self.closed = False
 
@@ -116,6 +118,7 @@ class Channel:
             if self.closed:
                 raise ClosedError(f"the connection to {self.endpoint} is closed")
             self._seq += 1
+            self.last_seq = self._seq
             deadline = min(self.timeout_s + extra_s, 3600.0)
             frames = protocol.encode_request(
                 client=self.client_id,
@@ -289,6 +292,18 @@ class RemoteMicroscope:
     def status(self) -> dict[str, Any]:
         """Watchdog, dose budget and limits."""
         result, _ = self._call("status")
+        return dict(result)
+
+    def applied(self, seq: int | None = None) -> dict[str, Any]:
+        """Was this client's request ``seq`` (default: the last one before this call)
+        applied? ``state``: ``applied``, ``failed``, ``interrupted`` (the server stopped while
+        it ran), ``not_received`` (never arrived; a late copy will be dropped) or
+        ``forgotten``. Ask after a `DeadlineExceededError` before doing a command again."""
+        if seq is None:
+            seq = self._channel.last_seq
+            if seq is None:
+                raise InvalidRequestError("applied: this client has sent no request yet")
+        result, _ = self._call("applied", {"seq": seq})
         return dict(result)
 
     def reset_watchdog(self) -> dict[str, Any]:

@@ -60,6 +60,7 @@ AGENT_OPS = (
     "heartbeat",
     "status",
     "twin_truth",
+    "applied",
 )
 OPERATOR_OPS = ("reset_watchdog", "set_limits")
 OPS = AGENT_OPS + OPERATOR_OPS
@@ -101,6 +102,7 @@ class Request(StrictModel):
         "heartbeat",
         "status",
         "twin_truth",
+        "applied",
         "reset_watchdog",
         "set_limits",
     ]
@@ -135,6 +137,22 @@ class SetArgs(StrictModel):
     setpoints: dict[Annotated[str, Field(max_length=64)], float] = Field(max_length=256)
 
 
+class AppliedArgs(StrictModel):
+    """Arguments of ``applied``: which request of which client (default: the asking one)."""
+
+    model_config = _WIRE
+    client: ClientId | None = None
+    seq: int = Field(ge=0, lt=1 << 62)
+
+
+class HeartbeatArgs(StrictModel):
+    """Arguments of ``heartbeat``: ``for`` names the client id whose liveness it proves (a
+    heartbeat thread on its own socket beats for the client that commands)."""
+
+    model_config = _WIRE
+    for_client: ClientId | None = Field(default=None, alias="for")
+
+
 _ACQ: TypeAdapter[RonchigramRequest | ImageRequest] = TypeAdapter(AcquisitionRequest)
 
 
@@ -166,13 +184,13 @@ def _json_depth_ok(text: str, limit: int) -> bool:
     return True
 
 
-def _strict_json(raw: bytes, limit: int) -> Any:
+def _strict_json(raw: bytes | memoryview, limit: int) -> Any:
     """Decode a header: at most ``limit`` bytes, UTF-8, nesting <= `MAX_JSON_DEPTH`, integers
     of <= `MAX_INT_DIGITS` digits, finite floats; anything else is a `ProtocolError`."""
     if len(raw) > limit:
         raise ProtocolError(f"header of {len(raw)} bytes exceeds the limit of {limit} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"header is not UTF-8: {exc}") from exc
     if ("[" in text or "{" in text) and not _json_depth_ok(text, MAX_JSON_DEPTH):
@@ -219,7 +237,9 @@ def _validate(model: type[BaseModel], value: Any, what: str) -> Any:
         raise ProtocolError(f"invalid {what}: {detail}") from exc
 
 
-def _arrays(metas: Sequence[ArrayMeta], frames: Sequence[bytes], limit: int) -> dict[str, Any]:
+def _arrays(
+    metas: Sequence[ArrayMeta], frames: Sequence[bytes | memoryview], limit: int
+) -> dict[str, Any]:
     if len(metas) != len(frames):
         raise ProtocolError(f"header announces {len(metas)} array frame(s), {len(frames)} arrived")
     out: dict[str, np.ndarray] = {}
@@ -299,10 +319,18 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def decode_request(frames: Sequence[bytes]) -> tuple[Request, dict[str, np.ndarray]]:
-    """Validate a request's frames: sizes, header schema, version, array lengths."""
+def decode_request(
+    frames: Sequence[bytes | memoryview],
+) -> tuple[Request, dict[str, np.ndarray]]:
+    """Validate a request's frames: count, total size, header schema, version, array lengths
+    (frames may be memoryviews of the received message: nothing is copied before)."""
     if not 1 <= len(frames) <= MAX_FRAMES:
         raise ProtocolError(f"expected 1 to {MAX_FRAMES} frames, got {len(frames)}")
+    total = sum(len(frame) for frame in frames)
+    if total > MAX_REQUEST_BYTES:
+        raise ProtocolError(
+            f"request of {total} bytes exceeds the limit of {MAX_REQUEST_BYTES} bytes"
+        )
     header = _validate(Request, _strict_json(frames[0], MAX_HEADER_BYTES), "request header")
     if header.v != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -310,6 +338,18 @@ def decode_request(frames: Sequence[bytes]) -> tuple[Request, dict[str, np.ndarr
         )
     arrays = _arrays(header.arrays, frames[1:], MAX_REQUEST_FRAME_BYTES)
     return header, arrays
+
+
+def parse_applied_args(args: dict[str, Any]) -> AppliedArgs:
+    """The arguments of an ``applied`` request."""
+    parsed: AppliedArgs = _validate(AppliedArgs, args, "applied arguments")
+    return parsed
+
+
+def parse_heartbeat_args(args: dict[str, Any]) -> str | None:
+    """The client id a ``heartbeat`` beats for (None: the sender's own)."""
+    parsed: HeartbeatArgs = _validate(HeartbeatArgs, args, "heartbeat arguments")
+    return parsed.for_client
 
 
 def parse_set_args(args: dict[str, Any]) -> dict[str, float]:

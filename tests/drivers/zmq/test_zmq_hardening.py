@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from emauto.bench.driver import StaticMicroscope
 from emauto.cli import main
 from emauto.drivers.zmq import protocol
 from emauto.drivers.zmq.client import RemoteMicroscope
-from emauto.errors import ConfigError
+from emauto.errors import ConfigError, InvalidRequestError
 from emauto.wrappers.safety import SafetyConfig
 
 
@@ -147,3 +148,76 @@ def test_operator_set_limits_with_only_knobs_keeps_watchdog_and_budget(
     with RemoteMicroscope(server.endpoint, timeout_s=5.0) as remote:
         assert remote.set_limits({"dose_budget_e": None})["dose_budget_e"] is None
         assert remote.status()["heartbeat_interval_s"] == 2.0
+
+
+# --------------------------------------------------------------------------- memory bounds
+
+
+def test_many_large_parts_are_rejected_without_copying(thread_server: Any, raw_socket: Any) -> None:
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    socket = raw_socket(server.endpoint)
+    assert hello(socket).ok
+    parts = [b"{}"] + [b"\x00" * (4 << 20)] * 12  # 12 x 4 MiB, each under ZMQ_MAXMSGSIZE
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        reply = ask(socket, parts)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not reply.ok and "frames" in reply.error.message
+    # the sender's own 48 MiB are not traced (bytes built before start); the server copied
+    # nothing out of the message before rejecting it
+    assert peak < 8 << 20, f"peak {peak / 2**20:.1f} MiB traced while rejecting"
+    assert hello(socket, seq=2).ok
+
+
+def test_reply_cache_is_bounded_in_bytes(thread_server: Any) -> None:
+    from emauto.microscope import RonchigramRequest
+
+    server = thread_server(StaticMicroscope(shape=(256, 256)), max_cache_bytes=1 << 20)
+    server.scope.set({"beam_blank": 0.0})
+    for index in range(16):  # 16 clients, 256 KiB each
+        remote = RemoteMicroscope(server.endpoint, timeout_s=5.0, client_id=f"img-{index}")
+        remote.acquire(RonchigramRequest(exposure_s=1e-3))
+        remote.close(safe=False)
+        assert server.server.cache_bytes <= 1 << 20
+    assert server.server.cache_bytes > 0
+
+
+def test_twin_refuses_oversized_scans_before_allocating(tiny_sim_uri: str) -> None:
+    import emauto
+    from emauto.errors import InvalidRequestError
+    from emauto.microscope import ImageRequest, LineSegment, RasterScan, SegmentsScan
+
+    scope = emauto.connect(tiny_sim_uri)
+    try:
+        scope.set({"beam_blank": 0.0})
+        most = scope.describe().scan.max_positions
+        raster = ImageRequest(scan=RasterScan(shape=(8192, 8192)), dwell_s=1e-6)
+        segment = LineSegment(start_m=(0.0, 0.0), end_m=(1e-9, 1e-9), n_points=65536)
+        segments = ImageRequest(scan=SegmentsScan(segments=(segment,) * 1000), dwell_s=1e-6)
+        for request in (raster, segments):
+            tracemalloc.start()
+            try:
+                with pytest.raises(InvalidRequestError, match=f"at most {most}"):
+                    scope.acquire(request)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert peak < 16 << 20, f"{peak / 2**20:.0f} MiB allocated before the check"
+    finally:
+        scope.close()
+
+
+def test_safety_layer_refuses_oversized_scans_before_the_backend(thread_server: Any) -> None:
+    from emauto.microscope import ImageRequest, RasterScan
+
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    server.scope.set({"beam_blank": 0.0})
+    with (
+        RemoteMicroscope(server.endpoint, timeout_s=5.0) as remote,
+        pytest.raises(InvalidRequestError, match="at most 1048576"),
+    ):
+        remote.acquire(ImageRequest(scan=RasterScan(shape=(2048, 1024)), dwell_s=1e-7))
+    assert server.scope.dose_used_e == 0.0
