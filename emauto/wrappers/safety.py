@@ -6,8 +6,11 @@ Enforced for every command, before the backend sees it:
 - a maximum single step and a maximum rate (units/s) per knob;
 - a cumulative dose budget (electrons) over the session;
 - confirmation by readback within a tolerance and a timeout;
-- a heartbeat watchdog: after ``missed_heartbeats`` silent intervals the backend goes safe
-  (beam blanked, motion stopped) and stays tripped until an operator resets it.
+- a heartbeat watchdog on the controlling client (the one that last sent ``set`` or
+  ``acquire``; before any, the first one heard): after ``missed_heartbeats`` intervals
+  without a sign of life from it the backend goes safe (beam blanked, motion stopped) and
+  stays tripped until an operator resets it. Other clients' requests do not keep it alive; a
+  command in flight does (its start and its end count).
 
 Every accepted or rejected command is written to the audit log.
 """
@@ -18,6 +21,7 @@ import json
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -198,7 +202,8 @@ class SafeMicroscope(MicroscopeWrapper):
         self._description = self._narrow(self.config)
         self._last_change: dict[str, float] = {}
         self._dose_used_e = 0.0
-        self._last_heartbeat: float | None = None
+        self._alive: OrderedDict[str, float] = OrderedDict()  # caller -> last sign of life
+        self._controller: str | None = None
         self._tripped = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -269,34 +274,53 @@ class SafeMicroscope(MicroscopeWrapper):
     def status(self) -> dict[str, Any]:
         """Watchdog, dose budget and limits, for operators."""
         with self._lock:
-            since = None
-            if self._last_heartbeat is not None:
-                since = self._clock() - self._last_heartbeat
             return {
                 "tripped": self._tripped,
                 "dose_used_e": self._dose_used_e,
                 "dose_budget_e": self.config.dose_budget_e,
                 "heartbeat_interval_s": self.config.heartbeat_interval_s,
                 "missed_heartbeats": self.config.missed_heartbeats,
-                "since_heartbeat_s": since,
+                "controller": self._controller,
+                "since_heartbeat_s": self._silence(),
                 "config": self.config.model_dump(mode="json"),
             }
 
     # ------------------------------------------------------------------ watchdog
 
     def heartbeat(self, *, caller: str = "local") -> None:
-        """The agent is alive; arms the watchdog on first call."""
-        del caller
+        """``caller`` is alive; the first caller heard arms the watchdog (until a command
+        makes its sender the controller)."""
         with self._lock:
-            self._last_heartbeat = self._clock()
+            self._touch(caller)
+            if self._controller is None:
+                self._controller = caller
+
+    def _touch(self, caller: str) -> None:
+        """Note a sign of life from ``caller`` (at most 1024 callers are remembered)."""
+        self._alive[caller] = self._clock()
+        self._alive.move_to_end(caller)
+        while len(self._alive) > 1024:
+            oldest = next(iter(self._alive))
+            if oldest == self._controller:
+                self._alive.move_to_end(oldest)
+                oldest = next(iter(self._alive))
+            del self._alive[oldest]
+
+    def _silence(self) -> float | None:
+        """Seconds since the controller's last sign of life (None: not armed)."""
+        if self._controller is None:
+            return None
+        last = self._alive.get(self._controller)
+        return None if last is None else self._clock() - last
 
     def check_watchdog(self) -> bool:
-        """Trip the watchdog if the agent has been silent too long; True when tripped."""
+        """Trip the watchdog if the controlling client has been silent too long; True when
+        tripped."""
         bound = self.config.watchdog_bound_s
         with self._lock:
-            if self._tripped or bound is None or self._last_heartbeat is None:
+            silent = self._silence()
+            if self._tripped or bound is None or silent is None:
                 return self._tripped
-            silent = self._clock() - self._last_heartbeat
             if silent <= bound:
                 return False
             self._tripped = True
@@ -305,7 +329,7 @@ class SafeMicroscope(MicroscopeWrapper):
                 "event",
                 caller="watchdog",
                 role="system",
-                args={"silent_s": silent, "bound_s": bound},
+                args={"silent_s": silent, "bound_s": bound, "controller": self._controller},
             )
             self._safe_backend()
             return True
@@ -314,7 +338,7 @@ class SafeMicroscope(MicroscopeWrapper):
         """Operator reset: re-enable commands (the beam stays blanked until set)."""
         with self._lock:
             self._tripped = False
-            self._last_heartbeat = None
+            self._controller = None
             self.audit.record("reset_watchdog", "accepted", caller=caller)
 
     def start_watchdog(self, period_s: float | None = None) -> None:
@@ -338,9 +362,9 @@ class SafeMicroscope(MicroscopeWrapper):
         return self._description
 
     def read(self, *, caller: str = "local", role: str = "agent") -> MicroscopeState:
-        """Read the backend (counts as a heartbeat)."""
-        del role
-        self.heartbeat(caller=caller)
+        """Read the backend (a heartbeat of ``caller``, unless the system reads)."""
+        if role != "system":
+            self.heartbeat(caller=caller)
         with self._lock:
             return self.microscope.read()
 
@@ -359,13 +383,15 @@ class SafeMicroscope(MicroscopeWrapper):
             except EmautoError as exc:
                 self.audit.record("set", "rejected", caller=caller, role=role, args=args, error=exc)
                 raise
-            self._last_heartbeat = self._clock()
+            self._command_from(caller)
             try:
                 state = self.microscope.set(checked)
                 state = self._confirm(checked, state)
             except EmautoError as exc:
                 self.audit.record("set", "failed", caller=caller, role=role, args=args, error=exc)
                 raise
+            finally:
+                self._touch(caller)  # a command in flight counts as life
             for name, value in checked.items():
                 if value != current.knobs.get(name):
                     self._last_change[name] = now
@@ -400,7 +426,7 @@ class SafeMicroscope(MicroscopeWrapper):
                     "acquire", "rejected", caller=caller, role=role, args=args, error=exc
                 )
                 raise
-            self._last_heartbeat = self._clock()
+            self._command_from(caller)
             try:
                 frame = self.microscope.acquire(request)
             except EmautoError as exc:
@@ -408,6 +434,8 @@ class SafeMicroscope(MicroscopeWrapper):
                     "acquire", "failed", caller=caller, role=role, args=args, error=exc
                 )
                 raise
+            finally:
+                self._touch(caller)  # a command in flight counts as life
             self._dose_used_e += frame.dose_e
             self.audit.record(
                 "acquire",
@@ -443,6 +471,11 @@ class SafeMicroscope(MicroscopeWrapper):
             self.microscope.safe()
         except Exception as exc:  # going safe must not raise past this layer
             self.audit.record("safe", "failed", role="system", error=exc)
+
+    def _command_from(self, caller: str) -> None:
+        """``caller`` commands: it becomes the controlling client the watchdog guards."""
+        self._touch(caller)
+        self._controller = caller
 
     def _check_points(self, request: RonchigramRequest | ImageRequest) -> None:
         """Refuse a scan over more positions than the backend's `ScanLimits.max_positions`,

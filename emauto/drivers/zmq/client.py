@@ -334,7 +334,7 @@ class RemoteMicroscope:
             try:
                 while not self._heartbeat_stop.wait(interval_s):
                     try:
-                        pulse.call("heartbeat")
+                        pulse.call("heartbeat", {"for": self.client_id})
                     except EmautoError:
                         continue
             finally:
