@@ -463,6 +463,7 @@ class SafeMicroscope(MicroscopeWrapper):
             finally:
                 self.microscope.close()
                 self.audit.record("close", "accepted", role="system")
+                self.audit.close()
 
     # ------------------------------------------------------------------ internals
 

@@ -143,7 +143,13 @@ class Channel:
                 self._drop()  # Lazy Pirate: a fresh socket, the same request
                 if attempt < self.retries:
                     time.sleep(self.backoff_s * 2**attempt)
-            hint = " (check the CURVE keys)" if self._curve is not None else ""
+            if self._curve is not None:
+                hint = " (check the CURVE keys)"
+            else:
+                hint = (
+                    "; is the server running? It may require CURVE keys: connect with "
+                    "?key=CLIENT.key_secret&server_key=server.key (--key/--server-key)"
+                )
             raise DeadlineExceededError(
                 f"{op}: no reply from {self.endpoint} within {deadline:g} s after "
                 f"{self.retries + 1} tries{hint}"

@@ -221,3 +221,28 @@ def test_safety_layer_refuses_oversized_scans_before_the_backend(thread_server: 
     ):
         remote.acquire(ImageRequest(scan=RasterScan(shape=(2048, 1024)), dwell_s=1e-7))
     assert server.scope.dose_used_e == 0.0
+
+
+def test_a_flood_of_bad_messages_writes_a_bounded_audit_log(
+    tmp_path: Path, thread_server: Any, raw_socket: Any
+) -> None:
+    from emauto.wrappers.audit import AuditLog
+
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    path = tmp_path / "audit.jsonl"
+    server.scope.audit = AuditLog(path, max_rejects_per_s=20)
+    socket = raw_socket(server.endpoint)
+    for _ in range(2000):
+        socket.send_multipart([b"not json"])
+    replies = 0
+    while replies < 2000 and socket.poll(5000):
+        socket.recv_multipart()
+        replies += 1
+    assert replies == 2000  # every one answered...
+    server.close()
+    lines = path.read_text().splitlines()
+    rejected = [line for line in lines if '"rejected"' in line]
+    # ... but at most 20 written per second, the rest summarised
+    assert len(rejected) <= 20 * 30 and len(lines) < 2000
+    summaries = [json.loads(line) for line in lines if '"command": "audit"' in line]
+    assert sum(s["args"]["suppressed"] for s in summaries) + len(rejected) == 2000
