@@ -204,9 +204,16 @@ class MicroscopeServer:
             )
             self._send(identity, protocol.encode_reply(header.seq, error=error))
             return
+        try:  # arguments are checked before anything is logged or applied
+            parsed = _parse_args(header, arrays)
+        except ProtocolError as exc:
+            self.rejected += 1
+            self.microscope.audit.record(header.op, "rejected", caller=key[:100], error=exc)
+            self._send(identity, protocol.encode_reply(header.seq, error=exc))
+            return
         if mutating:
             self.ledger.start(key, header.seq, header.op)  # fsync'd before it is applied
-        reply, error = self._handle(header, arrays, user)
+        reply, error = self._handle(header, parsed, user)
         self.ledger.finish(
             key,
             header.seq,
@@ -273,7 +280,7 @@ class MicroscopeServer:
         return self.keys.role_of(user)
 
     def _handle(
-        self, header: protocol.Request, arrays: dict[str, Any], user: str | None
+        self, header: protocol.Request, parsed: Any, user: str | None
     ) -> tuple[Frames, BaseException | None]:
         role = self.role_of(user)
         caller = f"{header.client}@{(user or 'loopback')[:12]}"
@@ -297,22 +304,20 @@ class MicroscopeServer:
             elif op == "read":
                 result = scope.read(caller=caller, role=role)
             elif op == "set":
-                result = scope.set(protocol.parse_set_args(header.args), caller=caller, role=role)
+                result = scope.set(parsed, caller=caller, role=role)
             elif op == "acquire":
-                request = protocol.parse_acquisition(header.args, arrays)
-                self._check_deadline(request, header.deadline_s)
-                result = scope.acquire(request, caller=caller, role=role)
+                self._check_deadline(parsed, header.deadline_s)
+                result = scope.acquire(parsed, caller=caller, role=role)
             elif op == "safe":
                 scope.safe(caller=caller, role=role)
                 result = None
             elif op == "heartbeat":
-                beats_for = protocol.parse_heartbeat_args(header.args)
-                if beats_for is not None:
-                    caller = f"{beats_for}@{(user or 'loopback')[:12]}"
+                if parsed is not None:  # beats for another client id (its command socket)
+                    caller = f"{parsed}@{(user or 'loopback')[:12]}"
                 scope.heartbeat(caller=caller)
                 result = {"tripped": scope.tripped}
             elif op == "applied":
-                result = self._applied(header, user)
+                result = self._applied(header, parsed, user)
             elif op == "status":
                 result = scope.status()
             elif op == "twin_truth":
@@ -321,7 +326,7 @@ class MicroscopeServer:
                 scope.reset_watchdog(caller=caller)
                 result = scope.status()
             else:  # set_limits
-                patch, replace = _limits_args(header.args)
+                patch, replace = parsed
                 scope.update_limits(patch, replace=replace, caller=caller)
                 result = scope.status()
             return protocol.encode_reply(header.seq, result=result), None
@@ -334,13 +339,14 @@ class MicroscopeServer:
             scope.audit.record(header.op, "failed", caller=caller, role=role, error=exc)
             return protocol.encode_reply(header.seq, error=exc), exc
 
-    def _applied(self, header: protocol.Request, user: str | None) -> dict[str, Any]:
+    def _applied(
+        self, header: protocol.Request, args: protocol.AppliedArgs, user: str | None
+    ) -> dict[str, Any]:
         """Was request ``seq`` of ``client`` (default: the asker) applied? ``state``:
         ``applied``, ``failed`` (refused or failed; ``error`` says how), ``interrupted`` (the
         server stopped while it ran: it may have reached the microscope), ``not_received``
         (never arrived; from now on a late copy is dropped, never applied) or ``forgotten``.
         """
-        args = protocol.parse_applied_args(header.args)
         client = args.client or header.client
         key = f"{user}/{client}"
         answer: dict[str, Any] = {"client": client, "seq": args.seq}
@@ -411,6 +417,24 @@ class MicroscopeServer:
             "strehl": float(backend.strehl_ratio()),
             "aberrations_m": backend.true_aberrations().to_dict(),
         }
+
+
+def _parse_args(header: protocol.Request, arrays: dict[str, Any]) -> Any:
+    """The op's arguments, strictly checked (`ProtocolError`); None for ops without any."""
+    op = header.op
+    if op == "set":
+        return protocol.parse_set_args(header.args)
+    if op == "acquire":
+        return protocol.parse_acquisition(header.args, arrays)
+    if op == "set_limits":
+        return _limits_args(header.args)
+    if op == "heartbeat":
+        return protocol.parse_heartbeat_args(header.args)
+    if op == "applied":
+        return protocol.parse_applied_args(header.args)
+    if arrays:
+        raise ProtocolError(f"{op} takes no array frames; got {sorted(arrays)}")
+    return None
 
 
 def bind_error(bind: str, exc: zmq.ZMQError) -> ConfigError:
