@@ -95,6 +95,23 @@ def _bench_driver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_security(args: argparse.Namespace) -> int:
+    from emauto.bench.security import run_security_benchmark
+    from emauto.io.results import print_result, save
+
+    result = run_security_benchmark(
+        messages=args.messages,
+        trials=args.trials,
+        watchdog_trials=args.watchdog_trials,
+        long_trials=args.long_trials,
+        big_messages=args.big_messages,
+        seed=args.seed,
+    )
+    save(result, args.save)
+    print_result(result, args.json)
+    return 0
+
+
 def _add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--connect", default="tcp://127.0.0.1:5555", help="server endpoint")
     parser.add_argument("--key", default=None, help="client .key_secret (CURVE)")
@@ -136,13 +153,32 @@ def add_commands(commands: Any) -> None:
 
 
 def add_bench(bench_tasks: Any) -> None:
-    """Register ``bench driver``."""
+    """Register ``bench driver`` and ``bench security``."""
     driver = bench_tasks.add_parser("driver", help="ZeroMQ driver: round trip and frame rate")
     driver.add_argument("--json", action="store_true", help="print one JSON object")
     driver.add_argument("--requests", type=int, default=2000, help="read/set round trips")
     driver.add_argument("--frames", type=int, default=300, help="512x512 frames")
     add_save_option(driver)
     driver.set_defaults(handler=_bench_driver)
+
+    security = bench_tasks.add_parser(
+        "security", help="ZeroMQ server: fuzz, kill -9/restart exactly-once, watchdog"
+    )
+    security.add_argument("--json", action="store_true", help="print one JSON object")
+    security.add_argument("--messages", type=int, default=20_000, help="fuzzed messages")
+    security.add_argument("--trials", type=int, default=20, help="kill -9/restart trials")
+    security.add_argument(
+        "--watchdog-trials", type=int, default=5, help="controlling client killed (-9)"
+    )
+    security.add_argument(
+        "--long-trials", type=int, default=3, help="legitimate acquisitions of 4 bounds"
+    )
+    security.add_argument(
+        "--big-messages", type=int, default=4, help="12-part messages of 8 MiB parts"
+    )
+    security.add_argument("--seed", type=int, default=0)
+    add_save_option(security)
+    security.set_defaults(handler=_bench_security)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -300,6 +300,11 @@ class RemoteMicroscope:
         result, _ = self._call("status")
         return dict(result)
 
+    @property
+    def last_seq(self) -> int | None:
+        """Sequence number of this client's latest request (for `applied`)."""
+        return self._channel.last_seq
+
     def applied(self, seq: int | None = None) -> dict[str, Any]:
         """Was this client's request ``seq`` (default: the last one before this call)
         applied? ``state``: ``applied``, ``failed``, ``interrupted`` (the server stopped while

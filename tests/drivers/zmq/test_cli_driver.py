@@ -103,3 +103,17 @@ def test_serve_on_a_port_in_use_is_a_clear_error_before_the_backend(
     # (the bad sim URI proves the backend was never built: the bind is checked first)
     assert main(["serve", "--bind", server.endpoint]) == 2
     assert "already in use" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_security_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    saved = tmp_path / "security.json"
+    args = ["bench", "security", "--json", "--messages", "200", "--trials", "1"]
+    args += ["--watchdog-trials", "1", "--long-trials", "1", "--big-messages", "0"]
+    assert main([*args, "--save", str(saved)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["messages_fuzzed"] == 200 and result["crashes"] == 0
+    assert result["backend_calls_from_invalid_input"] == 0
+    assert result["duplicate_applications"] == 0
+    assert result["watchdog_trips_in_long_acquisitions"] == 0
+    assert json.loads(saved.read_text()) == result
