@@ -193,7 +193,9 @@ def _hwm_mb(pid: int) -> float:
 # --------------------------------------------------------------------------- fuzz corpus
 
 
-def _header(rng: random.Random, n: int, op: str = "set", **fields: Any) -> dict[str, Any]:
+def _header(
+    n: int, op: str = "set", fields: dict[str, Any] | None = None, **more: Any
+) -> dict[str, Any]:
     header: dict[str, Any] = {
         "v": 1,
         "client": f"fz-{n}",
@@ -202,7 +204,8 @@ def _header(rng: random.Random, n: int, op: str = "set", **fields: Any) -> dict[
         "op": op,
         "args": {},
     }
-    header.update(fields)
+    header.update(fields or {})
+    header.update(more)
     return header
 
 
@@ -265,9 +268,9 @@ def _hostile(rng: random.Random, n: int) -> list[bytes]:
     if kind == 3:  # huge integers
         digits = "9" * rng.randrange(33, 6000)
         field = rng.choice(["seq", "v", "deadline_s"])
-        text = json.dumps(_header(rng, n, **{field: 0})).replace(f'"{field}": 0', "")
+        text = json.dumps(_header(n, fields={field: 0})).replace(f'"{field}": 0', "")
         return [text.replace("{", "{" + f'"{field}": {digits}, ', 1).encode()]
-    wrong = rng.choice(["0.01", True, False, None, [], {}, "1e-3", -1, 1e300])
+    wrong: Any = rng.choice(["0.01", True, False, None, [], {}, "1e-3", -1, 1e300])
     if kind == 4:  # wrong types in acquire
         field = rng.choice(["exposure_s", "wait_s", "probe_position_m", "dwell_s"])
         if field == "dwell_s":
@@ -280,35 +283,34 @@ def _hostile(rng: random.Random, n: int) -> list[bytes]:
             body = {"kind": "ronchigram", "exposure_s": 1e-3, field: wrong}
             if field == "exposure_s" and wrong in (-1, 1e300):
                 body[field] = "1e-3"
-        return [json.dumps(_header(rng, n, "acquire", args={"request": body})).encode()]
+        return [json.dumps(_header(n, "acquire", args={"request": body})).encode()]
     if kind == 5:  # wrong types in set and set_limits
         if rng.random() < 0.5:
             value = wrong if wrong not in (-1, 1e300) else "x"
             args: dict[str, Any] = {"setpoints": {"C10": value}}
-            return [json.dumps(_header(rng, n, "set", args=args)).encode()]
+            return [json.dumps(_header(n, "set", args=args)).encode()]
         field = rng.choice(["dose_budget_e", "heartbeat_interval_s", "readback"])
         value = wrong if wrong not in (-1, 1e300, True, False, None, {}) else "x"
         args = {"config": {field: value}}
-        return [json.dumps(_header(rng, n, "set_limits", args=args)).encode()]
+        return [json.dumps(_header(n, "set_limits", args=args)).encode()]
     if kind == 6:  # too many parts
         size = rng.randrange(0, 8192)
-        return [json.dumps(_header(rng, n)).encode()] + [b"\0" * size] * rng.randrange(4, 24)
+        return [json.dumps(_header(n)).encode()] + [b"\0" * size] * rng.randrange(4, 24)
     if kind == 7:  # arrays that do not match their description
         shape = [rng.randrange(0, 70) for _ in range(rng.randrange(0, 4))]
         meta = {"field": "positions_m", "dtype": rng.choice(["float64", "int32"]), "shape": shape}
-        header = _header(
-            rng,
+        described = _header(
             n,
             "acquire",
             args={"request": {"kind": "image", "scan": {"mode": "positions"}, "dwell_s": 1e-6}},
             arrays=[meta],
         )
-        return [json.dumps(header).encode(), b"\0" * rng.randrange(0, 600)]
+        return [json.dumps(described).encode(), b"\0" * rng.randrange(0, 600)]
     # an unknown op, version or field
     field, value = rng.choice(
         [("op", "launch"), ("v", 2), ("zz", 1), ("client", "a b"), ("deadline_s", 0)]
     )
-    return [json.dumps(_header(rng, n, **{field: value})).encode()]
+    return [json.dumps(_header(n, fields={field: value})).encode()]
 
 
 def _is_valid(frames: list[bytes]) -> bool:
@@ -378,6 +380,7 @@ def _fuzz(messages: int, big: int, seed: int, state: Path) -> dict[str, Any]:
             outstanding -= 1
         if outstanding >= 64:
             outstanding = 0  # some messages get no reply (e.g. a part count past ROUTER's)
+    small_peak = _hwm_mb(pid)  # before the large messages
     filler = b"\0" * (8 << 20)
     for index in range(big):
         socket.send_multipart([json.dumps({"seq": index}).encode()] + [filler] * 12)
@@ -411,6 +414,7 @@ def _fuzz(messages: int, big: int, seed: int, state: Path) -> dict[str, Any]:
         "backend_calls_from_invalid_input": int(counts["backend_calls"]),
         "rejected": int(counts["rejected"]),
         "peak_rss_growth_mb": round(max(peak - rss0, 0.0), 1),
+        "peak_rss_growth_mb_before_large_messages": round(max(small_peak - rss0, 0.0), 1),
         "audit_log_bytes": (state / "audit.jsonl").stat().st_size,
     }
 

@@ -197,12 +197,12 @@ class MicroscopeServer:
             return  # a stale (reordered or late-retried) request: the client moved on
         mutating = header.op in MUTATING
         if last is None and mutating and header.seq <= self.ledger.floor:
-            error = OutcomeUnknownError(
+            forgotten = OutcomeUnknownError(
                 f"{header.op} seq {header.seq}: this server no longer remembers client "
                 f"{header.client!r} and cannot tell a new command from a retry of one applied "
                 f"before; not applied. Start sequence numbers above {self.ledger.floor}"
             )
-            self._send(identity, protocol.encode_reply(header.seq, error=error))
+            self._send(identity, protocol.encode_reply(header.seq, error=forgotten))
             return
         try:  # arguments are checked before anything is logged or applied
             parsed = _parse_args(header, arrays)
