@@ -184,7 +184,7 @@ class Ledger:
             self._entries.move_to_end(key)
             while len(self._entries) > self.max_clients:
                 _, forgotten = self._entries.popitem(last=False)
-                self.floor = max(self.floor, forgotten[-1].seq)
+                self._raise_floor(forgotten[-1].seq)
             if self._fd is not None:
                 os.write(self._fd, line.encode())
                 if durable:
@@ -192,6 +192,12 @@ class Ledger:
                 self._lines += 1
                 if self._lines > 4 * len(self._entries) * self.history + 10_000:
                     self._compact_locked()
+
+    def _raise_floor(self, seq: int) -> None:
+        """Raise the floor to a forgotten client's ``seq``, but never above the clock in
+        microseconds (where clients start counting): a peer sending a huge ``seq`` must not
+        lock every new client out."""
+        self.floor = max(self.floor, min(seq, time.time_ns() // 1000))
 
     # ------------------------------------------------------------------ file
 
@@ -218,7 +224,7 @@ class Ledger:
                 self._entries.move_to_end(key)
                 while len(self._entries) > self.max_clients:
                     _, forgotten = self._entries.popitem(last=False)
-                    self.floor = max(self.floor, forgotten[-1].seq)
+                    self._raise_floor(forgotten[-1].seq)
         if bad:
             log.warning("ledger %s: skipped %d malformed line(s)", self.path, bad)
 

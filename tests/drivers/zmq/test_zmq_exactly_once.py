@@ -164,3 +164,24 @@ def test_typed_errors_round_trip() -> None:
 
         assert isinstance(error_from_reply(info), cls)
     assert json.dumps({"ok": True})
+
+
+def test_forgotten_clients_raise_a_floor_that_a_huge_seq_cannot_push_past_the_clock(
+    tmp_path: Path,
+) -> None:
+    import time
+
+    from emauto.drivers.zmq.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.jsonl", max_clients=2)
+    ledger.start("u/hostile", (1 << 62) - 1, "safe")
+    ledger.finish("u/hostile", (1 << 62) - 1, "safe", ok=True)
+    ledger.finish("u/a", 5, "read", ok=True)
+    ledger.finish("u/b", 7, "set", ok=True, header=b'{"v":1}')
+    assert not ledger.knows("u/hostile")
+    assert ledger.floor <= time.time_ns() // 1000  # a new client starts above it
+    ledger.close()
+    again = Ledger(tmp_path / "ledger.jsonl", max_clients=2)  # replayed and compacted
+    assert ledger.floor <= again.floor <= time.time_ns() // 1000
+    last = again.last("u/b")
+    assert last is not None and last.header == '{"v":1}' and last.ok
