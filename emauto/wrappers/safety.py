@@ -178,6 +178,18 @@ def strict_config(data: Any) -> SafetyConfig:
         raise ConfigError(f"invalid SafetyConfig: {problems}") from exc
 
 
+def _audit_args(request: Any) -> Any:
+    """An acquisition request for the audit log: a positions scan's positions are counted,
+    never copied (up to millions of points)."""
+    if not isinstance(request, BaseModel):
+        return None
+    if isinstance(request, ImageRequest) and isinstance(request.scan, PositionsScan):
+        args = request.model_dump(mode="json", exclude={"scan"})
+        args["scan"] = {"mode": "positions", "count": len(request.scan.positions_m)}
+        return args
+    return request.model_dump(mode="json")
+
+
 class SafeMicroscope(MicroscopeWrapper):
     """A Microscope that enforces `SafetyConfig` on ``backend`` (kept as ``microscope``);
     thread-safe. Every contract method is overridden: each passes the checks first.
@@ -406,7 +418,7 @@ class SafeMicroscope(MicroscopeWrapper):
         role: str = "agent",
     ) -> Frame:
         """Check the watchdog and the dose budget, then acquire."""
-        args = request.model_dump(mode="json") if isinstance(request, BaseModel) else None
+        args = _audit_args(request)
         with self._lock:
             try:
                 self._check_tripped()

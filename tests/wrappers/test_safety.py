@@ -232,3 +232,28 @@ def test_audit_log_rotates_at_its_size_bound(tmp_path: Path) -> None:
     assert all((tmp_path / name).stat().st_size <= 4096 for name in files)
     last = json.loads(path.read_text().splitlines()[-1])
     assert last["args"]["C10"] == 499e-9
+
+
+def test_audit_of_a_positions_scan_counts_positions_without_copying_them() -> None:
+    import tracemalloc
+
+    import numpy as np
+
+    from emauto.errors import DoseBudgetError
+    from emauto.microscope import ImageRequest, PositionsScan
+
+    scope, _, _ = make(SafetyConfig(dose_budget_e=1.0))
+    scope.set({"beam_blank": 0.0})
+    positions = np.zeros((1_000_000, 2))
+    request = ImageRequest(scan=PositionsScan(positions_m=positions), dwell_s=1e-6)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DoseBudgetError):
+            scope.acquire(request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB to audit a rejected scan"
+    record = scope.audit.records[-1]
+    assert record["outcome"] == "rejected"
+    assert record["args"]["scan"] == {"mode": "positions", "count": 1_000_000}
