@@ -175,3 +175,17 @@ class PolicySourceError(ConfigError):
     """A policy would be loaded from a path that a session or a plan names, not the user:
     only shipped policies, folders given on the command line, or folders the daemon's own
     configuration lists are loaded."""
+
+
+class AlreadyAppliedError(TransportError):
+    """A retried command was applied before and is not applied again, but its reply (e.g. an
+    acquisition's image) is no longer held: the server's reply cache let it go or restarted."""
+
+
+class OutcomeUnknownError(TransportError):
+    """The server cannot tell whether a command was applied (it stopped while the command ran,
+    or forgot the client); it was not applied again. Read the state before going on."""
+
+
+class AddressInUseError(ConfigError):
+    """The server's bind address is already taken (another server is listening there)."""

@@ -1,14 +1,18 @@
 """The daemon's control socket: ``status``, ``pause``, ``resume``, ``abort``, ``reset``.
 
-A ZeroMQ REP socket on loopback (or ipc://). A request is one JSON object
-``{"command": NAME}``; the reply is ``{"ok": true, "status": {...}}`` or ``{"ok": false,
-"error": {"type": ..., "message": ...}}``. Malformed requests get an error reply and change
-nothing.
+A ZeroMQ ROUTER socket on loopback (or ipc://), spoken to by REQ clients. A request is one
+single-part JSON object ``{"command": NAME}``; the reply is ``{"ok": true, "status": {...}}``
+or ``{"ok": false, "error": {"type": ..., "message": ...}}``. Malformed requests (several
+parts, bad JSON, unknown commands) get an error reply and change nothing. A ROUTER socket has
+no send/receive state machine, so no message can wedge it (a REP socket raised EFSM on a
+two-part request and stopped answering).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Literal
@@ -20,6 +24,8 @@ from emauto.errors import DeadlineExceededError, EmautoError, ProtocolError
 
 Command = Literal["status", "pause", "resume", "abort", "reset"]
 MAX_REQUEST_BYTES = 4096
+
+log = logging.getLogger(__name__)
 
 
 class ControlRequest(BaseModel):
@@ -34,7 +40,7 @@ class ControlServer:
         self.address = address
         self._handler = handler
         self._context = zmq.Context.instance()
-        self._socket = self._context.socket(zmq.REP)
+        self._socket = self._context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         try:
@@ -49,32 +55,59 @@ class ControlServer:
     def _serve(self) -> None:
         poller = zmq.Poller()
         poller.register(self._socket, zmq.POLLIN)
-        while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
-            try:
-                raw = self._socket.recv()
-            except zmq.ZMQError:
-                continue
-            self._socket.send(json.dumps(self._reply(raw)).encode())
-        self._socket.close()
+        try:
+            while not self._stop.is_set():
+                if not poller.poll(100):
+                    continue
+                try:
+                    frames = self._socket.recv_multipart()
+                except zmq.ZMQError:
+                    continue
+                self._answer(frames)
+        finally:
+            self._socket.close()
+
+    def _answer(self, frames: list[bytes]) -> None:
+        """Reply to one ROUTER message ``[identity, (b""), body...]`` (REQ adds the empty
+        delimiter; a DEALER may not)."""
+        identity, rest = frames[0], frames[1:]
+        envelope = [identity]
+        if rest and rest[0] == b"":
+            envelope.append(b"")
+            rest = rest[1:]
+        if len(rest) != 1:
+            reply = _error(
+                ProtocolError(f"expected a single-part request, got {len(rest)} part(s)")
+            )
+        else:
+            reply = self._reply(rest[0])
+        with contextlib.suppress(zmq.ZMQError):  # the peer went away: nothing to answer
+            self._socket.send_multipart([*envelope, json.dumps(reply).encode()], zmq.NOBLOCK)
 
     def _reply(self, raw: bytes) -> dict[str, Any]:
         try:
             request = ControlRequest.model_validate_json(raw)
             return {"ok": True, "status": self._handler(request.command)}
         except ValidationError as exc:
-            error: Exception = ProtocolError(
-                f'expected {{"command": one of {list(Command.__args__)}}}, got {raw[:200]!r}: '  # type: ignore[attr-defined]
-                f"{exc.errors()[0]['msg']}"
+            return _error(
+                ProtocolError(
+                    f'expected {{"command": one of {list(Command.__args__)}}}, '  # type: ignore[attr-defined]
+                    f"got {raw[:200]!r}: {exc.errors()[0]['msg']}"
+                )
             )
         except EmautoError as exc:
-            error = exc
-        return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)}}
+            return _error(exc)
+        except Exception as exc:  # a handler bug must not silence the control socket
+            log.exception("control command failed")
+            return _error(exc)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2.0)
+
+
+def _error(error: BaseException) -> dict[str, Any]:
+    return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)[:1000]}}
 
 
 def send_command(address: str, command: str, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -74,8 +74,11 @@ def _operator(args: argparse.Namespace) -> int:
             from emauto.units import load_yaml
             from emauto.wrappers.safety import SafetyConfig
 
+            # only the fields the file names travel: the server merges them into its
+            # configuration (a file of knob limits keeps the heartbeat and the dose budget)
             config = load_yaml(Path(args.file), SafetyConfig)
-            result = scope.set_limits(config.model_dump(mode="json"))
+            patch = config.model_dump(mode="json", exclude_unset=True)
+            result = scope.set_limits(patch, replace=args.replace)
     finally:
         scope.close(safe=False)  # an operator query leaves the beam as it is
     print(json.dumps(result, indent=2))
@@ -87,6 +90,23 @@ def _bench_driver(args: argparse.Namespace) -> int:
     from emauto.io.results import print_result, save
 
     result = run_driver_benchmark(requests=args.requests, frames=args.frames)
+    save(result, args.save)
+    print_result(result, args.json)
+    return 0
+
+
+def _bench_security(args: argparse.Namespace) -> int:
+    from emauto.bench.security import run_security_benchmark
+    from emauto.io.results import print_result, save
+
+    result = run_security_benchmark(
+        messages=args.messages,
+        trials=args.trials,
+        watchdog_trials=args.watchdog_trials,
+        long_trials=args.long_trials,
+        big_messages=args.big_messages,
+        seed=args.seed,
+    )
     save(result, args.save)
     print_result(result, args.json)
     return 0
@@ -120,19 +140,45 @@ def add_commands(commands: Any) -> None:
 
     operator = commands.add_parser("operator", help="operator commands to a running server")
     operator.add_argument("action", choices=("status", "reset-watchdog", "set-limits"))
-    operator.add_argument("--file", default=None, help="SafetyConfig YAML for set-limits")
+    operator.add_argument(
+        "--file", default=None, help="SafetyConfig YAML for set-limits (merged into the server's)"
+    )
+    operator.add_argument(
+        "--replace",
+        action="store_true",
+        help="set-limits: install the file as the whole configuration (every field required)",
+    )
     _add_connection(operator)
     operator.set_defaults(handler=_operator)
 
 
 def add_bench(bench_tasks: Any) -> None:
-    """Register ``bench driver``."""
+    """Register ``bench driver`` and ``bench security``."""
     driver = bench_tasks.add_parser("driver", help="ZeroMQ driver: round trip and frame rate")
     driver.add_argument("--json", action="store_true", help="print one JSON object")
     driver.add_argument("--requests", type=int, default=2000, help="read/set round trips")
     driver.add_argument("--frames", type=int, default=300, help="512x512 frames")
     add_save_option(driver)
     driver.set_defaults(handler=_bench_driver)
+
+    security = bench_tasks.add_parser(
+        "security", help="ZeroMQ server: fuzz, kill -9/restart exactly-once, watchdog"
+    )
+    security.add_argument("--json", action="store_true", help="print one JSON object")
+    security.add_argument("--messages", type=int, default=20_000, help="fuzzed messages")
+    security.add_argument("--trials", type=int, default=20, help="kill -9/restart trials")
+    security.add_argument(
+        "--watchdog-trials", type=int, default=5, help="controlling client killed (-9)"
+    )
+    security.add_argument(
+        "--long-trials", type=int, default=3, help="legitimate acquisitions of 4 bounds"
+    )
+    security.add_argument(
+        "--big-messages", type=int, default=4, help="12-part messages of 8 MiB parts"
+    )
+    security.add_argument("--seed", type=int, default=0)
+    add_save_option(security)
+    security.set_defaults(handler=_bench_security)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,26 +6,32 @@ Enforced for every command, before the backend sees it:
 - a maximum single step and a maximum rate (units/s) per knob;
 - a cumulative dose budget (electrons) over the session;
 - confirmation by readback within a tolerance and a timeout;
-- a heartbeat watchdog: after ``missed_heartbeats`` silent intervals the backend goes safe
-  (beam blanked, motion stopped) and stays tripped until an operator resets it.
+- a heartbeat watchdog on the controlling client (the one that last sent ``set`` or
+  ``acquire``; before any, the first one heard): after ``missed_heartbeats`` intervals
+  without a sign of life from it the backend goes safe (beam blanked, motion stopped) and
+  stays tripped until an operator resets it. Other clients' requests do not keep it alive; a
+  command in flight does (its start and its end count).
 
 Every accepted or rejected command is written to the audit log.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from emauto.errors import (
     ConfigError,
     DoseBudgetError,
     EmautoError,
+    InvalidRequestError,
     OutOfLimitsError,
     RateLimitError,
     ReadbackError,
@@ -117,18 +123,22 @@ def narrowed_knobs(knobs: Mapping[str, KnobSpec], config: SafetyConfig) -> dict[
     return out
 
 
+def scan_points(request: ImageRequest) -> int:
+    """Probe positions of a scan, from its declared shape (nothing is allocated)."""
+    scan = request.scan
+    if isinstance(scan, RasterScan):
+        return scan.shape[0] * scan.shape[1]
+    if isinstance(scan, PositionsScan):
+        return len(scan.positions_m)
+    assert isinstance(scan, SegmentsScan)
+    return sum(s.n_points for s in scan.segments)
+
+
 def beam_time_s(request: RonchigramRequest | ImageRequest, dwell_s: float) -> float:
     """Beam-on time of an acquisition, s (``dwell_s``: the scan_dwell knob, if unset)."""
     if isinstance(request, RonchigramRequest):
         return request.exposure_s
-    scan = request.scan
-    if isinstance(scan, RasterScan):
-        count = scan.shape[0] * scan.shape[1]
-    elif isinstance(scan, PositionsScan):
-        count = len(scan.positions_m)
-    else:
-        assert isinstance(scan, SegmentsScan)
-        count = sum(s.n_points for s in scan.segments)
+    count = scan_points(request)
     dwell = request.dwell_s if request.dwell_s is not None else dwell_s
     return dwell * count
 
@@ -138,6 +148,46 @@ def estimate_dose_e(
 ) -> float:
     """Electrons an acquisition will deliver: current x beam-on time / e."""
     return current_A * beam_time_s(request, dwell_s) / ELECTRON_CHARGE_C
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge recursively, ``None`` deletes, else replace."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def strict_config(data: Any) -> SafetyConfig:
+    """A `SafetyConfig` from JSON-like ``data`` with strict types; raises `ConfigError`."""
+    try:
+        return SafetyConfig.model_validate_json(json.dumps(data, allow_nan=False), strict=True)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                for e in exc.errors()[:5]
+            )
+        else:
+            problems = str(exc)
+        raise ConfigError(f"invalid SafetyConfig: {problems}") from exc
+
+
+def _audit_args(request: Any) -> Any:
+    """An acquisition request for the audit log: a positions scan's positions are counted,
+    never copied (up to millions of points)."""
+    if not isinstance(request, BaseModel):
+        return None
+    if isinstance(request, ImageRequest) and isinstance(request.scan, PositionsScan):
+        args = request.model_dump(mode="json", exclude={"scan"})
+        args["scan"] = {"mode": "positions", "count": len(request.scan.positions_m)}
+        return args
+    return request.model_dump(mode="json")
 
 
 class SafeMicroscope(MicroscopeWrapper):
@@ -164,7 +214,8 @@ class SafeMicroscope(MicroscopeWrapper):
         self._description = self._narrow(self.config)
         self._last_change: dict[str, float] = {}
         self._dose_used_e = 0.0
-        self._last_heartbeat: float | None = None
+        self._alive: OrderedDict[str, float] = OrderedDict()  # caller -> last sign of life
+        self._controller: str | None = None
         self._tripped = False
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -188,6 +239,38 @@ class SafeMicroscope(MicroscopeWrapper):
                 "set_limits", "accepted", caller=caller, args=config.model_dump(mode="json")
             )
 
+    def update_limits(
+        self, patch: Mapping[str, Any], *, replace: bool = False, caller: str = "local"
+    ) -> SafetyConfig:
+        """Change the safety configuration from a JSON ``patch`` (an operator command).
+
+        By default the patch is merged into the current configuration (RFC 7386 JSON merge
+        patch: a field given replaces, an object merges field by field, ``null`` restores the
+        default), so a file holding only knob limits keeps the heartbeat and the dose budget.
+        ``replace=True`` installs ``patch`` as the whole configuration and refuses one that
+        does not name every field. Types are strict (``true`` is not a number). Raises
+        `ConfigError`; nothing changes then."""
+        with self._lock:
+            try:
+                if not isinstance(patch, Mapping):
+                    raise ConfigError(f"set_limits: expected an object, got {type(patch).__name__}")
+                if replace:
+                    missing = sorted(set(SafetyConfig.model_fields) - set(patch))
+                    if missing:
+                        raise ConfigError(
+                            f"set_limits --replace: the configuration is incomplete, missing "
+                            f"{missing}; send every field or merge (the default) instead"
+                        )
+                    merged: Any = dict(patch)
+                else:
+                    merged = merge_patch(self.config.model_dump(mode="json"), patch)
+                config = strict_config(merged)
+            except EmautoError as exc:
+                self.audit.record("set_limits", "rejected", caller=caller, args=patch, error=exc)
+                raise
+            self.set_limits(config, caller=caller)
+            return config
+
     # ------------------------------------------------------------------ status
 
     @property
@@ -203,34 +286,53 @@ class SafeMicroscope(MicroscopeWrapper):
     def status(self) -> dict[str, Any]:
         """Watchdog, dose budget and limits, for operators."""
         with self._lock:
-            since = None
-            if self._last_heartbeat is not None:
-                since = self._clock() - self._last_heartbeat
             return {
                 "tripped": self._tripped,
                 "dose_used_e": self._dose_used_e,
                 "dose_budget_e": self.config.dose_budget_e,
                 "heartbeat_interval_s": self.config.heartbeat_interval_s,
                 "missed_heartbeats": self.config.missed_heartbeats,
-                "since_heartbeat_s": since,
+                "controller": self._controller,
+                "since_heartbeat_s": self._silence(),
                 "config": self.config.model_dump(mode="json"),
             }
 
     # ------------------------------------------------------------------ watchdog
 
     def heartbeat(self, *, caller: str = "local") -> None:
-        """The agent is alive; arms the watchdog on first call."""
-        del caller
+        """``caller`` is alive; the first caller heard arms the watchdog (until a command
+        makes its sender the controller)."""
         with self._lock:
-            self._last_heartbeat = self._clock()
+            self._touch(caller)
+            if self._controller is None:
+                self._controller = caller
+
+    def _touch(self, caller: str) -> None:
+        """Note a sign of life from ``caller`` (at most 1024 callers are remembered)."""
+        self._alive[caller] = self._clock()
+        self._alive.move_to_end(caller)
+        while len(self._alive) > 1024:
+            oldest = next(iter(self._alive))
+            if oldest == self._controller:
+                self._alive.move_to_end(oldest)
+                oldest = next(iter(self._alive))
+            del self._alive[oldest]
+
+    def _silence(self) -> float | None:
+        """Seconds since the controller's last sign of life (None: not armed)."""
+        if self._controller is None:
+            return None
+        last = self._alive.get(self._controller)
+        return None if last is None else self._clock() - last
 
     def check_watchdog(self) -> bool:
-        """Trip the watchdog if the agent has been silent too long; True when tripped."""
+        """Trip the watchdog if the controlling client has been silent too long; True when
+        tripped."""
         bound = self.config.watchdog_bound_s
         with self._lock:
-            if self._tripped or bound is None or self._last_heartbeat is None:
+            silent = self._silence()
+            if self._tripped or bound is None or silent is None:
                 return self._tripped
-            silent = self._clock() - self._last_heartbeat
             if silent <= bound:
                 return False
             self._tripped = True
@@ -239,7 +341,7 @@ class SafeMicroscope(MicroscopeWrapper):
                 "event",
                 caller="watchdog",
                 role="system",
-                args={"silent_s": silent, "bound_s": bound},
+                args={"silent_s": silent, "bound_s": bound, "controller": self._controller},
             )
             self._safe_backend()
             return True
@@ -248,7 +350,7 @@ class SafeMicroscope(MicroscopeWrapper):
         """Operator reset: re-enable commands (the beam stays blanked until set)."""
         with self._lock:
             self._tripped = False
-            self._last_heartbeat = None
+            self._controller = None
             self.audit.record("reset_watchdog", "accepted", caller=caller)
 
     def start_watchdog(self, period_s: float | None = None) -> None:
@@ -272,9 +374,9 @@ class SafeMicroscope(MicroscopeWrapper):
         return self._description
 
     def read(self, *, caller: str = "local", role: str = "agent") -> MicroscopeState:
-        """Read the backend (counts as a heartbeat)."""
-        del role
-        self.heartbeat(caller=caller)
+        """Read the backend (a heartbeat of ``caller``, unless the system reads)."""
+        if role != "system":
+            self.heartbeat(caller=caller)
         with self._lock:
             return self.microscope.read()
 
@@ -293,13 +395,15 @@ class SafeMicroscope(MicroscopeWrapper):
             except EmautoError as exc:
                 self.audit.record("set", "rejected", caller=caller, role=role, args=args, error=exc)
                 raise
-            self._last_heartbeat = self._clock()
+            self._command_from(caller)
             try:
                 state = self.microscope.set(checked)
                 state = self._confirm(checked, state)
             except EmautoError as exc:
                 self.audit.record("set", "failed", caller=caller, role=role, args=args, error=exc)
                 raise
+            finally:
+                self._touch(caller)  # a command in flight counts as life
             for name, value in checked.items():
                 if value != current.knobs.get(name):
                     self._last_change[name] = now
@@ -314,10 +418,11 @@ class SafeMicroscope(MicroscopeWrapper):
         role: str = "agent",
     ) -> Frame:
         """Check the watchdog and the dose budget, then acquire."""
-        args = request.model_dump(mode="json") if isinstance(request, BaseModel) else None
+        args = _audit_args(request)
         with self._lock:
             try:
                 self._check_tripped()
+                self._check_points(request)
                 budget = self.config.dose_budget_e
                 if budget is not None:
                     dwell = self.microscope.read().knobs.get("scan_dwell", 0.0)
@@ -333,7 +438,7 @@ class SafeMicroscope(MicroscopeWrapper):
                     "acquire", "rejected", caller=caller, role=role, args=args, error=exc
                 )
                 raise
-            self._last_heartbeat = self._clock()
+            self._command_from(caller)
             try:
                 frame = self.microscope.acquire(request)
             except EmautoError as exc:
@@ -341,6 +446,8 @@ class SafeMicroscope(MicroscopeWrapper):
                     "acquire", "failed", caller=caller, role=role, args=args, error=exc
                 )
                 raise
+            finally:
+                self._touch(caller)  # a command in flight counts as life
             self._dose_used_e += frame.dose_e
             self.audit.record(
                 "acquire",
@@ -368,6 +475,7 @@ class SafeMicroscope(MicroscopeWrapper):
             finally:
                 self.microscope.close()
                 self.audit.record("close", "accepted", role="system")
+                self.audit.close()
 
     # ------------------------------------------------------------------ internals
 
@@ -376,6 +484,20 @@ class SafeMicroscope(MicroscopeWrapper):
             self.microscope.safe()
         except Exception as exc:  # going safe must not raise past this layer
             self.audit.record("safe", "failed", role="system", error=exc)
+
+    def _command_from(self, caller: str) -> None:
+        """``caller`` commands: it becomes the controlling client the watchdog guards."""
+        self._touch(caller)
+        self._controller = caller
+
+    def _check_points(self, request: RonchigramRequest | ImageRequest) -> None:
+        """Refuse a scan over more positions than the backend's `ScanLimits.max_positions`,
+        counted before the backend allocates anything for it."""
+        if not isinstance(request, ImageRequest):
+            return
+        count, most = scan_points(request), self._hardware.scan.max_positions
+        if count > most:
+            raise InvalidRequestError(f"the scan has {count} positions, at most {most} are allowed")
 
     def _check_tripped(self) -> None:
         if self._tripped:
@@ -448,5 +570,7 @@ __all__ = [
     "SafetyConfig",
     "beam_time_s",
     "estimate_dose_e",
+    "merge_patch",
     "narrowed_knobs",
+    "scan_points",
 ]

@@ -196,3 +196,64 @@ def test_close_goes_safe() -> None:
     scope.set({"beam_blank": 0.0})
     scope.close()
     assert backend.safes >= 1 and backend.read().beam_blanked
+
+
+def test_audit_log_aggregates_a_flood_of_rejects(tmp_path: Path) -> None:
+    now = [0.0]
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, max_rejects_per_s=20, clock=lambda: now[0])
+    scope = SafeMicroscope(CountingBackend(), SafetyConfig(), audit=audit)
+    for index in range(10_000):  # a flood within one second
+        now[0] = index * 1e-4
+        with pytest.raises(OutOfLimitsError):
+            scope.set({"C10": 1.0}, caller="flood")
+    scope.set({"C10": 1e-7}, caller="agent")  # accepted commands are always written
+    now[0] = 1.5
+    audit.record("read", "accepted")
+    scope.close()
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    rejected = [r for r in records if r["outcome"] == "rejected"]
+    assert len(rejected) == 20
+    summary = [r for r in records if r["command"] == "audit"]
+    assert summary[0]["args"]["suppressed"] == 10_000 - 20
+    assert summary[0]["args"]["by"] == {"set/OutOfLimitsError": 10_000 - 20}
+    assert ("set", "accepted") in [(r["command"], r["outcome"]) for r in records]
+    assert path.stat().st_size < 20_000
+
+
+def test_audit_log_rotates_at_its_size_bound(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(path, max_bytes=4096, backups=2)
+    for index in range(500):
+        audit.record("set", "accepted", args={"C10": index * 1e-9})
+    audit.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2"]
+    assert all((tmp_path / name).stat().st_size <= 4096 for name in files)
+    last = json.loads(path.read_text().splitlines()[-1])
+    assert last["args"]["C10"] == 499e-9
+
+
+def test_audit_of_a_positions_scan_counts_positions_without_copying_them() -> None:
+    import tracemalloc
+
+    import numpy as np
+
+    from emauto.errors import DoseBudgetError
+    from emauto.microscope import ImageRequest, PositionsScan
+
+    scope, _, _ = make(SafetyConfig(dose_budget_e=1.0))
+    scope.set({"beam_blank": 0.0})
+    positions = np.zeros((1_000_000, 2))
+    request = ImageRequest(scan=PositionsScan(positions_m=positions), dwell_s=1e-6)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DoseBudgetError):
+            scope.acquire(request)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB to audit a rejected scan"
+    record = scope.audit.records[-1]
+    assert record["outcome"] == "rejected"
+    assert record["args"]["scan"] == {"mode": "positions", "count": 1_000_000}

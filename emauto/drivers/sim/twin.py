@@ -293,6 +293,22 @@ class SimulatedMicroscope:
         drift = self._effects.drift_offset(times_s)
         return self._effects.jitter(rotated + self._stage + shift - drift)
 
+    def _check_count(self, request: ImageRequest) -> None:
+        """Refuse a scan with more positions than `ScanLimits.max_positions`, counted from the
+        request's declared shape (raster, segments) before any position array exists."""
+        scan = request.scan
+        if isinstance(scan, RasterScan):
+            count = scan.shape[0] * scan.shape[1]
+        elif isinstance(scan, PositionsScan):
+            count = len(scan.positions_m)
+        else:
+            count = sum(segment.n_points for segment in scan.segments)
+        if count > self._description.scan.max_positions:
+            raise InvalidRequestError(
+                f"{count} positions requested, at most "
+                f"{self._description.scan.max_positions} allowed"
+            )
+
     def _check_positions(self, positions_m: np.ndarray) -> None:
         limit = self._description.scan.max_offset_m
         if positions_m.shape[0] > self._description.scan.max_positions:
@@ -402,6 +418,7 @@ class SimulatedMicroscope:
             raise InvalidRequestError(
                 f"unknown scan detector {request.detector!r}; this twin has 'adf'"
             )
+        self._check_count(request)  # from the declared shape, before anything is allocated
         positions, times, pixel = self._scan_positions(request)
         self._check_positions(positions)
         dwell = request.dwell_s if request.dwell_s is not None else self._knobs["scan_dwell"]

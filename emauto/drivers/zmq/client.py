@@ -77,6 +77,8 @@ class Channel:
         self._lock = threading.Lock()
         # time-based start: a client restarted with the same id is never taken for a stale one
         self._seq = time.time_ns() // 1000
+        #: sequence number of the latest request sent (for `RemoteMicroscope.applied`)
+        self.last_seq: int | None = None
         self._socket: zmq.Socket[Any] | None = None
         self.closed = False
 
@@ -116,6 +118,7 @@ class Channel:
             if self.closed:
                 raise ClosedError(f"the connection to {self.endpoint} is closed")
             self._seq += 1
+            self.last_seq = self._seq
             deadline = min(self.timeout_s + extra_s, 3600.0)
             frames = protocol.encode_request(
                 client=self.client_id,
@@ -140,7 +143,13 @@ class Channel:
                 self._drop()  # Lazy Pirate: a fresh socket, the same request
                 if attempt < self.retries:
                     time.sleep(self.backoff_s * 2**attempt)
-            hint = " (check the CURVE keys)" if self._curve is not None else ""
+            if self._curve is not None:
+                hint = " (check the CURVE keys)"
+            else:
+                hint = (
+                    "; is the server running? It may require CURVE keys: connect with "
+                    "?key=CLIENT.key_secret&server_key=server.key (--key/--server-key)"
+                )
             raise DeadlineExceededError(
                 f"{op}: no reply from {self.endpoint} within {deadline:g} s after "
                 f"{self.retries + 1} tries{hint}"
@@ -291,14 +300,36 @@ class RemoteMicroscope:
         result, _ = self._call("status")
         return dict(result)
 
+    @property
+    def last_seq(self) -> int | None:
+        """Sequence number of this client's latest request (for `applied`)."""
+        return self._channel.last_seq
+
+    def applied(self, seq: int | None = None) -> dict[str, Any]:
+        """Was this client's request ``seq`` (default: the last one before this call)
+        applied? ``state``: ``applied``, ``failed``, ``interrupted`` (the server stopped while
+        it ran), ``not_received`` (never arrived; a late copy will be dropped) or
+        ``forgotten``. Ask after a `DeadlineExceededError` before doing a command again."""
+        if seq is None:
+            seq = self._channel.last_seq
+            if seq is None:
+                raise InvalidRequestError("applied: this client has sent no request yet")
+        result, _ = self._call("applied", {"seq": seq})
+        return dict(result)
+
     def reset_watchdog(self) -> dict[str, Any]:
         """Operator only: re-enable commands after the watchdog tripped."""
         result, _ = self._call("reset_watchdog")
         return dict(result)
 
-    def set_limits(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Operator only: replace the server's `SafetyConfig`."""
-        result, _ = self._call("set_limits", {"config": dict(config)})
+    def set_limits(self, config: Mapping[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Operator only: merge ``config`` (JSON fields of `SafetyConfig`, ``None`` restores a
+        default) into the server's safety configuration; ``replace=True`` installs it whole
+        and the server refuses one that does not name every field."""
+        args: dict[str, Any] = {"config": dict(config)}
+        if replace:
+            args["replace"] = True
+        result, _ = self._call("set_limits", args)
         self._description = None
         return dict(result)
 
@@ -314,7 +345,7 @@ class RemoteMicroscope:
             try:
                 while not self._heartbeat_stop.wait(interval_s):
                     try:
-                        pulse.call("heartbeat")
+                        pulse.call("heartbeat", {"for": self.client_id})
                     except EmautoError:
                         continue
             finally:

@@ -34,7 +34,21 @@ class ServerConfig(StrictModel):
     bind: str = "tcp://127.0.0.1:5555"
     keys_dir: Path | None = Field(default=None, description="CURVE keys (emauto keys create)")
     audit_log: Path | None = Field(default=None, description="JSON Lines audit log")
+    ledger: Path | None = Field(
+        default=None,
+        description="request ledger for exactly-once across restarts (JSON Lines, fsync'd); "
+        "default: AUDIT_LOG.ledger beside the audit log, in memory only without one",
+    )
     safety: SafetyConfig = SafetyConfig(heartbeat_interval_s=1.0, missed_heartbeats=5)
+
+
+def ledger_path(config: ServerConfig) -> Path | None:
+    """Where the request ledger lives: ``ledger``, else beside the audit log, else nowhere."""
+    if config.ledger is not None:
+        return config.ledger
+    if config.audit_log is not None:
+        return config.audit_log.with_name(config.audit_log.name + ".ledger")
+    return None
 
 
 def load_server_config(path: Path) -> ServerConfig:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -28,6 +29,8 @@ from emauto.units import STRICT, StrictModel
 
 PROTOCOL_VERSION = 1
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
 #: Largest header, bytes.
 MAX_HEADER_BYTES = 256 * 1024
 #: Largest array frame in a request (positions), bytes.
@@ -36,6 +39,12 @@ MAX_REQUEST_FRAME_BYTES = 64 * 1024 * 1024
 MAX_REPLY_FRAME_BYTES = 512 * 1024 * 1024
 #: Most frames in one message (header + arrays).
 MAX_FRAMES = 4
+#: Deepest nesting of JSON arrays/objects in a header.
+MAX_JSON_DEPTH = 32
+#: Most digits of a JSON integer in a header (seq needs 19).
+MAX_INT_DIGITS = 32
+#: Most bytes of one request message, all frames together (header + positions).
+MAX_REQUEST_BYTES = MAX_HEADER_BYTES + MAX_REQUEST_FRAME_BYTES
 #: Array element types allowed on the wire.
 DTYPES = ("float32", "float64", "uint8", "uint16", "uint32", "int32")
 
@@ -51,6 +60,7 @@ AGENT_OPS = (
     "heartbeat",
     "status",
     "twin_truth",
+    "applied",
 )
 OPERATOR_OPS = ("reset_watchdog", "set_limits")
 OPS = AGENT_OPS + OPERATOR_OPS
@@ -92,6 +102,7 @@ class Request(StrictModel):
         "heartbeat",
         "status",
         "twin_truth",
+        "applied",
         "reset_watchdog",
         "set_limits",
     ]
@@ -126,6 +137,22 @@ class SetArgs(StrictModel):
     setpoints: dict[Annotated[str, Field(max_length=64)], float] = Field(max_length=256)
 
 
+class AppliedArgs(StrictModel):
+    """Arguments of ``applied``: which request of which client (default: the asking one)."""
+
+    model_config = _WIRE
+    client: ClientId | None = None
+    seq: int = Field(ge=0, lt=1 << 62)
+
+
+class HeartbeatArgs(StrictModel):
+    """Arguments of ``heartbeat``: ``for`` names the client id whose liveness it proves (a
+    heartbeat thread on its own socket beats for the client that commands)."""
+
+    model_config = _WIRE
+    for_client: ClientId | None = Field(default=None, alias="for")
+
+
 _ACQ: TypeAdapter[RonchigramRequest | ImageRequest] = TypeAdapter(AcquisitionRequest)
 
 
@@ -139,27 +166,64 @@ def dumps(model: BaseModel) -> bytes:
     ).encode()
 
 
-def _strict_json(raw: bytes, limit: int) -> Any:
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _json_depth_ok(text: str, limit: int) -> bool:
+    """True when no JSON array/object in ``text`` nests deeper than ``limit`` (brackets inside
+    strings do not count). Linear, no recursion; stops at the first bracket too deep."""
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return False
+        else:
+            depth -= 1
+    return True
+
+
+def _strict_json(raw: bytes | memoryview, limit: int) -> Any:
+    """Decode a header: at most ``limit`` bytes, UTF-8, nesting <= `MAX_JSON_DEPTH`, integers
+    of <= `MAX_INT_DIGITS` digits, finite floats; anything else is a `ProtocolError`."""
     if len(raw) > limit:
         raise ProtocolError(f"header of {len(raw)} bytes exceeds the limit of {limit} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"header is not UTF-8: {exc}") from exc
+    if ("[" in text or "{" in text) and not _json_depth_ok(text, MAX_JSON_DEPTH):
+        raise ProtocolError(f"header nests deeper than {MAX_JSON_DEPTH} arrays/objects")
 
     def no_constants(name: str) -> Any:
         raise ProtocolError(f"header contains {name}; non-finite numbers are not allowed")
 
     def finite(literal: str) -> float:
+        if len(literal) > 64:
+            raise ProtocolError(f"header number of {len(literal)} characters; at most 64")
         number = float(literal)
         if not math.isfinite(number):
             raise ProtocolError(f"header number {literal[:40]} overflows; expected a finite float")
         return number
 
+    def bounded_int(literal: str) -> int:
+        if len(literal.lstrip("-")) > MAX_INT_DIGITS:
+            raise ProtocolError(
+                f"header integer of {len(literal)} digits; at most {MAX_INT_DIGITS} digits"
+            )
+        return int(literal)
+
     try:
-        return json.loads(text, parse_constant=no_constants, parse_float=finite)
+        return json.loads(
+            text, parse_constant=no_constants, parse_float=finite, parse_int=bounded_int
+        )
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"header is not valid JSON: {exc}") from exc
+    except ProtocolError:
+        raise
+    except (ValueError, RecursionError) as exc:  # belt and braces: never past the decoder
+        raise ProtocolError(f"header cannot be decoded: {type(exc).__name__}") from exc
 
 
 def _validate(model: type[BaseModel], value: Any, what: str) -> Any:
@@ -173,7 +237,9 @@ def _validate(model: type[BaseModel], value: Any, what: str) -> Any:
         raise ProtocolError(f"invalid {what}: {detail}") from exc
 
 
-def _arrays(metas: Sequence[ArrayMeta], frames: Sequence[bytes], limit: int) -> dict[str, Any]:
+def _arrays(
+    metas: Sequence[ArrayMeta], frames: Sequence[bytes | memoryview], limit: int
+) -> dict[str, Any]:
     if len(metas) != len(frames):
         raise ProtocolError(f"header announces {len(metas)} array frame(s), {len(frames)} arrived")
     out: dict[str, np.ndarray] = {}
@@ -253,10 +319,18 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def decode_request(frames: Sequence[bytes]) -> tuple[Request, dict[str, np.ndarray]]:
-    """Validate a request's frames: sizes, header schema, version, array lengths."""
+def decode_request(
+    frames: Sequence[bytes | memoryview],
+) -> tuple[Request, dict[str, np.ndarray]]:
+    """Validate a request's frames: count, total size, header schema, version, array lengths
+    (frames may be memoryviews of the received message: nothing is copied before)."""
     if not 1 <= len(frames) <= MAX_FRAMES:
         raise ProtocolError(f"expected 1 to {MAX_FRAMES} frames, got {len(frames)}")
+    total = sum(len(frame) for frame in frames)
+    if total > MAX_REQUEST_BYTES:
+        raise ProtocolError(
+            f"request of {total} bytes exceeds the limit of {MAX_REQUEST_BYTES} bytes"
+        )
     header = _validate(Request, _strict_json(frames[0], MAX_HEADER_BYTES), "request header")
     if header.v != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -264,6 +338,18 @@ def decode_request(frames: Sequence[bytes]) -> tuple[Request, dict[str, np.ndarr
         )
     arrays = _arrays(header.arrays, frames[1:], MAX_REQUEST_FRAME_BYTES)
     return header, arrays
+
+
+def parse_applied_args(args: dict[str, Any]) -> AppliedArgs:
+    """The arguments of an ``applied`` request."""
+    parsed: AppliedArgs = _validate(AppliedArgs, args, "applied arguments")
+    return parsed
+
+
+def parse_heartbeat_args(args: dict[str, Any]) -> str | None:
+    """The client id a ``heartbeat`` beats for (None: the sender's own)."""
+    parsed: HeartbeatArgs = _validate(HeartbeatArgs, args, "heartbeat arguments")
+    return parsed.for_client
 
 
 def parse_set_args(args: dict[str, Any]) -> dict[str, float]:
@@ -275,27 +361,50 @@ def parse_set_args(args: dict[str, Any]) -> dict[str, float]:
 def parse_acquisition(
     args: dict[str, Any], arrays: dict[str, np.ndarray]
 ) -> RonchigramRequest | ImageRequest:
-    """The acquisition request of an ``acquire`` request (positions from their array frame)."""
+    """The acquisition request of an ``acquire`` request (positions from their array frame).
+
+    Strict: the JSON types must be the schema's (``"0.01"`` or ``true`` for a number is
+    refused; an integer is a valid float)."""
     if set(args) != {"request"} or not isinstance(args["request"], dict):
         raise ProtocolError(f"acquire expects args {{'request': {{...}}}}, got keys {sorted(args)}")
     body = dict(args["request"])
     scan = body.get("scan")
+    positions: np.ndarray | None = None
     if isinstance(scan, dict) and scan.get("mode") == "positions":
         if set(scan) != {"mode"} or "positions_m" not in arrays:
             raise ProtocolError("a positions scan sends positions_m as one binary frame only")
         positions = arrays["positions_m"]
         if positions.dtype != np.float64:
             raise ProtocolError(f"positions_m must be float64, got {positions.dtype}")
-        body["scan"] = {"mode": "positions", "positions_m": positions}
+        # the JSON part is checked strictly with a placeholder scan; the positions come from
+        # their typed binary frame
+        body["scan"] = {"mode": "raster", "shape": [1, 1]}
     elif arrays:
         raise ProtocolError(f"unexpected array frame(s) {sorted(arrays)} for this request")
     try:
-        return _ACQ.validate_python(body)
+        request = _ACQ.validate_json(json.dumps(body, allow_nan=False), strict=True)
+        if positions is not None:
+            assert isinstance(request, ImageRequest)
+            request = request.model_copy(update={"scan": PositionsScan(positions_m=positions)})
     except ValidationError as exc:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
         )
         raise ProtocolError(f"invalid acquisition request: {detail}") from exc
+    return request
+
+
+def parse_strict(model: type[ModelT], value: Any, what: str) -> ModelT:
+    """Validate a JSON value against ``model`` in strict JSON mode (no ``"1"`` or ``true``
+    for a number); a `ProtocolError` names the bad fields."""
+    try:
+        return model.model_validate_json(json.dumps(value, allow_nan=False), strict=True)
+    except ValidationError as exc:
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        raise ProtocolError(f"invalid {what}: {detail}") from exc
 
 
 # --------------------------------------------------------------------------- replies

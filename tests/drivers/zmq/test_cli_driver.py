@@ -88,3 +88,32 @@ def test_bad_limits_are_config_errors(thread_server: Any) -> None:
             remote.set_limits({"dose_budget_e": -1})
         with pytest.raises(ConfigError, match="inside the hardware limits"):
             remote.set_limits({"knobs": {"C10": {"upper": 1.0}}})
+
+
+def test_serve_on_a_port_in_use_is_a_clear_error_before_the_backend(
+    thread_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emauto.drivers.zmq.config import ServerConfig
+    from emauto.drivers.zmq.serve import make_server
+    from emauto.errors import AddressInUseError
+
+    server = thread_server(StaticMicroscope(shape=(8, 8)))
+    with pytest.raises(AddressInUseError, match="already in use"):
+        make_server(ServerConfig(bind=server.endpoint, backend="sim", sim_uri="sim://?nope=1"))
+    # (the bad sim URI proves the backend was never built: the bind is checked first)
+    assert main(["serve", "--bind", server.endpoint]) == 2
+    assert "already in use" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_security_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    saved = tmp_path / "security.json"
+    args = ["bench", "security", "--json", "--messages", "200", "--trials", "1"]
+    args += ["--watchdog-trials", "1", "--long-trials", "1", "--big-messages", "0"]
+    assert main([*args, "--save", str(saved)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["messages_fuzzed"] == 200 and result["crashes"] == 0
+    assert result["backend_calls_from_invalid_input"] == 0
+    assert result["duplicate_applications"] == 0
+    assert result["watchdog_trips_in_long_acquisitions"] == 0
+    assert json.loads(saved.read_text()) == result

@@ -85,6 +85,9 @@ def test_wrong_key_is_refused(keys: Path, tmp_path: Path, curve_server: Any) -> 
 def test_missing_key_is_refused(curve_server: Any) -> None:
     endpoint = curve_server.endpoint
     refused(lambda: RemoteMicroscope(endpoint, timeout_s=0.5, retries=0), curve_server)
+    # the error says that the server may want keys, and how to give them
+    with pytest.raises(DeadlineExceededError, match=r"may require CURVE keys.*key="):
+        RemoteMicroscope(endpoint, timeout_s=0.5, retries=0)
 
 
 def test_revoked_key_is_refused(keys: Path, curve_server: Any) -> None:

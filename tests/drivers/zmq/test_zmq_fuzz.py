@@ -3,6 +3,7 @@ never called (hypothesis drives a raw DEALER socket against a real server)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -56,8 +57,14 @@ def fuzz_target() -> Iterator[tuple[Any, SpyMicroscope, zmq.Socket[Any]]]:
     server.close()
 
 
+SEQ = itertools.count(1)
+
+
 def valid_header() -> dict[str, Any]:
-    return {"v": 1, "client": "fuzz", "seq": 1, "deadline_s": 1.0, "op": "set", "args": {}}
+    # a new client id each time: a repeated (client, seq) is answered from the ledger without
+    # reaching the handler, and a fuzzed huge seq would make every later request stale
+    n = next(SEQ)
+    return {"v": 1, "client": f"fuzz-{n}", "seq": n, "deadline_s": 1.0, "op": "set", "args": {}}
 
 
 def mutate(raw: bytes, cut: int, flip: int) -> bytes:
@@ -132,7 +139,7 @@ def test_fuzzed_frames_never_reach_the_backend(
 ) -> None:
     server, spy, socket = fuzz_target
     socket.send_multipart(frames)
-    if socket.poll(2000):
+    if socket.poll(1000):  # a stale seq (lower than the last) is dropped: no reply
         header, _ = protocol.decode_reply(socket.recv_multipart())
         assert not header.ok and header.error is not None
     assert spy.calls == []
@@ -157,3 +164,79 @@ def test_server_survives_fuzzing_and_oversized_messages(
         assert remote.read().knobs["C10"] == 0.0
     assert spy.calls == ["read", "safe"]  # close() makes the microscope safe
     spy.calls.clear()
+
+
+# hostile shapes (issue 17): deep nesting, huge integers, wrong JSON types where numbers
+# belong, too many parts; none may stop the server or reach the backend
+deep = st.builds(
+    lambda opener, depth: [(opener * depth).encode()],
+    st.sampled_from(["[", '{"a":', "[{}", '{"v":[']),
+    st.integers(min_value=33, max_value=60_000),
+)
+huge_numbers = st.builds(
+    lambda digits, key: [
+        json.dumps({**valid_header(), key: 0}).replace('": 0', '": ' + "9" * digits, 1).encode()
+    ],
+    st.integers(min_value=33, max_value=6000),
+    st.sampled_from(["seq", "v", "deadline_s"]),
+)
+not_a_number = st.sampled_from(["0.01", True, False, None, [], {}, "1e-3"])
+wrong_types = st.builds(
+    lambda field, value, kind: [
+        json.dumps(
+            {
+                **valid_header(),
+                "op": "acquire",
+                "args": {
+                    "request": (
+                        {"kind": "ronchigram", "exposure_s": 1e-3, field: value}
+                        if kind == "ronchigram"
+                        else {
+                            "kind": "image",
+                            "scan": {"mode": "raster", "shape": [4, value]},
+                            "dwell_s": 1e-6,
+                        }
+                    )
+                },
+            }
+        ).encode()
+    ],
+    st.sampled_from(["exposure_s", "wait_s", "probe_position_m"]),
+    not_a_number,
+    st.sampled_from(["ronchigram", "image"]),
+)
+bad_limits = st.builds(
+    lambda field, value: [
+        json.dumps(
+            {**valid_header(), "op": "set_limits", "args": {"config": {field: value}}}
+        ).encode()
+    ],
+    st.sampled_from(["dose_budget_e", "heartbeat_interval_s", "missed_heartbeats", "readback"]),
+    st.sampled_from(["0.01", [], {}, -1, 0, "yes", 1e300]),
+)
+many_parts = st.builds(
+    lambda count, size: [json.dumps(valid_header()).encode()] + [b"\x00" * size] * count,
+    st.integers(min_value=4, max_value=24),
+    st.integers(min_value=0, max_value=4096),
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(frames=st.one_of(deep, huge_numbers, wrong_types, bad_limits, many_parts))
+def test_hostile_messages_never_stop_the_server_or_reach_the_backend(
+    fuzz_target: tuple[Any, SpyMicroscope, zmq.Socket[Any]], frames: list[bytes]
+) -> None:
+    server, spy, socket = fuzz_target
+    before = server.scope.config
+    socket.send_multipart(frames)
+    assert socket.poll(5000), "no reply to a hostile message"
+    header, _ = protocol.decode_reply(socket.recv_multipart())
+    if header.ok:  # only a limits change that is valid may pass (e.g. missed_heartbeats: 1)
+        assert json.loads(frames[0])["op"] == "set_limits"
+        server.scope.set_limits(before)
+    assert spy.calls == []
+    assert server.thread.is_alive() and server.server.crashes == 0

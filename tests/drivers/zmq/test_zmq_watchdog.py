@@ -94,3 +94,37 @@ def test_client_close_goes_safe_unless_handing_over(thread_server: Any) -> None:
     remote = RemoteMicroscope(server.endpoint, timeout_s=5.0)
     remote.close()
     assert server.scope.microscope.read().beam_blanked
+
+
+def test_long_acquisition_by_a_heartbeating_client_does_not_trip(thread_server: Any) -> None:
+    from emauto.bench.security import SlowScanMicroscope
+    from emauto.microscope import ImageRequest, RasterScan
+
+    backend = SlowScanMicroscope(shape=(8, 8), s_per_point=1.2 / 4096)  # a 1.2 s scan
+    server = thread_server(backend, WATCHDOG)  # bound 0.3 s: 4 x shorter than the scan
+    with RemoteMicroscope(server.endpoint, timeout_s=5.0, heartbeat_s=0.05) as remote:
+        remote.set({"beam_blank": 0.0})
+        remote.acquire(ImageRequest(scan=RasterScan(shape=(64, 64)), dwell_s=2e-4))
+        time.sleep(0.2)
+        assert not remote.status()["tripped"]
+        remote.set({"C10": 1e-9})  # not refused
+    assert not [r for r in server.scope.audit.records if r["command"] == "watchdog"]
+
+
+def test_other_clients_polling_do_not_keep_a_dead_controller_alive(thread_server: Any) -> None:
+    server = thread_server(StaticMicroscope(shape=(8, 8)), WATCHDOG)
+    agent = RemoteMicroscope(server.endpoint, timeout_s=5.0, client_id="agent")
+    agent.set({"beam_blank": 0.0})
+    agent.close(safe=False)  # the controlling agent dies, beam on
+    died = time.monotonic()
+    with RemoteMicroscope(server.endpoint, timeout_s=5.0, client_id="monitor") as monitor:
+        tripped = False
+        while time.monotonic() - died < 5.0 and not tripped:
+            monitor.read()  # a second client polling every 0.1 s
+            tripped = monitor.status()["tripped"]
+            time.sleep(0.1)
+        assert tripped, "a monitor's reads kept the dead agent's watchdog alive"
+        assert monitor.read().beam_blanked
+    events = [r for r in server.scope.audit.records if r["command"] == "watchdog"]
+    assert events[0]["args"]["controller"].startswith("agent@")
+    assert events[0]["args"]["silent_s"] < 0.3 + 2.0
