@@ -1,7 +1,8 @@
 """Measurement as an action: the decisions a probe-tuning agent makes between frames.
 
 A decision is what an operator decides while tuning: measure the aberrations (a probe-shift
-measurement, `policies.probe_shift.measure`, with the probe over-focused by 40 or 60 nm), apply
+measurement, `policies.probe_shift.measure`, with the probe over-focused by 40 nm, or 40 nm
+further out than it is), apply
 the latest measurement's correction (with a gain per aberration group: the measurement reads
 B2 about 30 % and A2 15-20 % low), apply it and stop, or stop as it is. `DecisionCore` turns
 one decision into knob moves and frames on a `ProbeTuningEnv`, keeps the measurement and the
@@ -13,8 +14,11 @@ truth. The training env (`measure_env.MeasureCorrectEnv`), the learned policy
 Frames: a measurement takes three (the probe step, whose env frame is the reference, and
 two shifted frames the core takes itself on the env's microscope), a correction one, a
 stop none (the probe defocus is taken off, and at ``correct_and_stop`` the correction
-applied, without a frame). A decision that needs more frames than the budget has left ends
-the episode at the budget.
+applied, without a frame). As in `shift`: once a measurement of the episode was accepted, a
+refused one is retaken at once with the probe parked `shift_correct.RELOCATE_M` away (its
+own reference and drift frames: four more), and a position that worked is kept (five frames
+a measurement from then on). A decision that needs more frames than the budget has left
+ends the episode at the budget.
 
 Action: MultiDiscrete ``[5, 4, 4, 4]``: the mode (`Mode`), and the gain index (`GAINS`) for
 C1/A1, for B2 and for A2.
@@ -31,8 +35,12 @@ import numpy as np
 
 from emauto import optics
 from emauto.errors import MeasurementRefusedError
-from emauto.tasks.probe_tuning.policies.probe_shift import MAX_MISFIT_M, measure
-from emauto.tasks.probe_tuning.policies.shift_correct import STOP_STREHL
+from emauto.tasks.probe_tuning.policies.probe_shift import DEFAULT_DELTA_M, MAX_MISFIT_M, measure
+from emauto.tasks.probe_tuning.policies.shift_correct import (
+    RELOCATIONS,
+    STOP_STREHL,
+    relocated,
+)
 from emauto.wrappers.counting import CountingMicroscope
 
 if TYPE_CHECKING:
@@ -43,22 +51,26 @@ class Mode(IntEnum):
     """What to do next."""
 
     MEASURE_NEAR = 0  # probe 40 nm over focus, measure
-    MEASURE_FAR = 1  # probe 60 nm over focus, measure (the pattern folds less)
+    MEASURE_FAR = 1  # probe 40 nm further out than now (at most one C1 step), measure
     CORRECT = 2  # apply the latest measurement (gains), probe defocus off: one frame
     CORRECT_AND_STOP = 3  # apply it without a frame and declare the probe aligned
     STOP = 4  # take the probe defocus off without a frame and declare the probe aligned
 
 
-#: Probe over-focus of each measuring mode (m): the measurement reads a fine speckle 30-80 nm
-#: out of focus; 60 nm is one C1 step limit.
-PROBE_DEFOCUS_M = {Mode.MEASURE_NEAR: 40e-9, Mode.MEASURE_FAR: 60e-9}
+#: Probe over-focus of a near measurement and the step further out of a far one (m): the
+#: measurement reads a fine speckle 30-80 nm out of focus, further out where large
+#: aberrations fold the pattern (`shift` probes 40 nm further after a refusal). A far one
+#: goes at most one C1 step limit out, so that a stop can always take it off without a
+#: frame, and the probe never walks away when measurements keep failing.
+PROBE_DEFOCUS_M = {Mode.MEASURE_NEAR: 40e-9, Mode.MEASURE_FAR: 40e-9}
 #: Gains a correction may apply to the measured aberrations, per group.
 GAINS = (0.75, 1.0, 1.25, 1.5)
 UNIT_GAIN = GAINS.index(1.0)
 #: Knob groups that share a gain, in action order after the mode.
 GAIN_GROUPS = (("C10", "C12a", "C12b"), ("C21a", "C21b"), ("C23a", "C23b"))
 ACTION_NVEC = (len(Mode), len(GAINS), len(GAINS), len(GAINS))
-#: Frames each mode takes.
+#: Frames each mode takes (a measurement at the env's own probe position; `DecisionCore.
+#: frames_for` counts one away from it).
 FRAMES = {
     Mode.MEASURE_NEAR: 3,
     Mode.MEASURE_FAR: 3,
@@ -69,7 +81,7 @@ FRAMES = {
 #: Scale of each knob's value in the observation (m): the knob's start spread.
 _SCALE_M = {"C1": 50e-9, "A1": 20e-9, "B2": 300e-9, "A2": 300e-9}
 #: Length of the public observation vector.
-OBSERVATION_SIZE = 7 + 5 + 7 + 7 + 4 + len(Mode)
+OBSERVATION_SIZE = 7 + 5 + 7 + 7 + 6 + len(Mode)
 #: Length of the privileged vector (the twin's truth, for a critic while training).
 PRIVILEGED_SIZE = 7 + 2
 
@@ -139,7 +151,9 @@ class DecisionCore:
         self.env_frames = int(info["acquisitions"])
         self.own_frames = 0
         x, y = info["probe_position_m"]
-        self.position = (float(x), float(y))
+        self.env_position = (float(x), float(y))
+        self.position = self.env_position  # where measurements are taken
+        self.accepted = 0  # measurements accepted this episode
         self.offset_m = 0.0  # deliberate probe over-focus (m) in C10
         self.estimate: np.ndarray | None = None  # parked-probe aberrations (m), knob order
         self.misfit_m = 0.0
@@ -159,6 +173,13 @@ class DecisionCore:
     def frames_left(self) -> int:
         return self.budget - self.frames
 
+    def frames_for(self, mode: Mode) -> int:
+        """Frames ``mode`` takes now (a relocated measurement: its own reference and drift
+        frames beside the env's)."""
+        if mode in PROBE_DEFOCUS_M and self.position != self.env_position:
+            return FRAMES[mode] + 2
+        return FRAMES[mode]
+
     def predicted_strehl(self) -> float:
         """The Strehl ratio the latest measurement predicts at the parked probe (0: none)."""
         if self.estimate is None:
@@ -173,7 +194,8 @@ class DecisionCore:
         whether there is one, refusals, misfit, the predicted Strehl ratio and its phase
         potential, the previous estimate and the correction made since (so that a policy can
         see how far a correction got), frames left, measurements taken, probe defocus,
-        steps, and the last mode (one-hot)."""
+        steps, measurements accepted, whether the probe measures away from the env's
+        position, and the last mode (one-hot)."""
         estimate = np.zeros(len(self.knobs)) if self.estimate is None else self.estimate
         potential = 0.0
         if self.estimate is not None:
@@ -201,6 +223,8 @@ class DecisionCore:
                     min(self.measurements, 10) / 10,
                     self.offset_m / 60e-9,
                     min(self.env_frames, 30) / 30,
+                    min(self.accepted, 5) / 5,
+                    float(self.position != self.env_position),
                 ],
                 last,
             ]
@@ -216,7 +240,7 @@ class DecisionCore:
         mode = decision.mode
         if self.estimate is None and mode in (Mode.CORRECT, Mode.CORRECT_AND_STOP):
             mode = Mode.MEASURE_NEAR
-        if FRAMES[mode] > self.frames_left:
+        if self.frames_for(mode) > self.frames_left:
             return Plan(None, ends=True, final=self._undo_offset())
         self.last_mode = mode
         if mode is Mode.STOP:
@@ -227,6 +251,8 @@ class DecisionCore:
             self._pending = mode
             return Plan(self._correction(decision.gains))
         target = PROBE_DEFOCUS_M[mode]
+        if mode is Mode.MEASURE_FAR:
+            target = min(self.offset_m + target, float(self.step_limits[0]))
         change = np.zeros(len(self.knobs))
         change[0] = target - self.offset_m
         action = np.clip(change / self.step_limits, -1, 1)
@@ -251,20 +277,36 @@ class DecisionCore:
         frame = self.env.last_frame
         exposure = float(frame.exposure_s) if frame is not None else 1e-2
         self.measurements += 1
-        counter = CountingMicroscope(self.env.microscope)  # this measurement's own frames
-        try:
-            measured, _ = measure(
-                counter, self.position, self.knobs, exposure_s=exposure, reference=frame
-            )
-        except MeasurementRefusedError as exc:  # too few patches, or they disagree
-            self.estimate, self.refused = None, self.refused + 1
-            self.misfit_m = exc.misfit_m if exc.misfit_m is not None else 3 * MAX_MISFIT_M
+        attempts = 1 + (RELOCATIONS if self.accepted else 0)
+        for attempt in range(attempts):
+            position = self.position
+            if attempt > 0:
+                if self.frames_left < 4:  # a relocated measurement takes four frames
+                    break
+                limit = self.env.microscope.describe().scan.max_offset_m - DEFAULT_DELTA_M
+                position = relocated(self.position, attempt, limit)
+            at_env = position == self.env_position
+            counter = CountingMicroscope(self.env.microscope)  # this measurement's frames
+            try:
+                measured, _ = measure(
+                    counter,
+                    position,
+                    self.knobs,
+                    exposure_s=exposure,
+                    reference=frame if at_env else None,
+                    drift_frame=not at_env,
+                )
+            except MeasurementRefusedError as exc:  # too few patches, or they disagree
+                self.misfit_m = exc.misfit_m if exc.misfit_m is not None else 3 * MAX_MISFIT_M
+                continue
+            finally:
+                self.own_frames += counter.acquisitions
+            values = np.array([measured[k] for k in self.knobs])
+            values[0] -= self.offset_m  # the estimate at the parked probe
+            self.estimate, self.refused, self.misfit_m = values, 0, 0.0
+            self.position, self.accepted = position, self.accepted + 1
             return
-        finally:
-            self.own_frames += counter.acquisitions
-        values = np.array([measured[k] for k in self.knobs])
-        values[0] -= self.offset_m  # the estimate at the parked probe
-        self.estimate, self.refused, self.misfit_m = values, 0, 0.0
+        self.estimate, self.refused = None, self.refused + 1
 
     def _correction(self, gains: tuple[float, float, float]) -> np.ndarray:
         assert self.estimate is not None
@@ -284,7 +326,7 @@ class DecisionCore:
 
 
 def expert_decision(core: DecisionCore) -> Decision:
-    """The hand-built `shift` rules as decisions: measure (60 nm out after a refusal),
+    """The hand-built `shift` rules as decisions: measure (40 nm further out after a refusal),
     correct with unit gains, and correct-and-stop once the measurement predicts
     `shift_correct.STOP_STREHL`; after a correction, measure again (no relocation after a
     refusal, unlike `shift`)."""

@@ -55,8 +55,8 @@ class AlignProbeTask(StrictModel):
     policy_folder: str | None = Field(
         default=None,
         pattern=POLICY_FOLDER_NAME,
-        description="for 'rl': the NAME of a trained policy folder listed in the daemon "
-        "config's policy_folders (default: the shipped policy); never a path",
+        description="for 'rl' and 'rl_decide': the NAME of a trained policy folder listed in "
+        "the daemon config's policy_folders (default: the shipped policy); never a path",
     )
     max_acquisitions: int = Field(default=61, ge=2, le=10_000)
     detune: bool = False
@@ -77,7 +77,9 @@ class AlignProbeTask(StrictModel):
         from emauto.tasks.probe_tuning.policies.factories import reads_policy_folder
 
         if self.policy_folder is not None and not reads_policy_folder(self.policy):
-            raise ValueError(f"policy_folder is for policy 'rl', not {self.policy!r}")
+            raise ValueError(
+                f"policy_folder is for the policies 'rl' and 'rl_decide', not {self.policy!r}"
+            )
         return self
 
     def local_policy_folder(self, policy_folders: Mapping[str, Path] | None = None) -> str | None:

@@ -51,7 +51,7 @@ def test_each_decision_takes_its_frames_counted_at_the_microscope(
     _, info = env.reset(seed=3, options={"offsets": NEAR_ALIGNED})  # the fit is accepted
     core.reset(info)
     taken = []
-    for mode in (Mode.MEASURE_NEAR, Mode.CORRECT, Mode.MEASURE_FAR):
+    for mode in (Mode.MEASURE_NEAR, Mode.CORRECT, Mode.MEASURE_NEAR, Mode.MEASURE_FAR):
         before = counter.acquisitions
         plan = core.plan(Decision(mode))
         assert plan.action is not None and not plan.ends
@@ -59,8 +59,8 @@ def test_each_decision_takes_its_frames_counted_at_the_microscope(
         core.after_step(info)
         taken.append(counter.acquisitions - before)
         assert core.frames == counter.acquisitions
-    assert taken == [3, 1, 3]
-    assert core.offset_m == pytest.approx(60e-9)  # the probe is over-focused to measure
+    assert taken == [3, 1, 3, 3]
+    assert core.offset_m == pytest.approx(60e-9)  # 40 nm, then further out: one C1 step
     plan = core.plan(Decision(Mode.STOP))
     assert plan.ends and plan.declared and plan.final is not None
     assert plan.final[0] == pytest.approx(-1.0)  # 60 nm off again: one C1 step limit

@@ -116,10 +116,10 @@ _READS_ESTIMATOR = (cnn, cnn_then_shift, bayesian_optimisation, simplex)
 
 
 def reads_policy_folder(name: str) -> bool:
-    """Whether policy ``name`` loads a trained policy folder (``rl``)."""
+    """Whether policy ``name`` loads a trained policy folder (``rl``, ``rl_decide``)."""
     from emauto.tasks.probe_tuning.policies.registry import POLICIES
 
-    return POLICIES.load(name) is reinforcement_learning
+    return POLICIES.load(name) in (reinforcement_learning, decision_rl)
 
 
 def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:

@@ -193,12 +193,15 @@ class ProbeShiftPolicy:
         return self.last_frame()
 
     def _relocated(self, attempt: int) -> tuple[float, float]:
-        """``RELOCATE_M`` from the current position, a third of a turn further each attempt,
-        kept within the scan range."""
-        angle = 2 * math.pi * attempt / 3
-        x, y = self._position
-        limit = self._reach_m - self.delta_m
-        return (
-            min(max(x + RELOCATE_M * math.cos(angle), -limit), limit),
-            min(max(y + RELOCATE_M * math.sin(angle), -limit), limit),
-        )
+        return relocated(self._position, attempt, self._reach_m - self.delta_m)
+
+
+def relocated(position: tuple[float, float], attempt: int, limit_m: float) -> tuple[float, float]:
+    """``RELOCATE_M`` from ``position``, a third of a turn further each attempt, kept within
+    +-``limit_m`` (the scan range less the measurement's probe shift)."""
+    angle = 2 * math.pi * attempt / 3
+    x, y = position
+    return (
+        min(max(x + RELOCATE_M * math.cos(angle), -limit_m), limit_m),
+        min(max(y + RELOCATE_M * math.sin(angle), -limit_m), limit_m),
+    )
