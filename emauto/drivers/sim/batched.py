@@ -36,6 +36,7 @@ from emauto.drivers.sim.fast import (
     PaddedTransmission,
     band_limit,
     fresnel_propagator,
+    grid_chi_basis,
 )
 from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid
 from emauto.drivers.sim.specimens import Specimen
@@ -161,9 +162,7 @@ class BatchedRonchigramEngine:
         for t in transmissions:
             self._check_transmission(t)
         self.transmissions = transmissions
-        alpha_x, alpha_y = grid.angles()
-        self._alpha = (alpha_x.ravel(), alpha_y.ravel())
-        self._basis_full = optics.chi_basis(alpha_x.ravel(), alpha_y.ravel()).astype(np.float64)
+        self._alpha, self._basis_full = grid_chi_basis(grid)
         self._apertures: dict[tuple[float, float, float], _Aperture] = {}
         self._propagators: dict[float, torch.Tensor] = {}
         self._on_device: dict[int, tuple[PaddedTransmission, torch.Tensor]] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -125,6 +126,19 @@ class ApertureBasis:
         )
 
 
+@lru_cache(maxsize=8)
+def grid_chi_basis(grid: RonchigramGrid) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The grid's flat angles (alpha_x, alpha_y) (rad) and `optics.chi_basis` over them
+    (float64 (n_aberrations, gpts^2)); read-only, cached per grid: shared by every engine
+    on that grid (14 MB at 384^2, once instead of once per twin of a batch)."""
+    alpha_x, alpha_y = grid.angles()
+    alpha = (alpha_x.ravel(), alpha_y.ravel())
+    basis = optics.chi_basis(*alpha).astype(np.float64)
+    for array in (*alpha, basis):
+        array.flags.writeable = False
+    return alpha, basis
+
+
 def fresnel_propagator(grid: RonchigramGrid, slab_thickness_m: float) -> torch.Tensor:
     """Fresnel propagator over one slab (complex64 (gpts, gpts), unshifted), zero beyond the
     2/3 anti-aliasing cut-off."""
@@ -149,9 +163,7 @@ class FastRonchigramEngine:
         self._slab_thickness_m = specimen.slab_thickness_m
         self._sampling = specimen.sampling_m
         self.load_transmission(band_limit(specimen.transmission(energy_eV)))
-        alpha_x, alpha_y = grid.angles()
-        self._alpha = (alpha_x.ravel(), alpha_y.ravel())
-        self._basis_full = optics.chi_basis(alpha_x.ravel(), alpha_y.ravel()).astype(np.float64)
+        self._alpha, self._basis_full = grid_chi_basis(grid)
         self._aperture_basis: ApertureBasis | None = None
         self._propagator = fresnel_propagator(grid, specimen.slab_thickness_m)
         self.n_slabs = self.transmission.n_slabs
