@@ -294,7 +294,10 @@ def test_a_subset_of_twins_and_several_frames_each(tiny_carbon: Path, specimen_c
     batch = BatchedTwin.from_config(config, len(SEEDS), seeds=SEEDS)
     sequential = sequential_twins(config, batch[0].specimen)
     asked = requests(1)
-    plan = {0: [asked[0], asked[0], asked[0]], 2: asked[2]}
+    plan: dict[int, RonchigramRequest | list[RonchigramRequest]] = {
+        0: [asked[0], asked[0], asked[0]],
+        2: asked[2],
+    }
     frames = batch.acquire_many(plan)
     assert sorted(frames) == [0, 2] and len(frames[0]) == 3 and len(frames[2]) == 1
     for frame in frames[0]:
@@ -335,7 +338,7 @@ def test_a_bad_request_changes_no_twin(tiny_carbon: Path, specimen_cache: Path) 
     with pytest.raises(InvalidRequestError, match="out of range"):
         batch.acquire_many({3: good})
     with pytest.raises(InvalidRequestError, match="twin index"):
-        batch.acquire_many({True: good})  # type: ignore[dict-item]
+        batch.acquire_many({True: good})
     with pytest.raises(InvalidRequestError, match="RonchigramRequest"):
         batch.acquire_many({0: 5})  # type: ignore[dict-item]
 
