@@ -7,10 +7,14 @@ at `ProbeTuningConfig.start`'s widths, 30 mrad) at random specimen points, and t
 
 - ``engine``: `FastRonchigramEngine.ronchigram` once per frame (sequential) against one
   `BatchedRonchigramEngine.ronchigrams` call for N frames (batched), N = 1, 8, 32, 128;
+- ``sequential_torch_1_thread``: the sequential runs again with torch on one thread (its
+  pool of spinning threads is slow on shared cores);
 - ``twin``: the full acquisition with every effect on (lens lag, hysteresis, drift, scan
   jitter, shot noise at the dose, camera gain and read noise): ``acquire`` on N twins one
   after another against one `BatchedTwin.acquire_many` call for the same N twins;
-- ``fft_ceiling``: one orthonormal complex64 384 x 384 FFT (scipy, ``--threads`` workers) per
+- ``engine_oversample_1``: the same camera read without oversampling (a 192-pixel grid,
+  4x fewer pixels): sequential (torch on 1 thread) against batched, N = 32;
+- ``fft_384_per_s``: one orthonormal complex64 384 x 384 FFT (scipy, ``--threads`` workers) per
   second over a batch of 32: the batched engine needs about 1.5 of them a frame.
 
 Prints JSON: medians over ``--repeats`` (frames/s), the ratios batched/sequential within this
@@ -44,6 +48,7 @@ from emauto.drivers.sim.batched import BatchedRonchigramEngine
 from emauto.drivers.sim.batched_twin import BatchedTwin
 from emauto.drivers.sim.config import SimConfig
 from emauto.drivers.sim.probe import ProbeOptics
+from emauto.drivers.sim.twin import SimulatedMicroscope
 from emauto.microscope import RonchigramRequest
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.env import draw_start
@@ -165,11 +170,42 @@ def run(sizes: list[int], repeats: int, threads: int, seed: int) -> dict[str, ob
 
     sequential_twin()  # warm up
     twin_results["sequential"] = _median_rate(n_twin_seq, sequential_twin, repeats)
+    torch.set_num_threads(1)
+    twin_results["sequential_torch_1_thread"] = _median_rate(n_twin_seq, sequential_twin, repeats)
+    torch.set_num_threads(threads)
     for n in sizes:
         _progress(f"twin: batched, N = {n} ...")
         plan = {i: requests[i] for i in range(n)}
         batch.acquire_many(plan)  # warm up
         twin_results[f"batched_{n}"] = _median_rate(n, partial(batch.acquire_many, plan), repeats)
+
+    _progress("engine at camera oversample 1 (a 192-pixel grid) ...")
+    coarse_config = config.model_copy(
+        update={"ronchigram": config.ronchigram.model_copy(update={"oversample": 1})}
+    )
+    coarse = SimulatedMicroscope(coarse_config, specimen=first.specimen)
+    coarse_fast = coarse._ronchigram_engine
+    coarse_engine = BatchedRonchigramEngine.from_transmissions(
+        coarse.grid, [coarse_fast.transmission]
+    )
+    n_coarse = 32
+    probes_c, where_c = _probes(rng, n_coarse), points(n_coarse)
+    coarse_engine.ronchigrams(probes_c, where_c)  # warm up
+
+    def sequential_coarse() -> None:
+        for p, (x, y) in zip(probes_c, where_c, strict=True):
+            coarse_fast.ronchigram(p, (float(x), float(y)))
+
+    torch.set_num_threads(1)
+    coarse_sequential = _median_rate(n_coarse, sequential_coarse, repeats)
+    torch.set_num_threads(threads)
+    coarse_results = {
+        "simulation_grid": coarse.grid.gpts,
+        "sequential_torch_1_thread": coarse_sequential,
+        f"batched_{n_coarse}": _median_rate(
+            n_coarse, partial(coarse_engine.ronchigrams, probes_c, where_c), repeats
+        ),
+    }
 
     _progress("FFT ceiling ...")
     block = (rng.standard_normal((32, grid.gpts, grid.gpts)) + 0j).astype(np.complex64)
@@ -179,8 +215,8 @@ def run(sizes: list[int], repeats: int, threads: int, seed: int) -> dict[str, ob
         repeats,
     )
 
-    def ratios(results: dict[str, object]) -> dict[str, float]:
-        base = results["sequential"]["median"]  # type: ignore[index]
+    def ratios(results: dict[str, object], baseline: str) -> dict[str, float]:
+        base = results[baseline]["median"]  # type: ignore[index]
         return {
             key: round(value["median"] / base, 2)  # type: ignore[index]
             for key, value in results.items()
@@ -198,10 +234,13 @@ def run(sizes: list[int], repeats: int, threads: int, seed: int) -> dict[str, ob
         "repeats": repeats,
         "seed": seed,
         "engine": engine_results,
-        "engine_speedup": ratios(engine_results),
+        "engine_speedup": ratios(engine_results, "sequential"),
+        "engine_speedup_vs_torch_1_thread": ratios(engine_results, "sequential_torch_1_thread"),
         "twin": twin_results,
-        "twin_speedup": ratios(twin_results),
+        "twin_speedup": ratios(twin_results, "sequential"),
+        "twin_speedup_vs_torch_1_thread": ratios(twin_results, "sequential_torch_1_thread"),
         "fft_384_per_s": fft_rate,
+        "engine_oversample_1": coarse_results,
         "batched_vs_fast_max_peak_relative_error": float(f"{worst:.3g}"),
         "goal_per_s": GOAL_PER_S,
         "goal_met": best >= GOAL_PER_S,

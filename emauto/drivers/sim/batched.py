@@ -11,8 +11,9 @@ of at most ``max_batch`` frames). The probe's spectrum is non-zero only inside t
 (a disc of 1/3 of the grid's Nyquist angle), so the first inverse FFT transforms only the
 rows that hold the aperture before the column pass; the camera reads only the central 2/3
 of the far field, so the last FFT's column pass transforms only the camera's columns. On a
-CPU the FFTs run in `scipy.fft` (pocketfft on ``torch.get_num_threads()`` workers, about 2x
-torch's CPU FFT here); on CUDA in `torch.fft`.
+CPU the work is numpy and `scipy.fft` (pocketfft, about 2x torch's CPU FFT here, and no
+pool of spinning threads), whole chunks in parallel on ``torch.get_num_threads()`` threads
+(both release the GIL); on CUDA it is torch.
 
 `BatchedTwin` (`emauto.drivers.sim.batched_twin`) runs N twins' Ronchigram acquisitions
 through one of these engines.
@@ -21,7 +22,9 @@ through one of these engines.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -167,7 +170,9 @@ class BatchedRonchigramEngine:
         self._apertures: dict[tuple[float, float, float], _Aperture] = {}
         self._propagators: dict[float, torch.Tensor] = {}
         self._on_device: dict[int, tuple[PaddedTransmission, torch.Tensor]] = {}
-        self._buffers: dict[tuple[int, int], tuple[_Aperture, np.ndarray]] = {}
+        self._buffers: dict[tuple[int, int, int], tuple[_Aperture, np.ndarray]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_threads = 0
 
     @property
     def n_specimens(self) -> int:
@@ -225,12 +230,35 @@ class BatchedRonchigramEngine:
         for i, (probe, t) in enumerate(zip(probes, transmissions, strict=True)):
             key = ((probe.convergence_rad, *probe.tilt_rad), t.n_slabs, t.slab_thickness_m)
             groups.setdefault(key, []).append(i)
+        threads = torch.get_num_threads()
+        parallel = self._scipy and threads > 1
+        chunks: list[list[int]] = []
         for frames in groups.values():
-            for start in range(0, len(frames), self.max_batch):
-                chunk = frames[start : start + self.max_batch]
-                out[chunk] = self._chunk(
-                    [probes[i] for i in chunk], positions[chunk], [transmissions[i] for i in chunk]
-                )
+            self._aperture(probes[frames[0]])  # caches filled here, not in the workers
+            self._propagator(transmissions[frames[0]].slab_thickness_m)
+            n_chunks = math.ceil(len(frames) / self.max_batch)
+            if parallel:  # whole chunks in parallel, a multiple of the thread count
+                n_chunks = min(len(frames), math.ceil(max(n_chunks, threads) / threads) * threads)
+            chunks.extend(c.tolist() for c in np.array_split(np.array(frames), n_chunks))
+
+        def compute(chunk: list[int], workers: int) -> np.ndarray:
+            return self._chunk(
+                [probes[i] for i in chunk],
+                positions[chunk],
+                [transmissions[i] for i in chunk],
+                workers,
+            )
+
+        if parallel and len(chunks) > 1:
+            # numpy and pocketfft release the GIL: every step of a chunk runs in parallel
+            pool = self._thread_pool(threads)
+            for chunk, images in zip(
+                chunks, pool.map(compute, chunks, [1] * len(chunks)), strict=True
+            ):
+                out[chunk] = images
+        else:
+            for chunk in chunks:
+                out[chunk] = compute(chunk, threads)
         return out
 
     # ------------------------------------------------------------------ internals
@@ -282,12 +310,21 @@ class BatchedRonchigramEngine:
             self._apertures[key] = found
         return found
 
+    def _thread_pool(self, threads: int) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_threads != threads:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="batched-ronchigram")
+            self._pool_threads = threads
+        return self._pool
+
     def _spectrum_buffer(self, aperture: _Aperture, frames: int) -> np.ndarray:
-        """A kept (frames, gpts, gpts) complex64 buffer, zero outside ``aperture``'s rows."""
-        key = (id(aperture), frames)
+        """A kept (frames, gpts, gpts) complex64 buffer, zero outside ``aperture``'s rows
+        (one per thread)."""
+        key = (id(aperture), frames, threading.get_ident())
         found = self._buffers.get(key)
         if found is None or found[0] is not aperture:
-            if len(self._buffers) >= 4:  # a full chunk and a last one, at most two apertures
+            if len(self._buffers) >= 16:  # chunk sizes x apertures x threads
                 self._buffers.clear()
             n = self.grid.gpts
             found = (aperture, np.zeros((frames, n, n), dtype=np.complex64))
@@ -317,8 +354,10 @@ class BatchedRonchigramEngine:
         probes: list[ProbeOptics],
         positions: np.ndarray,
         transmissions: list[PaddedTransmission],
+        workers: int,
     ) -> np.ndarray:
-        """One chunk of frames sharing an aperture and a slab structure: (B, S, S)."""
+        """One chunk of frames sharing an aperture and a slab structure: (B, S, S), its
+        FFTs on ``workers`` threads (the CPU path)."""
         n = self.grid.gpts
         aperture = self._aperture(probes[0])
         scale = 2 * math.pi / self.grid.wavelength_m
@@ -337,6 +376,7 @@ class BatchedRonchigramEngine:
                 windows,
                 [t.padded.numpy() for t in transmissions],
                 transmissions[0].slab_thickness_m,
+                workers,
             )
         return self._chunk_torch(
             aperture,
@@ -355,11 +395,11 @@ class BatchedRonchigramEngine:
         windows: list[tuple[int, int]],
         padded: list[np.ndarray],
         slab_thickness_m: float,
+        workers: int,
     ) -> np.ndarray:
-        """The CPU path: numpy element-wise (one thread, no spinning pool) and scipy's FFTs
-        on ``torch.get_num_threads()`` workers. Same steps as `_chunk_torch`."""
+        """The CPU path: numpy element-wise (no spinning thread pool) and scipy's FFTs on
+        ``workers`` threads. Same steps as `_chunk_torch`."""
         grid, n, b_frames = self.grid, self.grid.gpts, len(windows)
-        workers = torch.get_num_threads()
 
         def fft(x: np.ndarray, axis: int, inverse: bool = False) -> np.ndarray:
             transform = scipy.fft.ifft if inverse else scipy.fft.fft

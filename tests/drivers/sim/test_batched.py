@@ -91,6 +91,28 @@ def test_each_batched_ronchigram_equals_the_fast_engines(
         assert_frames_close(batched[i], fast.ronchigram(probe, tuple(positions[i])))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_thread_or_chunks_in_parallel_give_the_same_frames(
+    small_twin: SimulatedMicroscope, threads: int
+) -> None:
+    """On the CPU whole chunks run in parallel on torch's thread count: same frames."""
+    rng = np.random.default_rng(7)
+    probes = random_probes(rng, 9)
+    positions = rng.uniform(0, 3e-9, size=(9, 2))
+    engine = BatchedRonchigramEngine.from_transmissions(
+        small_twin.grid, [small_twin._ronchigram_engine.transmission], max_batch=2
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        batched = engine.ronchigrams(probes, positions)
+    finally:
+        torch.set_num_threads(before)
+    fast = small_twin._ronchigram_engine
+    for i, probe in enumerate(probes):
+        assert_frames_close(batched[i], fast.ronchigram(probe, tuple(positions[i])))
+
+
 def test_batched_multislice_equals_the_fast_engines(
     tiny_carbon: Path, specimen_cache: Path
 ) -> None:
