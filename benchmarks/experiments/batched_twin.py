@@ -1,26 +1,27 @@
 """Experiment: Ronchigrams per second, sequential twin against the batched twin (issue 18.3).
 
 The probe-tuning microscope (``sim://``: amorphous carbon, the 128 x 128 camera, a
-384 x 384 simulation grid, one slab), on ``--threads`` CPU threads (torch, scipy's FFT
-workers, BLAS). Each repeat draws N probes as a probe-tuning episode starts (C1, A1, B2, A2
-at `ProbeTuningConfig.start`'s widths, 30 mrad) at random specimen points, and times:
+384 x 384 simulation grid, one slab), BLAS and scipy limited to ``--threads``. Probes are
+drawn as probe-tuning episodes start (C1, A1, B2, A2 at `ProbeTuningConfig.start`'s widths,
+30 mrad), at random specimen points. Cases (torch threads in brackets):
 
-- ``engine``: `FastRonchigramEngine.ronchigram` once per frame (sequential) against one
-  `BatchedRonchigramEngine.ronchigrams` call for N frames (batched), N = 1, 8, 32, 128;
-- ``sequential_torch_1_thread``: the sequential runs again with torch on one thread (its
-  pool of spinning threads is slow on shared cores);
+- ``engine``: `FastRonchigramEngine.ronchigram` once per frame for 32 frames, ``sequential``
+  [threads] and ``sequential_torch_1_thread`` [1] (torch's pool of spinning threads is slow
+  on shared cores), against one `BatchedRonchigramEngine.ronchigrams` call of N frames,
+  ``batched_N`` [threads], N = 1, 8, 32, 128, and ``batched_32_1_thread`` [1];
 - ``twin``: the full acquisition with every effect on (lens lag, hysteresis, drift, scan
-  jitter, shot noise at the dose, camera gain and read noise): ``acquire`` on N twins one
-  after another against one `BatchedTwin.acquire_many` call for the same N twins;
+  jitter, shot noise at a probe-tuning dose, camera gain and read noise): ``acquire`` on 32
+  twins one after another against one `BatchedTwin.acquire_many` call for N twins;
 - ``engine_oversample_1``: the same camera read without oversampling (a 192-pixel grid,
-  4x fewer pixels): sequential (torch on 1 thread) against batched, N = 32;
-- ``fft_384_per_s``: one orthonormal complex64 384 x 384 FFT (scipy, ``--threads`` workers) per
-  second over a batch of 32: the batched engine needs about 1.5 of them a frame.
+  4x fewer pixels), sequential [1] against batched, N = 32 [threads];
+- ``fft_384_per_s``: complex64 384 x 384 FFTs per second (scipy, batches of 32): the
+  batched engine needs about 1.5 of them a frame.
 
-Prints JSON: medians over ``--repeats`` (frames/s), the ratios batched/sequential within this
-run, and the largest difference between the batched and the sequential engine's frames
-(relative to the frame's peak). Speeds depend on the machine and its load; the figures in
-benchmarks/README.md come from one run on a shared 2-core machine, so quote ratios.
+Every repeat times every case once, one after another (interleaved, so that all cases see
+the same load). Prints JSON: per case the median frames/s, each repeat's, and the median
+CPU time per frame (all threads of the process, less sensitive to a shared machine's load
+than the wall clock); the ratios batched / sequential within this run; the largest
+difference between the batched and the fast engine's frames (relative to the peak).
 
     nice -n 10 python benchmarks/experiments/batched_twin.py --repeats 5 \
         > benchmarks/batched-twin-latest.json
@@ -36,6 +37,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -47,6 +49,7 @@ from emauto import optics
 from emauto.drivers.sim.batched import BatchedRonchigramEngine
 from emauto.drivers.sim.batched_twin import BatchedTwin
 from emauto.drivers.sim.config import SimConfig
+from emauto.drivers.sim.fast import FastRonchigramEngine
 from emauto.drivers.sim.probe import ProbeOptics
 from emauto.drivers.sim.twin import SimulatedMicroscope
 from emauto.microscope import RonchigramRequest
@@ -71,14 +74,31 @@ def _probes(rng: np.random.Generator, n: int) -> list[ProbeOptics]:
     return probes
 
 
-def _median_rate(frames: int, run: Callable[[], object], repeats: int) -> dict[str, object]:
-    """Frames per second of ``run`` (which makes ``frames`` frames): median and each repeat."""
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        rates.append(frames / (time.perf_counter() - start))
-    return {"median": round(float(np.median(rates)), 1), "repeats": [round(r, 1) for r in rates]}
+@dataclass
+class Case:
+    """One timed thing: ``run`` makes ``frames`` Ronchigrams with torch on ``threads``."""
+
+    frames: int
+    run: Callable[[], object]
+    threads: int
+    rates: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+    def time(self) -> None:
+        torch.set_num_threads(self.threads)
+        cpu, wall = time.process_time(), time.perf_counter()
+        self.run()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        self.rates.append(self.frames / wall)
+        self.cpu_ms.append(1e3 * cpu / self.frames)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "median": round(float(np.median(self.rates)), 1),
+            "repeats": [round(r, 1) for r in self.rates],
+            "cpu_ms_per_frame": round(float(np.median(self.cpu_ms)), 2),
+            "threads": self.threads,
+        }
 
 
 def main() -> None:
@@ -89,7 +109,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
         result = run(sizes, args.repeats, args.threads, args.seed)
     result["command"] = " ".join(
@@ -121,65 +140,58 @@ def run(sizes: list[int], repeats: int, threads: int, seed: int) -> dict[str, ob
         for b, p, (x, y) in zip(batched, probes, where, strict=True)
     )
 
-    _progress("engine: sequential fast engine ...")
+    def sequential(
+        engine: FastRonchigramEngine, probes: list[ProbeOptics], where: np.ndarray
+    ) -> Callable[[], None]:
+        def go() -> None:
+            for p, (x, y) in zip(probes, where, strict=True):
+                engine.ronchigram(p, (float(x), float(y)))
+
+        return go
+
     n_seq = 32
-    probes, where = _probes(rng, n_seq), points(n_seq)
-    fast.ronchigram(probes[0], (0.0, 0.0))  # warm up
-
-    def sequential_engine() -> None:
-        for p, (x, y) in zip(probes, where, strict=True):
-            fast.ronchigram(p, (float(x), float(y)))
-
-    engine_results: dict[str, object] = {
-        "sequential": _median_rate(n_seq, sequential_engine, repeats)
+    seq_probes, seq_where = _probes(rng, n_seq), points(n_seq)
+    engine_cases = {
+        "sequential": Case(n_seq, sequential(fast, seq_probes, seq_where), threads),
+        "sequential_torch_1_thread": Case(n_seq, sequential(fast, seq_probes, seq_where), 1),
     }
-    torch.set_num_threads(1)  # torch's pool of spinning threads slows it on shared cores
-    engine_results["sequential_torch_1_thread"] = _median_rate(n_seq, sequential_engine, repeats)
-    torch.set_num_threads(threads)
     for n in sizes:
-        _progress(f"engine: batched, N = {n} ...")
-        probes_n, where_n = _probes(rng, n), points(n)
-        engine.ronchigrams(probes_n, where_n)  # warm up
-        engine_results[f"batched_{n}"] = _median_rate(
-            n, partial(engine.ronchigrams, probes_n, where_n), repeats
-        )
+        args = (_probes(rng, n), points(n))
+        engine_cases[f"batched_{n}"] = Case(n, partial(engine.ronchigrams, *args), threads)
+    engine_cases["batched_32_1_thread"] = Case(
+        32, partial(engine.ronchigrams, _probes(rng, 32), points(32)), 1
+    )
 
     # the full twin: every effect on, a probe-tuning step's request (dose and wait)
-    twin_results: dict[str, object] = {}
-    reach = ProbeTuningConfig().max_probe_offset_m
-    load_before = os.getloadavg()
     tuning = ProbeTuningConfig()
     for scope in batch.microscopes:  # an episode's start: detuned, 30 mrad
         knobs = scope.read().knobs
         setpoints = {k: knobs[k] + v for k, v in draw_start(tuning, rng).items()}
         scope.set({**setpoints, "convergence_angle": tuning.convergence_rad})
+    reach = tuning.max_probe_offset_m
     requests = [
         RonchigramRequest(
             exposure_s=float(math.exp(rng.uniform(math.log(2e-3), math.log(2e-2)))),
             probe_position_m=(float(rng.uniform(-reach, reach)), float(rng.uniform(-reach, reach))),
-            wait_s=0.1,
+            wait_s=tuning.lens_wait_s,
         )
         for _ in range(largest)
     ]
-    _progress("twin: sequential acquire ...")
     n_twin_seq = min(32, largest)
 
     def sequential_twin() -> None:
         for scope, request in zip(batch.microscopes[:n_twin_seq], requests, strict=False):
             scope.acquire(request)
 
-    sequential_twin()  # warm up
-    twin_results["sequential"] = _median_rate(n_twin_seq, sequential_twin, repeats)
-    torch.set_num_threads(1)
-    twin_results["sequential_torch_1_thread"] = _median_rate(n_twin_seq, sequential_twin, repeats)
-    torch.set_num_threads(threads)
+    twin_cases = {
+        "sequential": Case(n_twin_seq, sequential_twin, threads),
+        "sequential_torch_1_thread": Case(n_twin_seq, sequential_twin, 1),
+    }
     for n in sizes:
-        _progress(f"twin: batched, N = {n} ...")
         plan = {i: requests[i] for i in range(n)}
-        batch.acquire_many(plan)  # warm up
-        twin_results[f"batched_{n}"] = _median_rate(n, partial(batch.acquire_many, plan), repeats)
+        twin_cases[f"batched_{n}"] = Case(n, partial(batch.acquire_many, plan), threads)
 
-    _progress("engine at camera oversample 1 (a 192-pixel grid) ...")
+    # the same camera without oversampling: a 192-pixel grid
     coarse_config = config.model_copy(
         update={"ronchigram": config.ronchigram.model_copy(update={"oversample": 1})}
     )
@@ -188,44 +200,51 @@ def run(sizes: list[int], repeats: int, threads: int, seed: int) -> dict[str, ob
     coarse_engine = BatchedRonchigramEngine.from_transmissions(
         coarse.grid, [coarse_fast.transmission]
     )
-    n_coarse = 32
-    probes_c, where_c = _probes(rng, n_coarse), points(n_coarse)
-    coarse_engine.ronchigrams(probes_c, where_c)  # warm up
-
-    def sequential_coarse() -> None:
-        for p, (x, y) in zip(probes_c, where_c, strict=True):
-            coarse_fast.ronchigram(p, (float(x), float(y)))
-
-    torch.set_num_threads(1)
-    coarse_sequential = _median_rate(n_coarse, sequential_coarse, repeats)
-    torch.set_num_threads(threads)
-    coarse_results = {
-        "simulation_grid": coarse.grid.gpts,
-        "sequential_torch_1_thread": coarse_sequential,
-        f"batched_{n_coarse}": _median_rate(
-            n_coarse, partial(coarse_engine.ronchigrams, probes_c, where_c), repeats
+    coarse_probes, coarse_where = _probes(rng, 32), points(32)
+    coarse_cases = {
+        "sequential_torch_1_thread": Case(
+            32, sequential(coarse_fast, coarse_probes, coarse_where), 1
+        ),
+        "batched_32": Case(
+            32, partial(coarse_engine.ronchigrams, coarse_probes, coarse_where), threads
         ),
     }
 
-    _progress("FFT ceiling ...")
     block = (rng.standard_normal((32, grid.gpts, grid.gpts)) + 0j).astype(np.complex64)
-    fft_rate = _median_rate(
-        32,
-        lambda: scipy.fft.fft2(block, norm="ortho", workers=threads),
-        repeats,
-    )
+    fft_cases = {
+        f"{w}_workers": Case(32, partial(scipy.fft.fft2, block, norm="ortho", workers=w), w)
+        for w in sorted({1, threads})
+    }
 
-    def ratios(results: dict[str, object], baseline: str) -> dict[str, float]:
-        base = results[baseline]["median"]  # type: ignore[index]
+    everything = [
+        *engine_cases.values(),
+        *twin_cases.values(),
+        *coarse_cases.values(),
+        *fft_cases.values(),
+    ]
+    for case in everything:  # warm up
+        case.run()
+    load_before = os.getloadavg()
+    for r in range(repeats):  # interleaved: every case sees each repeat's load
+        _progress(f"repeat {r + 1} of {repeats} ...")
+        for case in everything:
+            case.time()
+    torch.set_num_threads(threads)
+
+    def table(cases: dict[str, Case]) -> dict[str, object]:
+        return {name: case.summary() for name, case in cases.items()}
+
+    def ratios(cases: dict[str, Case], baseline: str) -> dict[str, float]:
+        base = float(np.median(cases[baseline].rates))
         return {
-            key: round(value["median"] / base, 2)  # type: ignore[index]
-            for key, value in results.items()
-            if not key.startswith("sequential")
+            name: round(float(np.median(case.rates)) / base, 2)
+            for name, case in cases.items()
+            if name.startswith("batched")
         }
 
-    best = max(v["median"] for k, v in twin_results.items() if k.startswith("batched"))  # type: ignore[index]
+    best = max(float(np.median(c.rates)) for n, c in twin_cases.items() if n.startswith("batched"))
     return {
-        "unit": "Ronchigrams per second (median over repeats)",
+        "unit": "Ronchigrams per second (median over interleaved repeats); CPU ms per frame",
         "camera": list(first.config.ronchigram.shape),
         "simulation_grid": grid.gpts,
         "slabs": fast.n_slabs,
@@ -233,20 +252,20 @@ def run(sizes: list[int], repeats: int, threads: int, seed: int) -> dict[str, ob
         "threads": threads,
         "repeats": repeats,
         "seed": seed,
-        "engine": engine_results,
-        "engine_speedup": ratios(engine_results, "sequential"),
-        "engine_speedup_vs_torch_1_thread": ratios(engine_results, "sequential_torch_1_thread"),
-        "twin": twin_results,
-        "twin_speedup": ratios(twin_results, "sequential"),
-        "twin_speedup_vs_torch_1_thread": ratios(twin_results, "sequential_torch_1_thread"),
-        "fft_384_per_s": fft_rate,
-        "engine_oversample_1": coarse_results,
+        "engine": table(engine_cases),
+        "engine_speedup": ratios(engine_cases, "sequential"),
+        "engine_speedup_vs_torch_1_thread": ratios(engine_cases, "sequential_torch_1_thread"),
+        "twin": table(twin_cases),
+        "twin_speedup": ratios(twin_cases, "sequential"),
+        "twin_speedup_vs_torch_1_thread": ratios(twin_cases, "sequential_torch_1_thread"),
+        "engine_oversample_1": {"simulation_grid": coarse.grid.gpts, **table(coarse_cases)},
+        "fft_384_per_s": table(fft_cases),
         "batched_vs_fast_max_peak_relative_error": float(f"{worst:.3g}"),
         "goal_per_s": GOAL_PER_S,
         "goal_met": best >= GOAL_PER_S,
         "machine": {
             "cpus": os.cpu_count(),
-            "load_average_before_twin": [round(v, 2) for v in load_before],
+            "load_average_before": [round(v, 2) for v in load_before],
             "load_average_after": [round(v, 2) for v in os.getloadavg()],
             "python": platform.python_version(),
             "torch": torch.__version__,
