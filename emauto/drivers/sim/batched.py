@@ -406,7 +406,12 @@ class BatchedRonchigramEngine:
             transform = scipy.fft.ifft if inverse else scipy.fft.fft
             return transform(x, axis=axis, norm="ortho", workers=workers, overwrite_x=True)
 
-        phase = weights @ aperture.chi_np + ramps @ aperture.wavenumbers_np  # (B, n_in)
+        # chi: a sum over the coefficients in use, element-wise (a BLAS product here woke
+        # BLAS's thread pool for 1 ms a frame on shared cores; this costs ~0.05 ms)
+        phase = ramps[:, :1] * aperture.wavenumbers_np[0]  # (B, n_in)
+        phase += ramps[:, 1:] * aperture.wavenumbers_np[1]
+        for k in np.flatnonzero(np.any(weights != 0, axis=0)):
+            phase += weights[:, k : k + 1] * aperture.chi_np[k]
         spectrum = np.empty(phase.shape, dtype=np.complex64)
         spectrum.real = np.cos(phase) * aperture.amplitude_np
         spectrum.imag = np.sin(phase) * -aperture.amplitude_np  # amplitude x exp(-i phase)
