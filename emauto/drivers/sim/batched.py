@@ -408,10 +408,13 @@ class BatchedRonchigramEngine:
 
         # chi: a sum over the coefficients in use, element-wise (a BLAS product here woke
         # BLAS's thread pool for 1 ms a frame on shared cores; this costs ~0.05 ms)
-        phase = ramps[:, :1] * aperture.wavenumbers_np[0]  # (B, n_in)
-        phase += ramps[:, 1:] * aperture.wavenumbers_np[1]
+        # (the fast engine's order: the aberrations, then the position's ramp)
+        phase = np.zeros((len(windows), aperture.chi_np.shape[1]), dtype=np.float32)
         for k in np.flatnonzero(np.any(weights != 0, axis=0)):
             phase += weights[:, k : k + 1] * aperture.chi_np[k]
+        phase += (
+            ramps[:, :1] * aperture.wavenumbers_np[0] + ramps[:, 1:] * aperture.wavenumbers_np[1]
+        )
         spectrum = np.empty(phase.shape, dtype=np.complex64)
         spectrum.real = np.cos(phase) * aperture.amplitude_np
         spectrum.imag = np.sin(phase) * -aperture.amplitude_np  # amplitude x exp(-i phase)
