@@ -341,6 +341,25 @@ def test_twins_share_one_specimen_copy(tiny_carbon: Path, specimen_cache: Path) 
     assert [scope.config.seed for scope in batch.microscopes] == [0, 1, 2]
 
 
+def test_each_twin_keeps_its_own_specimen(tiny_carbon: Path, specimen_cache: Path) -> None:
+    """Twins on different specimens of one grid (here: the film and vacuum) in one batch:
+    each frame is taken on its own twin's current transmission."""
+    config = small_config(tiny_carbon, specimen_cache, effects=EffectsConfig.none())
+    twins = [SimulatedMicroscope(config.model_copy(update={"seed": s})) for s in SEEDS[:2]]
+    vacuum = np.ones((1, *twins[1].specimen.gpts), np.complex64)
+    twins[1]._ronchigram_engine.load_transmission(vacuum)
+    batch = BatchedTwin(twins)
+    alone = [SimulatedMicroscope(config.model_copy(update={"seed": s})) for s in SEEDS[:2]]
+    alone[1]._ronchigram_engine.load_transmission(vacuum)
+    request = RonchigramRequest(exposure_s=0.01, probe_position_m=(1e-9, 0.0))
+    frames = batch.acquire_ronchigrams([request, request])
+    for frame, scope in zip(frames, alone, strict=True):
+        assert frame is not None
+        assert_same_frame(frame, scope.acquire(request), noisy=False)
+    assert frames[0] is not None and frames[1] is not None
+    assert not np.allclose(frames[0].data, frames[1].data, rtol=0.05)
+
+
 def test_a_bad_request_changes_no_twin(tiny_carbon: Path, specimen_cache: Path) -> None:
     batch = BatchedTwin.from_config(small_config(tiny_carbon, specimen_cache), 3, seeds=SEEDS)
     before = [(s.read(), s._rng.bit_generator.state) for s in batch.microscopes]
