@@ -53,6 +53,7 @@ SCRIPTS = (
     "stop-threshold-latest.json",
     "probe-shift-accuracy-latest.json",
     "estimator-rounds-latest.json",
+    "batched-twin-latest.json",
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,16 @@ LENS_KNOBS = (
     "beam_tilt_x",
     "beam_tilt_y",
 )
+
+
+@dataclass(frozen=True, eq=False)
+class RonchigramExposure:
+    """A Ronchigram begun by `SimulatedMicroscope.begin_ronchigram`, not yet detected."""
+
+    request: RonchigramRequest
+    state: MicroscopeState  # the state the frame reports (read before the exposure)
+    probe: ProbeOptics  # the true optics at mid-exposure (after lag and hysteresis)
+    point_m: tuple[float, float]  # specimen point (x, y) under the probe (m)
 
 
 class SimulatedMicroscope:
@@ -93,6 +104,7 @@ class SimulatedMicroscope:
         self._stage = np.array([values["stage_x"], values["stage_y"]])
         self._stage_target = self._stage.copy()
         self._stage_time_s = 0.0
+        self._pending_ronchigram: RonchigramExposure | None = None
 
     # ------------------------------------------------------------------ engines
 
@@ -323,6 +335,18 @@ class SimulatedMicroscope:
             )
 
     def _acquire_ronchigram(self, request: RonchigramRequest) -> Frame:
+        exposure = self.begin_ronchigram(request)
+        x, y = exposure.point_m
+        probability = self._ronchigram_engine.ronchigram(exposure.probe, (x, y))
+        return self.finish_ronchigram(exposure, probability)
+
+    def check_ronchigram(self, request: RonchigramRequest) -> None:
+        """Raise the error `acquire` would raise for this Ronchigram request; change nothing."""
+        self._check_open()
+        if not isinstance(request, RonchigramRequest):
+            raise InvalidRequestError(f"expected a RonchigramRequest, got {type(request).__name__}")
+        if self._knobs["beam_blank"] == 1.0:
+            raise BeamBlankedError("the beam is blanked; set beam_blank to 0 to acquire")
         if request.detector != "ronchigram":
             raise InvalidRequestError(
                 f"unknown camera {request.detector!r}; this twin has 'ronchigram'"
@@ -333,17 +357,46 @@ class SimulatedMicroscope:
                 f"exposure {request.exposure_s:g} s outside "
                 f"[{limits.min_exposure_s:g}, {limits.max_exposure_s:g}] s"
             )
+        self._check_positions(np.array([request.probe_position_m], dtype=np.float64))
+
+    def begin_ronchigram(self, request: RonchigramRequest) -> RonchigramExposure:
+        """First half of a Ronchigram acquisition: check the request, then fix the state,
+        the probe and the specimen point at mid-exposure (scan jitter draws from the twin's
+        RNG). The clock does not move until `finish_ronchigram`. `acquire` is begin, the
+        engine's Ronchigram, finish; `BatchedTwin` runs the engine step for many twins."""
+        self.check_ronchigram(request)
+        limits = self._description.scan
         parked = np.array([request.probe_position_m], dtype=np.float64)
-        self._check_positions(parked)
         self._advance_stage(self._time_s)
         state = self.read()
         start_s = self._time_s + request.wait_s + limits.settle_s
         mid_time = start_s + request.exposure_s / 2
         point = self._specimen_points(parked, np.array([mid_time]))[0]
-        probe = self.true_probe(mid_time)
-        probability = self._ronchigram_engine.ronchigram(probe, (float(point[0]), float(point[1])))
-        electrons = self.config.beam_current_A * request.exposure_s / ELECTRON_CHARGE_C
+        exposure = RonchigramExposure(
+            request=request,
+            state=state,
+            probe=self.true_probe(mid_time),
+            point_m=(float(point[0]), float(point[1])),
+        )
+        self._pending_ronchigram = exposure
+        return exposure
+
+    def finish_ronchigram(self, exposure: RonchigramExposure, probability: np.ndarray) -> Frame:
+        """Second half: detect ``probability`` (the fraction of beam electrons per camera
+        pixel for ``exposure``) at the request's dose (shot and read noise from the twin's
+        RNG), advance the clock and the dose, return the frame."""
+        if exposure is not self._pending_ronchigram:
+            raise InvalidRequestError("finish_ronchigram: not this twin's latest begun exposure")
         camera = self.config.ronchigram
+        if np.shape(probability) != camera.shape:
+            raise InvalidRequestError(
+                f"probability image of shape {np.shape(probability)}, the camera's is "
+                f"{camera.shape}"
+            )
+        self._pending_ronchigram = None
+        request, probe = exposure.request, exposure.probe
+        limits = self._description.scan
+        electrons = self.config.beam_current_A * request.exposure_s / ELECTRON_CHARGE_C
         data = self._effects.detect(
             probability * electrons, camera.gain_counts_per_e, camera.read_noise_counts
         )
@@ -367,7 +420,7 @@ class SimulatedMicroscope:
             dose_e_per_m2=electrons / (math.pi * radius**2),
             exposure_s=request.exposure_s,
             duration_s=duration,
-            state=state,
+            state=exposure.state,
             request=request,
         )
 
