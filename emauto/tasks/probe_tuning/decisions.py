@@ -328,10 +328,13 @@ class DecisionCore:
 def expert_decision(core: DecisionCore) -> Decision:
     """The hand-built `shift` rules as decisions: measure (40 nm further out after a refusal),
     correct with unit gains, and correct-and-stop once the measurement predicts
-    `shift_correct.STOP_STREHL`; after a correction, measure again (no relocation after a
-    refusal, unlike `shift`)."""
+    `shift_correct.STOP_STREHL`; after a correction, measure again. One rule `shift` lacks:
+    a measurement whose correction could not be checked within the budget is applied at the
+    end (`shift` leaves it unapplied at the budget)."""
     if core.estimate is None:
         return Decision(Mode.MEASURE_FAR if core.refused else Mode.MEASURE_NEAR)
     if core.predicted_strehl() >= STOP_STREHL:
         return Decision(Mode.CORRECT_AND_STOP)
+    if core.frames_left < FRAMES[Mode.CORRECT] + FRAMES[Mode.MEASURE_NEAR]:
+        return Decision(Mode.CORRECT_AND_STOP)  # no room to check it: apply it and end
     return Decision(Mode.CORRECT)
