@@ -142,10 +142,10 @@ class DecisionPolicy:
         self.core.after_step(info)
 
     def final_action(self) -> np.ndarray | None:
-        if self._ended is not None:
-            return self._ended.final
-        # the budget ended the episode between decisions: take the probe defocus off
-        return self.core.plan(Decision(Mode.STOP)).final
+        if self._ended is None:  # the budget ended the episode: the last, frameless decision
+            plan = self.core.plan(self._decide(self.core))
+            self._ended = plan if plan.ends else self.core.plan(Decision(Mode.STOP))
+        return self._ended.final
 
 
 def actor_decider(actor: DecisionActor) -> Any:
