@@ -260,6 +260,14 @@ class DecisionCore:
         self._pending = mode
         return Plan(action.astype(np.float32), measure=True)
 
+    def step_unobserved(self) -> None:
+        """The env took the planned move's frame and the episode ended there (the budget):
+        book the move (a correction took the probe defocus off) without measuring."""
+        self.env_frames += 1
+        mode, self._pending = self._pending, None
+        if mode is Mode.CORRECT:
+            self.estimate, self.offset_m = None, 0.0
+
     def after_step(self, info: dict[str, Any]) -> None:
         """The env took the frame of the planned move (``info`` from its step); a measuring
         decision now takes its two shifted frames and fits."""

@@ -150,3 +150,23 @@ def test_a_crafted_actor_file_runs_no_code(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError):
         DecisionActor.load(path)
     assert not marker.exists()
+
+
+def test_a_correction_that_spends_the_budget_is_kept(carbon: SimulatedMicroscope) -> None:
+    """Budget 5: reset, a measurement (3 frames), the correction's frame: the budget is
+    spent before the policy ingests it. Its final move must not undo a probe defocus the
+    correction already took off (`DecisionCore.step_unobserved`)."""
+    from emauto.tasks.probe_tuning.policies.base import run_episode
+    from emauto.tasks.probe_tuning.policies.decider import DecisionPolicy
+
+    def measure_then_correct(core: DecisionCore) -> Decision:
+        return Decision(Mode.MEASURE_NEAR if core.estimate is None else Mode.CORRECT)
+
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=30))
+    policy = DecisionPolicy("test", DecisionCore(env, 5), measure_then_correct)
+    result = run_episode(env, policy, 1000, counter, max_acquisitions=5)
+    assert result.acquisitions == 5 and result.ended_by == "budget"
+    corrected = result.strehl_path[-1]
+    assert corrected > 0.3
+    assert result.final_strehl >= corrected - 0.05

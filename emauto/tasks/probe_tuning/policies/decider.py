@@ -117,10 +117,11 @@ class DecisionPolicy:
         self._decide = decide
         self._plan: Plan | None = None
         self._ended: Plan | None = None
+        self._stepped = False  # a move was made and its result not yet ingested
 
     def reset(self, observation: Observation, info: dict[str, Any]) -> None:
         self.core.reset(info)
-        self._plan, self._ended = None, None
+        self._plan, self._ended, self._stepped = None, None, False
 
     def stop(self) -> StopDecision | None:
         plan = self.core.plan(self._decide(self.core))
@@ -134,15 +135,20 @@ class DecisionPolicy:
 
     def suggest(self) -> np.ndarray:
         assert self._plan is not None and self._plan.action is not None
+        self._stepped = True
         return self._plan.action
 
     def ingest(
         self, action: np.ndarray, observation: Observation, reward: float, info: dict[str, Any]
     ) -> None:
+        self._stepped = False
         self.core.after_step(info)
 
     def final_action(self) -> np.ndarray | None:
         if self._ended is None:  # the budget ended the episode: the last, frameless decision
+            if self._stepped:  # its last move's frame was taken, not ingested
+                self.core.step_unobserved()
+                self._stepped = False
             plan = self.core.plan(self._decide(self.core))
             self._ended = plan if plan.ends else self.core.plan(Decision(Mode.STOP))
         return self._ended.final
