@@ -173,18 +173,24 @@ class Ledger:
         if last is None or last.seq < seq:
             self._add(key, Outcome(seq=seq, op="fence", state="fence", time=time.time()))
 
+    def _remember(self, key: str, outcome: Outcome) -> None:
+        """Keep ``outcome`` under client ``key`` (most recent last); forget the least recent
+        clients beyond ``max_clients``, raising the floor past their last sequence number.
+        The caller holds the lock (or is loading, before any thread runs)."""
+        outcomes = self._entries.get(key)
+        if outcomes is None:
+            outcomes = self._entries[key] = deque(maxlen=self.history)
+        _place(outcomes, outcome)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_clients:
+            _, forgotten = self._entries.popitem(last=False)
+            self._raise_floor(forgotten[-1].seq)
+
     def _add(self, key: str, outcome: Outcome) -> None:
         line = outcome.to_json(key) + "\n"
         durable = outcome.op in MUTATING or outcome.state == "fence"
         with self._lock:
-            outcomes = self._entries.get(key)
-            if outcomes is None:
-                outcomes = self._entries[key] = deque(maxlen=self.history)
-            _place(outcomes, outcome)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_clients:
-                _, forgotten = self._entries.popitem(last=False)
-                self._raise_floor(forgotten[-1].seq)
+            self._remember(key, outcome)
             if self._fd is not None:
                 os.write(self._fd, line.encode())
                 if durable:
@@ -217,14 +223,7 @@ class Ledger:
                 except (ValueError, KeyError, TypeError, AttributeError):
                     bad += 1  # a line torn by a crash mid-write: skip it
                     continue
-                outcomes = self._entries.get(key)
-                if outcomes is None:
-                    outcomes = self._entries[key] = deque(maxlen=self.history)
-                _place(outcomes, outcome)
-                self._entries.move_to_end(key)
-                while len(self._entries) > self.max_clients:
-                    _, forgotten = self._entries.popitem(last=False)
-                    self._raise_floor(forgotten[-1].seq)
+                self._remember(key, outcome)
         if bad:
             log.warning("ledger %s: skipped %d malformed line(s)", self.path, bad)
 
