@@ -24,7 +24,16 @@ def _analyze(args: argparse.Namespace) -> int:
     previous = load_image(args.previous).data if args.previous else None
     result = analyze_image(loaded.data, pixel_m=pixel, previous=previous, dt_s=args.dt)
     overlay = args.overlay or loaded.path.with_name(f"{loaded.path.stem}_overlay.png")
-    write_overlay(loaded.data, np.asarray(result.atoms_xy_px), overlay)
+    banner = None
+    if not result.resolved:
+        banner = f"no resolved atomic columns: {result.evidence.get('reason', '')}"
+    else:
+        counts = ", ".join(f"{s['name']} {s['n_columns']}" for s in result.sublattices)
+        banner = f"{len(result.atoms_xy_px)} columns ({counts}); {len(result.missing_xy_px)} missing"
+    write_overlay(
+        loaded.data, np.asarray(result.atoms_xy_px), overlay, sublattice=result.atoms_sublattice,
+        missing_xy_px=np.asarray(result.missing_xy_px), banner=banner,
+    )  # fmt: skip
     out = {"image": str(loaded.path), **result.as_dict(), "overlay": str(overlay)}
     emit(out, args.json)
     return 0
