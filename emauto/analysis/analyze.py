@@ -40,7 +40,7 @@ from emauto.analysis.crystal import (
     refine_lattice,
 )
 from emauto.analysis.drift import measure_drift
-from emauto.analysis.fitting import ColumnFits, fit_columns
+from emauto.analysis.fitting import ColumnFits, fit_columns, noise_model
 from emauto.analysis.image import as_image
 from emauto.analysis.lattice import Lattice, find_lattice
 from emauto.analysis.resolution import estimate_resolution
@@ -56,7 +56,7 @@ class Thresholds:
     min_cell_m: float = 1.5e-10
     max_cell_m: float = 30e-10
     min_site_z: float = 8.0
-    min_column_z: float = 5.0
+    min_column_z: float = 4.0
     min_columns: int = 8
     max_lattice_residual: float = 0.2
 
@@ -116,10 +116,27 @@ class _Columns:
 def _fit_predicted(
     image: np.ndarray, cell: Cell, sites_uv: np.ndarray, sigma_px: float, t: Thresholds
 ) -> tuple[_Columns, float, int]:
+    """Fit a column at every predicted position: widths free first, then each column's width
+    fixed at its sublattice's median (fewer free parameters: steadier, closer to the bound)."""
     xy, site, ij = predicted_columns(cell, sites_uv, image.shape)
     nn = _nearest_neighbour(cell, sites_uv)
-    half = int(np.clip(round(0.4 * nn), 2, 10))
+    half = int(np.clip(round(max(0.4 * nn, 2.0 * sigma_px)), 2, 12))
     fits = fit_columns(image, xy, sigma_px=sigma_px, half_px=half, passes=3)
+    if len(xy):
+        widths = np.full(len(xy), sigma_px)
+        for k in range(len(sites_uv)):
+            on = (site == k) & fits.converged
+            if on.any():
+                widths[site == k] = float(np.median(fits.params[on, 3]))
+        half = int(np.clip(round(max(0.4 * nn, 2.0 * float(np.median(widths)))), 2, 12))
+        start = np.where(fits.converged[:, None], fits.xy, xy)
+        fits = fit_columns(image, start, sigma_px=sigma_px, half_px=half, passes=2,
+                           fixed_width_px=widths)  # fmt: skip
+        noise = noise_model(fits, fits.converged & (fits.significance >= t.min_column_z))
+        if noise is not None:
+            start = np.where(fits.converged[:, None], fits.xy, start)
+            fits = fit_columns(image, start, sigma_px=sigma_px, half_px=half, passes=2,
+                               fixed_width_px=widths, noise=noise)  # fmt: skip
     moved = np.hypot(*(fits.xy - xy).T) if len(xy) else np.zeros(0)
     present = fits.converged & (fits.significance >= t.min_column_z) & (moved <= 0.35 * nn)
     return _Columns(fits=fits, site=site, ij=ij, present=present), nn, half

@@ -33,6 +33,9 @@ class ColumnFits:
     sigma: np.ndarray
     converged: np.ndarray
     half_px: int
+    significance_: np.ndarray | None = None  # (N,) likelihood-ratio root, see fit_columns
+    expected: np.ndarray | None = None  # (N, W) fitted expectation in each window (nan off)
+    residual: np.ndarray | None = None  # (N, W) data minus expectation (nan off the image)
 
     @property
     def xy(self) -> np.ndarray:
@@ -40,7 +43,10 @@ class ColumnFits:
 
     @property
     def significance(self) -> np.ndarray:
-        """Fitted amplitude over its standard error: how far a column stands above the noise."""
+        """How far a column stands above the noise (standard deviations): the signed root of
+        the likelihood ratio against a flat window (amplitude / its error if not fitted)."""
+        if self.significance_ is not None:
+            return self.significance_
         return self.params[:, 2] / np.maximum(self.sigma[:, 2], 1e-12)
 
     @property
@@ -107,12 +113,18 @@ def fit_columns(
     half_px: int,
     passes: int = 2,
     iterations: int = 12,
+    fixed_width_px: np.ndarray | None = None,
+    noise: tuple[float, float] | None = None,
 ) -> ColumnFits:
     """Fit a Gaussian column at each of ``initial_xy`` (N, 2 pixels) of ``image``.
 
     ``sigma_px``: the starting column width (rms, pixels); ``half_px``: the window radius
     (pixels, about half the nearest-neighbour distance). A fit that leaves its window, or
-    whose width leaves [0.3 px, 1.5 half_px], is marked not converged.
+    whose width leaves [0.3 px, 1.5 half_px], is marked not converged. ``fixed_width_px``
+    (N,): widths held fixed (e.g. each sublattice's median), then ``s`` is not fitted.
+    ``noise`` (alpha, beta): pixel variance ``alpha * expected + beta`` (shot noise in any
+    gain and offset, `noise_model`); the fit is then weighted by its inverse (close to the
+    maximum-likelihood fit of counts), else unweighted.
     """
     data = np.asarray(image, dtype=np.float64)
     n = len(initial_xy)
@@ -122,16 +134,20 @@ def fit_columns(
     start = np.asarray(initial_xy, dtype=np.float64)
     flat, px, py, mask = _windows(data.shape, start, half_px)
     values = data.ravel()[flat]
-    weight = mask.astype(np.float64)
+    mask_f = mask.astype(np.float64)
+    weight = mask_f
     low = np.array([np.percentile(v[m], 10) if m.any() else 0.0 for v, m in zip(values, mask, strict=True)])
     centre = data[
         np.clip(np.rint(start[:, 1]).astype(int), 0, data.shape[0] - 1),
         np.clip(np.rint(start[:, 0]).astype(int), 0, data.shape[1] - 1),
     ]
+    widths = np.full(n, sigma_px) if fixed_width_px is None else np.asarray(fixed_width_px)
     params = np.stack(
-        [start[:, 0], start[:, 1], np.maximum(centre - low, 1e-6), np.full(n, sigma_px), low],
-        axis=1,
+        [start[:, 0], start[:, 1], np.maximum(centre - low, 1e-6), widths, low], axis=1
     )
+    free = np.ones(N_PARAMS)
+    if fixed_width_px is not None:
+        free[3] = 0.0
     s_max = 1.5 * half_px
     others = np.zeros_like(values)
     for pass_ in range(passes):
@@ -140,6 +156,10 @@ def fit_columns(
         target = values - others
         lam = np.full(n, 1e-2)
         model, jac = _model(params, px, py)
+        if noise is not None:
+            floor = max(noise[1], 1e-6 * abs(noise[0]) + 1e-12)
+            weight = mask_f / np.maximum(noise[0] * (model + others) + noise[1], floor)
+        jac = jac * free
         cost = np.sum(weight * (target - model) ** 2, axis=1)
         for _ in range(iterations):
             resid = weight * (target - model)
@@ -148,7 +168,7 @@ def fit_columns(
             jtr = np.einsum("nwi,nw->ni", jw, resid)
             damp = jtj + lam[:, None, None] * (
                 np.eye(N_PARAMS)[None] * np.diagonal(jtj, axis1=1, axis2=2)[:, :, None] + 1e-12
-            )
+            ) + np.diag(1.0 - free)[None]
             try:
                 step = np.linalg.solve(damp, jtr[..., None])[..., 0]
             except np.linalg.LinAlgError:
@@ -157,6 +177,7 @@ def fit_columns(
             trial = params + step
             trial[:, 3] = np.clip(trial[:, 3], 0.3, s_max)
             trial_model, trial_jac = _model(trial, px, py)
+            trial_jac = trial_jac * free
             trial_cost = np.sum(weight * (target - trial_model) ** 2, axis=1)
             better = np.isfinite(trial_cost) & (trial_cost < cost)
             params = np.where(better[:, None], trial, params)
@@ -164,19 +185,27 @@ def fit_columns(
             jac = np.where(better[:, None, None], trial_jac, jac)
             cost = np.where(better, trial_cost, cost)
             lam = np.where(better, lam / 3, lam * 4)
-    n_used = weight.sum(axis=1)
-    dof = np.maximum(n_used - N_PARAMS, 1)
+    n_used = mask_f.sum(axis=1)
+    dof = np.maximum(n_used - int(free.sum()), 1)
     variance = cost / dof
     jw = jac * weight[..., None]
-    jtj = np.einsum("nwi,nwj->nij", jw, jac)
+    jtj = np.einsum("nwi,nwj->nij", jw, jac) + np.diag(1.0 - free)[None]
     # heteroscedasticity-consistent (sandwich) covariance: shot noise is brighter where the
     # column is, so the window's mean residual variance would understate the error
+    # (HC3: each residual inflated by its leverage, as few pixels carry the position)
     bread = np.linalg.pinv(jtj)
-    resid = weight * (values - others - model)
-    meat = np.einsum("nwi,nw,nwj->nij", jw, resid**2, jac)
-    scale = (n_used / dof)[:, None, None]
-    cov = scale * bread @ meat @ bread
-    del variance
+    resid = mask_f * (values - others - model)
+    leverage = np.clip(np.einsum("nwi,nij,nwj->nw", jw, bread, jac), 0, 0.95)
+    meat = np.einsum("nwi,nw,nwj->nij", jac, (weight * resid / (1 - leverage)) ** 2, jac)
+    cov = bread @ meat @ bread
+    # significance: the signed root of the likelihood ratio of "a column here" against "a
+    # flat background" (the other columns subtracted), in units of the residual variance;
+    # steadier than amplitude / its standard error when width and background correlate
+    target = values - others
+    mean_w = np.sum(weight * target, axis=1) / np.maximum(weight.sum(axis=1), 1e-30)
+    flat_cost = np.sum(weight * (target - mean_w[:, None]) ** 2, axis=1)
+    gain = np.clip(flat_cost - cost, 0, None) / np.maximum(variance, 1e-30)
+    root = np.sqrt(gain) * np.sign(params[:, 2])
     sigma = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0, None))
     moved = np.hypot(params[:, 0] - start[:, 0], params[:, 1] - start[:, 1])
     converged = (
@@ -186,23 +215,60 @@ def fit_columns(
         & np.all(np.isfinite(sigma), axis=1)
         & (n_used > 2 * N_PARAMS)
     )
-    return ColumnFits(params=params, sigma=sigma, converged=converged, half_px=half_px)
+    return ColumnFits(
+        params=params, sigma=sigma, converged=converged, half_px=half_px, significance_=root,
+        expected=np.where(mask, model + others, np.nan), residual=np.where(mask, resid, np.nan),
+    )  # fmt: skip
+
+
+def noise_model(fits: ColumnFits, use: np.ndarray) -> tuple[float, float] | None:
+    """(alpha, beta) of ``variance = alpha * expected + beta`` from the windows of the
+    columns ``use`` (N,) bool: least squares of squared residuals on the fitted expectation
+    (shot noise grows with the signal whatever the detector's gain and offset); None when
+    there are too few pixels or the fit is not positive."""
+    if fits.expected is None or fits.residual is None or int(np.sum(use)) < 8:
+        return None
+    m = fits.expected[use].ravel()
+    r2 = fits.residual[use].ravel() ** 2
+    ok = np.isfinite(m) & np.isfinite(r2)
+    m, r2 = m[ok], r2[ok]
+    if len(m) < 50:
+        return None
+    design = np.stack([m, np.ones_like(m)], 1)
+    (alpha, beta), *_ = np.linalg.lstsq(design, r2, rcond=None)
+    floor = 0.05 * float(np.mean(r2))
+    if alpha <= 0:
+        return None
+    return float(alpha), float(max(beta, floor - alpha * float(np.min(m)), floor * 0 + 1e-12))
 
 
 def cramer_rao_xy(
-    expected_e: np.ndarray, fits: ColumnFits, *, read_noise_e: float = 0.0
+    expected_e: np.ndarray,
+    fits: ColumnFits,
+    *,
+    read_noise_e: float = 0.0,
+    jitter_px: float = 0.0,
+    known_width: bool = False,
 ) -> np.ndarray:
     """(N, 2) Cramér-Rao bound (standard deviations, pixels) on x and y of each fitted column.
 
     ``expected_e``: the noiseless image in electrons per pixel (Poisson variance), ``fits``:
     the Gaussian model fitted to it (`fit_columns` on the noiseless image), ``read_noise_e``:
-    Gaussian read noise (electrons rms) added to each pixel's variance. The other columns and
-    every column's amplitude, width and background are nuisance parameters of its window.
+    Gaussian read noise (electrons rms) added to each pixel's variance, ``jitter_px``: rms
+    probe-position noise per axis, added (linearised) as ``jitter^2 |grad expected|^2``. The
+    other columns are known; each column's amplitude, width and background are nuisance
+    parameters of its window (the width too unless ``known_width``: the bound for an
+    estimator that knows each sublattice's column width, as `analyze_image` estimates it
+    from all its columns).
     """
     data = np.asarray(expected_e, dtype=np.float64)
     flat, px, py, mask = _windows(data.shape, fits.xy, fits.half_px)
     _, jac = _model(fits.params, px, py)
-    variance = np.clip(data.ravel()[flat], 1e-9, None) + read_noise_e**2
+    if known_width:
+        jac = np.delete(jac, 3, axis=2)
+    gy, gx = np.gradient(data)
+    slope2 = (gx**2 + gy**2).ravel()[flat]
+    variance = np.clip(data.ravel()[flat], 1e-9, None) + read_noise_e**2 + jitter_px**2 * slope2
     w = mask / variance
     info = np.einsum("nwi,nw,nwj->nij", jac, w, jac)
     cov = np.linalg.pinv(info)

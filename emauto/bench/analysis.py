@@ -48,6 +48,8 @@ DWELLS_S = (0.5e-6, 2e-6, 8e-6, 32e-6)
 CATIONS = (38, 22)  # Sr, Ti
 OXYGEN = (8,)
 MATCH_RADIUS_M = 70e-12
+#: The twin's scan jitter (rms per axis, m; `EffectsConfig.scan_jitter_m`).
+JITTER_M = 5e-12
 #: Seeds of the synthetic development set the analysis thresholds were chosen on.
 DEV_SEEDS = range(900_000, 900_200)
 #: (pixel m, dose e/Å^2) of the synthetic structure images.
@@ -189,7 +191,7 @@ def _twin_doses(
     results: dict[str, Any] = {}
     jobs = [(d, i) for d in dwells_s for i in range(images_per_dose)]
     per: dict[float, dict[str, list[Any]]] = {
-        d: {k: [] for k in ("tp", "found", "truth", "err", "crb", "z", "t", "dose", "sub")}
+        d: {k: [] for k in ("tp", "found", "truth", "err", "crb", "crb_all", "z", "t", "dose", "sub")}
         for d in dwells_s
     }
     for dwell, index in tqdm(jobs, desc="analysis bench: twin", disable=not progress):
@@ -233,13 +235,18 @@ def _twin_doses(
             nn = 3.905e-10 / math.sqrt(2) / pixel
             model = fit_columns(shot["expected_e"], truth[rows], sigma_px=0.35e-10 / pixel,
                                 half_px=int(round(0.4 * nn)), passes=3)  # fmt: skip
-            bound = cramer_rao_xy(shot["expected_e"], model, read_noise_e=0.2)
+            bound = cramer_rao_xy(shot["expected_e"], model, read_noise_e=0.2, known_width=True)
             bucket["crb"].extend((np.hypot(bound[:, 0], bound[:, 1]) * pixel * 1e12).tolist())
+            jitter = JITTER_M / pixel if "scan_jitter" in effects else 0.0
+            full = cramer_rao_xy(shot["expected_e"], model, read_noise_e=0.2, jitter_px=jitter,
+                                 known_width=True)  # fmt: skip
+            bucket["crb_all"].extend((np.hypot(full[:, 0], full[:, 1]) * pixel * 1e12).tolist())
     for dwell, bucket in per.items():
         errors = np.asarray(bucket["err"])
         bound = np.asarray(bucket["crb"])
         rms = float(math.sqrt(np.mean(errors**2))) if len(errors) else math.nan
         crb = float(math.sqrt(np.mean(bound**2))) if len(bound) else math.nan
+        crb_all = float(math.sqrt(np.mean(np.asarray(bucket["crb_all"]) ** 2))) if len(bound) else math.nan
         sub: dict[str, Any] = {}
         for name in ("Sr", "Ti-O"):
             labels_found = [lab for n, labs, _ in bucket["sub"] if n == name for lab in labs]
@@ -257,6 +264,9 @@ def _twin_doses(
             "median_error_pm": round(float(np.median(errors)), 2) if len(errors) else None,
             "crb_rms_pm": round(crb, 2) if len(bound) else None,
             "error_over_bound": round(rms / crb, 2) if len(bound) and crb > 0 else None,
+            "crb_with_jitter_rms_pm": round(crb_all, 2) if len(bound) else None,
+            "error_over_bound_with_jitter": round(rms / crb_all, 2)
+            if len(bound) and crb_all > 0 else None,
             "error_over_reported_sigma_rms": round(
                 float(math.sqrt(np.mean(np.asarray(bucket["z"]) ** 2))), 2
             ) if bucket["z"] else None,
@@ -389,3 +399,46 @@ def run_analysis_benchmark(
             "every sublattice recalled; 0 columns on images without resolved columns"
         ),
     }
+
+
+def dev_set_sweep(
+    min_column_z: Sequence[float] = (3.0, 4.0, 5.0, 6.0),
+    min_site_z: Sequence[float] = (8.0,),
+    crystals: int = 24,
+    non_atomic: int = 10,
+) -> list[dict[str, Any]]:
+    """Recall, precision and false-column images on the development set (`DEV_SEEDS`: the
+    four structures at 8-40 pm pixels and 1e3-2e4 e/Å^2, log-uniform, random column widths;
+    the five non-atomic kinds) for each pair of thresholds: how `Thresholds` was chosen."""
+    from emauto.analysis.analyze import Thresholds
+
+    rng = np.random.default_rng(DEV_SEEDS[0])
+    cases = []
+    for i in range(crystals):
+        structure = list(STRUCTURES)[i % len(STRUCTURES)]
+        pixel = float(rng.uniform(8e-12, 40e-12))
+        dose = float(10 ** rng.uniform(3, math.log10(2e4)))
+        cases.append(crystal_image(structure, seed=DEV_SEEDS[i], pixel_m=pixel, dose_e_per_A2=dose))
+    for i in range(non_atomic):
+        kind = NON_ATOMIC[i % len(NON_ATOMIC)]
+        cases.append(non_atomic_image(kind, seed=DEV_SEEDS[100 + i]))
+    rows = []
+    for z_col in min_column_z:
+        for z_site in min_site_z:
+            t = Thresholds(min_column_z=z_col, min_site_z=z_site)
+            tp = found = truth = false_images = 0
+            for case in cases:
+                result = analyze_image(case.image, pixel_m=case.pixel_m, thresholds=t)
+                xy = np.asarray(result.atoms_xy_px, dtype=np.float64).reshape(-1, 2)
+                if case.kind in NON_ATOMIC:
+                    false_images += int(len(xy) > 0)
+                    continue
+                radius = 0.3 * 1.36e-10 / case.pixel_m
+                hit, n_found, n_truth, _ = match(xy, case.columns_xy_px, radius, 3.0, case.image.shape)
+                tp, found, truth = tp + hit, found + n_found, truth + n_truth
+            rows.append({
+                "min_column_z": z_col, "min_site_z": z_site,
+                "recall": round(tp / max(truth, 1), 4), "precision": round(tp / max(found, 1), 4),
+                "false_column_images": f"{false_images}/{non_atomic}",
+            })  # fmt: skip
+    return rows
