@@ -24,7 +24,7 @@ reports (seeds below 100000) or on the twin's; see `emauto.bench.analysis.DEV_SE
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -132,11 +132,16 @@ def _fit_predicted(
         start = np.where(fits.converged[:, None], fits.xy, xy)
         fits = fit_columns(image, start, sigma_px=sigma_px, half_px=half, passes=2,
                            fixed_width_px=widths)  # fmt: skip
-        noise = noise_model(fits, fits.converged & (fits.significance >= t.min_column_z))
+        # positions from a fit weighted by the shot noise; presence (significance) from the
+        # unweighted one, on which `Thresholds.min_column_z` was chosen
+        significance = fits.significance
+        noise = noise_model(fits, fits.converged & (significance >= t.min_column_z))
         if noise is not None:
             start = np.where(fits.converged[:, None], fits.xy, start)
-            fits = fit_columns(image, start, sigma_px=sigma_px, half_px=half, passes=2,
-                               fixed_width_px=widths, noise=noise)  # fmt: skip
+            weighted = fit_columns(image, start, sigma_px=sigma_px, half_px=half, passes=2,
+                                   fixed_width_px=widths, noise=noise)  # fmt: skip
+            fits = replace(weighted, significance_=significance,
+                           converged=weighted.converged & fits.converged)  # fmt: skip
     moved = np.hypot(*(fits.xy - xy).T) if len(xy) else np.zeros(0)
     present = fits.converged & (fits.significance >= t.min_column_z) & (moved <= 0.35 * nn)
     return _Columns(fits=fits, site=site, ij=ij, present=present), nn, half
@@ -180,8 +185,10 @@ def _solve(
             columns.fits.xy[columns.present], columns.site[columns.present],
             columns.ij[columns.present], len(sites_uv), cell,
         )  # fmt: skip
-        cell = refined.cell
-        sites_uv = cell.fractional(cell.origin + refined.site_offsets_px)
+        new_sites = refined.cell.fractional(refined.cell.origin + refined.site_offsets_px)
+        if _nearest_neighbour(refined.cell, new_sites) < 0.5 * nn:
+            break  # two sites ran together: keep the lattice before this refinement
+        cell, sites_uv = refined.cell, new_sites
         sigma = float(np.median(columns.fits.params[columns.present, 3]))
         columns, nn, _ = _fit_predicted(image, cell, sites_uv, sigma, t)
     return columns, refined, sites_uv, nn, cell
@@ -321,7 +328,7 @@ def analyze_image(
             columns, refined, sites_uv, nn, cell = _solve(image, doubled, again.sites_uv, sigma0, t)
             notes.append("one site's columns alternated in intensity: the cell was doubled")
     n_present = int(columns.present.sum())
-    residual = (refined.rms_residual_px / nn) if refined is not None else math.inf
+    residual = (refined.rms_residual_px / nn) if refined is not None and nn > 0 else math.inf
     passed = n_present >= t.min_columns and residual <= t.max_lattice_residual
     checks["columns"] = {
         "passed": bool(passed), "n_columns": n_present, "min": t.min_columns,
