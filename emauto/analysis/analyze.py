@@ -166,7 +166,9 @@ def _missing(columns: _Columns, n_sites: int) -> np.ndarray:
         found = {tuple(v) for v in columns.ij[on & columns.present].astype(int).tolist()}
         for index in np.nonzero(on & ~columns.present)[0]:
             i, j = columns.ij[index].astype(int)
-            neighbours = sum((i + di, j + dj) in found for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1)))
+            neighbours = sum(
+                (i + di, j + dj) in found for di, dj in ((1, 0), (-1, 0), (0, 1), (0, -1))
+            )
             if neighbours >= 3:
                 out.append(index)
     return np.asarray(out, dtype=int)
@@ -194,9 +196,7 @@ def _solve(
     return columns, refined, sites_uv, nn, cell
 
 
-def _superstructure(
-    columns: _Columns, refined: RefinedLattice | None, cell: Cell
-) -> Cell | None:
+def _superstructure(columns: _Columns, refined: RefinedLattice | None, cell: Cell) -> Cell | None:
     """A doubled cell when one site's column intensities split in two groups (4 pooled
     standard deviations apart, each at least a quarter) that follow the parity of i, j or
     i + j in 95 % of columns; else None."""

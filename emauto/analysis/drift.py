@@ -53,6 +53,4 @@ def measure_drift(
     if pixel_m is not None and dt_s is not None and dt_s > 0:
         velocity = (dx * pixel_m / dt_s, dy * pixel_m / dt_s)
     sigma = math.hypot(1 / (upsample * math.sqrt(12)), float(error))
-    return Drift(
-        shift_px=(dx, dy), error=float(error), velocity_m_per_s=velocity, sigma_px=sigma
-    )
+    return Drift(shift_px=(dx, dy), error=float(error), velocity_m_per_s=velocity, sigma_px=sigma)

@@ -136,7 +136,9 @@ def fit_columns(
     values = data.ravel()[flat]
     mask_f = mask.astype(np.float64)
     weight = mask_f
-    low = np.array([np.percentile(v[m], 10) if m.any() else 0.0 for v, m in zip(values, mask, strict=True)])
+    low = np.array(
+        [np.percentile(v[m], 10) if m.any() else 0.0 for v, m in zip(values, mask, strict=True)]
+    )
     centre = data[
         np.clip(np.rint(start[:, 1]).astype(int), 0, data.shape[0] - 1),
         np.clip(np.rint(start[:, 0]).astype(int), 0, data.shape[1] - 1),
@@ -166,9 +168,12 @@ def fit_columns(
             jw = jac * weight[..., None]
             jtj = np.einsum("nwi,nwj->nij", jw, jac)
             jtr = np.einsum("nwi,nw->ni", jw, resid)
-            damp = jtj + lam[:, None, None] * (
-                np.eye(N_PARAMS)[None] * np.diagonal(jtj, axis1=1, axis2=2)[:, :, None] + 1e-12
-            ) + np.diag(1.0 - free)[None]
+            damp = (
+                jtj
+                + lam[:, None, None]
+                * (np.eye(N_PARAMS)[None] * np.diagonal(jtj, axis1=1, axis2=2)[:, :, None] + 1e-12)
+                + np.diag(1.0 - free)[None]
+            )
             try:
                 step = np.linalg.solve(damp, jtr[..., None])[..., 0]
             except np.linalg.LinAlgError:

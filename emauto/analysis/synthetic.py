@@ -40,7 +40,9 @@ ANGSTROM = 1e-10
 
 _H = 3.16 * math.sqrt(3) / 2
 #: name -> (a1, a2 in Å, [(x, y offset in Å, relative intensity, sublattice label)])
-STRUCTURES: dict[str, tuple[tuple[float, float], tuple[float, float], list[tuple[float, float, float, str]]]] = {  # noqa: E501
+STRUCTURES: dict[
+    str, tuple[tuple[float, float], tuple[float, float], list[tuple[float, float, float, str]]]
+] = {
     "square": ((3.9, 0.0), (0.0, 3.9), [(0.0, 0.0, 1.0, "A")]),
     "perovskite": ((3.905, 0.0), (0.0, 3.905), [(0.0, 0.0, 1.0, "A"), (1.9525, 1.9525, 0.55, "B")]),
     "honeycomb": (
@@ -48,7 +50,11 @@ STRUCTURES: dict[str, tuple[tuple[float, float], tuple[float, float], list[tuple
         (-1.58, _H),
         [(0.0, _H * 2 / 3, 1.0, "Mo"), (1.58, _H / 3, 0.5, "S2")],
     ),
-    "dumbbell": ((3.84, 0.0), (1.92, 2.715), [(0.0, -0.68, 1.0, "upper"), (0.0, 0.68, 1.0, "lower")]),
+    "dumbbell": (
+        (3.84, 0.0),
+        (1.92, 2.715),
+        [(0.0, -0.68, 1.0, "upper"), (0.0, 0.68, 1.0, "lower")],
+    ),
 }
 NON_ATOMIC = ("particles", "amorphous", "blob_vacuum", "noise", "fringes")
 
@@ -73,10 +79,10 @@ def _gaussians(
     """Sum of unit-peak Gaussians at ``xy`` (N, 2 pixels) times ``weights`` on ``shape``."""
     ny, nx = shape
     out = np.zeros(shape)
-    half = int(math.ceil(4 * sigma_px)) + 1
+    half = math.ceil(4 * sigma_px) + 1
     off = np.arange(-half, half + 1)
     for (x, y), w in zip(xy, weights, strict=True):
-        ix, iy = int(round(x)), int(round(y))
+        ix, iy = round(x), round(y)
         xs, ys = ix + off, iy + off
         kx = (xs >= 0) & (xs < nx)
         ky = (ys >= 0) & (ys < ny)

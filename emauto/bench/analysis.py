@@ -146,13 +146,36 @@ def _wilson(successes: float, trials: float) -> list[float]:
     return [round(v, 4) for v in stats.wilson_interval(int(successes), int(trials))]
 
 
+def drop_found_on(
+    found: np.ndarray, others: np.ndarray, truth: np.ndarray, radius_px: float
+) -> np.ndarray:
+    """Mask (N,) of found columns to score: False for those on a column of ``others`` (e.g.
+    O, real but not scored) and on no column of ``truth``."""
+    keep = np.ones(len(found), dtype=bool)
+    if len(found) and len(others):
+        on_other = cdist(found, others).min(axis=1) <= radius_px
+        on_truth = (
+            cdist(found, truth).min(axis=1) <= radius_px
+            if len(truth)
+            else np.zeros(len(found), bool)
+        )
+        keep = ~(on_other & ~on_truth)
+    return keep
+
+
 def _inner(points: np.ndarray, border_px: float, shape: tuple[int, int]) -> np.ndarray:
     return points[_inside(points, border_px, shape)] if len(points) else points.reshape(0, 2)
 
 
 def _twin_image(
-    dwell: float, index: int, seed: int, rng: np.random.Generator, shape: tuple[int, int],
-    fov_m: float, effects: str, scopes: dict[tuple[int, str], Any],
+    dwell: float,
+    index: int,
+    seed: int,
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    fov_m: float,
+    effects: str,
+    scopes: dict[tuple[int, str], Any],
 ) -> dict[str, Any]:
     """One noisy twin frame, the noiseless frame of the same field and the truth."""
     from emauto.drivers import connect
@@ -181,8 +204,13 @@ def _twin_image(
 
 
 def _twin_doses(
-    seed: int, images_per_dose: int, shape: tuple[int, int], fov_m: float,
-    dwells_s: Sequence[float], effects: str, progress: bool,
+    seed: int,
+    images_per_dose: int,
+    shape: tuple[int, int],
+    fov_m: float,
+    dwells_s: Sequence[float],
+    effects: str,
+    progress: bool,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     pixel = fov_m / shape[1]
@@ -191,7 +219,10 @@ def _twin_doses(
     results: dict[str, Any] = {}
     jobs = [(d, i) for d in dwells_s for i in range(images_per_dose)]
     per: dict[float, dict[str, list[Any]]] = {
-        d: {k: [] for k in ("tp", "found", "truth", "err", "crb", "crb_all", "z", "t", "dose", "sub")}
+        d: {
+            k: []
+            for k in ("tp", "found", "truth", "err", "crb", "crb_all", "z", "t", "dose", "sub")
+        }
         for d in dwells_s
     }
     for dwell, index in tqdm(jobs, desc="analysis bench: twin", disable=not progress):
@@ -206,11 +237,8 @@ def _twin_doses(
         truth = np.concatenate([shot["sr"], shot["ti"]])
         species = np.array(["Sr"] * len(shot["sr"]) + ["Ti-O"] * len(shot["ti"]))
         # found columns on O positions are real columns: neither hits nor false positives
-        if len(found) and len(shot["o"]):
-            on_o = cdist(found, shot["o"]).min(axis=1) <= radius_px
-            on_cation = cdist(found, truth).min(axis=1) <= radius_px if len(truth) else on_o
-            keep = ~(on_o & ~on_cation)
-            found, sigma, labels = found[keep], sigma[keep], labels[keep]
+        keep = drop_found_on(found, shot["o"], truth, radius_px)
+        found, sigma, labels = found[keep], sigma[keep], labels[keep]
         bucket = per[dwell]
         keep_truth = _inside(truth, 3.0, shape)
         truth, species = truth[keep_truth], species[keep_truth]
@@ -229,12 +257,14 @@ def _twin_doses(
             bucket["z"].extend((distance[rows, cols] / np.maximum(sigma[cols], 1e-9)).tolist())
             for name in ("Sr", "Ti-O"):
                 mine = species[rows] == name
-                bucket["sub"].append((name, labels[cols][mine].tolist(), int(np.sum(species == name))))
+                bucket["sub"].append(
+                    (name, labels[cols][mine].tolist(), int(np.sum(species == name)))
+                )
             # the bound at this dose, for the same columns: the Gaussian model fitted to the
             # noiseless image of the same field, Poisson + read noise (0.2 e)
             nn = 3.905e-10 / math.sqrt(2) / pixel
             model = fit_columns(shot["expected_e"], truth[rows], sigma_px=0.35e-10 / pixel,
-                                half_px=int(round(0.4 * nn)), passes=3)  # fmt: skip
+                                half_px=round(0.4 * nn), passes=3)  # fmt: skip
             bound = cramer_rao_xy(shot["expected_e"], model, read_noise_e=0.2, known_width=True)
             bucket["crb"].extend((np.hypot(bound[:, 0], bound[:, 1]) * pixel * 1e12).tolist())
             jitter = JITTER_M / pixel if "scan_jitter" in effects else 0.0
@@ -246,7 +276,11 @@ def _twin_doses(
         bound = np.asarray(bucket["crb"])
         rms = float(math.sqrt(np.mean(errors**2))) if len(errors) else math.nan
         crb = float(math.sqrt(np.mean(bound**2))) if len(bound) else math.nan
-        crb_all = float(math.sqrt(np.mean(np.asarray(bucket["crb_all"]) ** 2))) if len(bound) else math.nan
+        crb_all = (
+            float(math.sqrt(np.mean(np.asarray(bucket["crb_all"]) ** 2)))
+            if len(bound)
+            else math.nan
+        )
         sub: dict[str, Any] = {}
         for name in ("Sr", "Ti-O"):
             labels_found = [lab for n, labs, _ in bucket["sub"] if n == name for lab in labs]
@@ -343,7 +377,9 @@ def _non_atomic(seed: int, per_kind: int, progress: bool) -> dict[str, Any]:
     kinds: dict[str, Any] = {}
     images = with_columns = columns = 0
     jobs = [(k, i) for k in NON_ATOMIC for i in range(per_kind)]
-    for index, (kind, _) in enumerate(tqdm(jobs, desc="analysis bench: non-atomic", disable=not progress)):
+    for index, (kind, _) in enumerate(
+        tqdm(jobs, desc="analysis bench: non-atomic", disable=not progress)
+    ):
         image_seed = seed * 1000 + 500 + index
         assert image_seed not in DEV_SEEDS
         synthetic = non_atomic_image(kind, seed=image_seed)
@@ -380,7 +416,9 @@ def run_analysis_benchmark(
 ) -> dict[str, Any]:
     """Precision against the bound, sublattice recall, false columns (see module doc)."""
     if not 0 <= seed < 100:
-        raise ValueError(f"seed: expected 0-99 (larger seeds reach the development set), got {seed}")
+        raise ValueError(
+            f"seed: expected 0-99 (larger seeds reach the development set), got {seed}"
+        )
     pixel = fov_m / shape[1]
     return {
         "benchmark": "analysis",
@@ -434,7 +472,9 @@ def dev_set_sweep(
                     false_images += int(len(xy) > 0)
                     continue
                 radius = 0.3 * 1.36e-10 / case.pixel_m
-                hit, n_found, n_truth, _ = match(xy, case.columns_xy_px, radius, 3.0, case.image.shape)
+                hit, n_found, n_truth, _ = match(
+                    xy, case.columns_xy_px, radius, 3.0, case.image.shape
+                )
                 tp, found, truth = tp + hit, found + n_found, truth + n_truth
             rows.append({
                 "min_column_z": z_col, "min_site_z": z_site,

@@ -29,7 +29,9 @@ def _analyze(args: argparse.Namespace) -> int:
         banner = f"no resolved atomic columns: {result.evidence.get('reason', '')}"
     else:
         counts = ", ".join(f"{s['name']} {s['n_columns']}" for s in result.sublattices)
-        banner = f"{len(result.atoms_xy_px)} columns ({counts}); {len(result.missing_xy_px)} missing"
+        banner = (
+            f"{len(result.atoms_xy_px)} columns ({counts}); {len(result.missing_xy_px)} missing"
+        )
     write_overlay(
         loaded.data, np.asarray(result.atoms_xy_px), overlay, sublattice=result.atoms_sublattice,
         missing_xy_px=np.asarray(result.missing_xy_px), banner=banner,
