@@ -1,7 +1,7 @@
 """Closed loop: atom finding on twin HAADF images of SrTiO3 against the twin's ground truth
-(the projected Sr and Ti-O columns; O columns are real columns too: one found on an O position is neither a hit
-nor a false positive (at 16 us the analysis finds them as two faint sublattices), as
-``emauto bench analysis`` scores it.
+(the projected Sr and Ti-O columns). O columns are real columns too: one found on an O
+position is neither a hit nor a false positive (at 16 us the analysis finds them as two
+faint sublattices), as ``emauto bench analysis`` scores it.
 
 Images: 80 x 80 pixels over 2.5 nm (31 pm pixels) of the small SrTiO3 crystal
 (``tests/data/small_srtio3.yaml``, 2 nm thick), three twins (seeds 2, 3, 5) at fixed stage
