@@ -77,6 +77,7 @@ class AnalysisResult:
     atoms_sigma_px: list[float]
     atoms_sublattice: list[str]
     atoms_intensity: list[float]
+    atoms_displacement_px: list[list[float]]
     sublattices: list[dict[str, Any]]
     missing_xy_px: list[list[float]]
     lattice: dict[str, Any] | None
@@ -95,6 +96,7 @@ class AnalysisResult:
             "atoms_sigma_px": self.atoms_sigma_px,
             "atoms_sublattice": self.atoms_sublattice,
             "atoms_intensity": self.atoms_intensity,
+            "atoms_displacement_px": self.atoms_displacement_px,
             "sublattices": self.sublattices,
             "n_missing": len(self.missing_xy_px),
             "missing_xy_px": self.missing_xy_px,
@@ -271,7 +273,8 @@ def analyze_image(
     result = AnalysisResult(
         shape=(image.shape[0], image.shape[1]), pixel_m=pixel_m, resolved=False,
         evidence=evidence, atoms_xy_px=[], atoms_sigma_px=[], atoms_sublattice=[],
-        atoms_intensity=[], sublattices=[], missing_xy_px=[], lattice=None,
+        atoms_intensity=[], atoms_displacement_px=[], sublattices=[], missing_xy_px=[],
+        lattice=None,
         resolution=resolution, drift=drift, notes=notes,
     )  # fmt: skip
 
@@ -399,6 +402,10 @@ def _report_columns(
     result.atoms_sigma_px = np.round(fits.position_sigma_px[keep], 4).tolist()
     result.atoms_sublattice = [names[int(columns.site[i])] for i in keep]
     result.atoms_intensity = np.round(volume[keep], 4).tolist()
+    # displacement of each column from its site on the refined (ideal) lattice: the input of
+    # a strain or polarisation map
+    ideal = refined.cell.cartesian(columns.ij[keep] + sites_uv[columns.site[keep]])
+    result.atoms_displacement_px = np.round(fits.xy[keep] - ideal, 4).tolist()
     result.missing_xy_px = np.round(fits.xy[missing] if len(missing) else np.zeros((0, 2)),
                                     3).tolist()  # fmt: skip
     cell = refined.cell

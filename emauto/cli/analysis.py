@@ -19,10 +19,16 @@ def _analyze(args: argparse.Namespace) -> int:
     from emauto.analysis.overlay import write_overlay
     from emauto.io.images import load_image
 
-    loaded = load_image(args.image)
+    loaded = load_image(args.image[0])
     pixel = args.pixel_size if args.pixel_size is not None else loaded.pixel_m
-    previous = load_image(args.previous).data if args.previous else None
-    result = analyze_image(loaded.data, pixel_m=pixel, previous=previous, dt_s=args.dt)
+    if len(args.image) > 1:  # a series: registered, averaged, then analysed
+        from emauto.analysis.series import analyze_series
+
+        frames = [loaded.data, *(load_image(path).data for path in args.image[1:])]
+        result, _ = analyze_series(frames, pixel_m=pixel)
+    else:
+        previous = load_image(args.previous).data if args.previous else None
+        result = analyze_image(loaded.data, pixel_m=pixel, previous=previous, dt_s=args.dt)
     overlay = args.overlay or loaded.path.with_name(f"{loaded.path.stem}_overlay.png")
     banner = None
     if not result.resolved:
@@ -115,7 +121,13 @@ def add_commands(commands: Any) -> None:
     analyze = commands.add_parser(
         "analyze", help="atom columns, lattice, resolution (and drift) of an image"
     )
-    analyze.add_argument("image", type=Path, help=".npy, .tif, .dm3, .dm4 or .emd")
+    analyze.add_argument(
+        "image",
+        type=Path,
+        nargs="+",
+        help=".npy, .tif, .dm3, .dm4 or .emd; several frames of one field: registered "
+        "(drift), averaged, then analysed",
+    )
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.add_argument("--pixel-size", type=float, help="pixel size in m (overrides the file)")
     analyze.add_argument("--previous", type=Path, help="the previous frame, for drift")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from emauto.analysis.analyze import analyze_image
 from emauto.analysis.fitting import cramer_rao_xy, fit_columns
@@ -138,3 +139,43 @@ def test_cli_json_and_overlay_say_no_columns(
     out = json.loads(capsys.readouterr().out)
     assert out["resolved"] is False and out["n_atoms"] == 0 and out["evidence"]["reason"]
     assert (tmp_path / "edge_overlay.png").stat().st_size > 0
+
+
+def test_a_drifting_series_is_registered_averaged_and_analysed(tmp_path: Path) -> None:
+    """Four low-dose frames of one honeycomb field, each shifted (drift): the average shows
+    both sublattices, positions come back in the first frame's pixels."""
+    from emauto.analysis.series import analyze_series
+
+    base = crystal_image("honeycomb", seed=500_030, shape=(160, 160), pixel_m=20e-12,
+                         dose_e_per_A2=2e3, noise=False)  # fmt: skip
+    assert base.expected_e is not None
+    rng = np.random.default_rng(500_030)
+    shifts = [(0.0, 0.0), (1.3, -0.6), (2.7, -1.1), (4.1, -1.8)]
+    frames = []
+    for dx, dy in shifts:
+        moved = np.fft.ifft2(
+            ndimage.fourier_shift(np.fft.fft2(base.expected_e), (dy, dx))
+        ).real  # fmt: skip
+        frames.append(rng.poisson(np.clip(moved, 0, None)).astype(float))
+    result, registered = analyze_series(frames, pixel_m=20e-12)
+    assert [s[0] for s in registered.shifts_px] == pytest.approx([s[0] for s in shifts], abs=0.15)
+    assert [s[1] for s in registered.shifts_px] == pytest.approx([s[1] for s in shifts], abs=0.15)
+    assert result.resolved and len(result.sublattices) == 2
+    hit, _, n_truth, errors = match(np.asarray(result.atoms_xy_px), base.columns_xy_px, 2.0,
+                                    8.0, (160, 160))  # fmt: skip
+    assert hit >= 0.95 * n_truth
+    assert float(np.sqrt(np.mean(errors**2))) < 0.5  # pixels of the first frame
+    np.save(tmp_path / "f0.npy", frames[0])
+    np.save(tmp_path / "f1.npy", frames[1])
+    assert main(["analyze", str(tmp_path / "f0.npy"), str(tmp_path / "f1.npy"), "--json"]) == 0
+
+
+def test_displacements_from_the_fitted_lattice() -> None:
+    """A column moved by a known amount shows that displacement against the ideal lattice."""
+    image = crystal_image("square", seed=500_040, shape=(128, 128), pixel_m=25e-12,
+                          dose_e_per_A2=2e4, vacancy_fraction=0.0)  # fmt: skip
+    result = analyze_image(image.image, pixel_m=image.pixel_m)
+    shifts = np.asarray(result.atoms_displacement_px)
+    assert shifts.shape == (len(result.atoms_xy_px), 2)
+    # only the synthetic 2 pm static displacements and noise: well below 0.2 px
+    assert float(np.sqrt(np.mean(np.sum(shifts**2, axis=1)))) < 0.2
