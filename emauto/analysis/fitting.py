@@ -136,9 +136,10 @@ def fit_columns(
     values = data.ravel()[flat]
     mask_f = mask.astype(np.float64)
     weight = mask_f
-    low = np.array(
-        [np.percentile(v[m], 10) if m.any() else 0.0 for v, m in zip(values, mask, strict=True)]
-    )
+    ordered = np.sort(np.where(mask, values, np.inf), axis=1)  # 10th percentile a window
+    counts = mask.sum(axis=1)
+    tenth = np.clip((0.1 * (counts - 1)).astype(int), 0, None)
+    low = np.where(counts > 0, ordered[np.arange(n), tenth], 0.0)
     centre = data[
         np.clip(np.rint(start[:, 1]).astype(int), 0, data.shape[0] - 1),
         np.clip(np.rint(start[:, 0]).astype(int), 0, data.shape[1] - 1),
@@ -166,8 +167,8 @@ def fit_columns(
         for _ in range(iterations):
             resid = weight * (target - model)
             jw = jac * weight[..., None]
-            jtj = np.einsum("nwi,nwj->nij", jw, jac)
-            jtr = np.einsum("nwi,nw->ni", jw, resid)
+            jtj = np.matmul(jw.transpose(0, 2, 1), jac)
+            jtr = np.matmul(jw.transpose(0, 2, 1), resid[..., None])[..., 0]
             damp = (
                 jtj
                 + lam[:, None, None]
@@ -194,14 +195,15 @@ def fit_columns(
     dof = np.maximum(n_used - int(free.sum()), 1)
     variance = cost / dof
     jw = jac * weight[..., None]
-    jtj = np.einsum("nwi,nwj->nij", jw, jac) + np.diag(1.0 - free)[None]
+    jtj = np.matmul(jw.transpose(0, 2, 1), jac) + np.diag(1.0 - free)[None]
     # heteroscedasticity-consistent (sandwich) covariance: shot noise is brighter where the
     # column is, so the window's mean residual variance would understate the error
     # (HC3: each residual inflated by its leverage, as few pixels carry the position)
     bread = np.linalg.pinv(jtj)
     resid = mask_f * (values - others - model)
-    leverage = np.clip(np.einsum("nwi,nij,nwj->nw", jw, bread, jac), 0, 0.95)
-    meat = np.einsum("nwi,nw,nwj->nij", jac, (weight * resid / (1 - leverage)) ** 2, jac)
+    leverage = np.clip(np.sum(np.matmul(jw, bread) * jac, axis=2), 0, 0.95)
+    scaled = jac * ((weight * resid / (1 - leverage)) ** 2)[..., None]
+    meat = np.matmul(scaled.transpose(0, 2, 1), jac)
     cov = bread @ meat @ bread
     # significance: the signed root of the likelihood ratio of "a column here" against "a
     # flat background" (the other columns subtracted), in units of the residual variance;
@@ -275,6 +277,6 @@ def cramer_rao_xy(
     slope2 = (gx**2 + gy**2).ravel()[flat]
     variance = np.clip(data.ravel()[flat], 1e-9, None) + read_noise_e**2 + jitter_px**2 * slope2
     w = mask / variance
-    info = np.einsum("nwi,nw,nwj->nij", jac, w, jac)
+    info = np.matmul((jac * w[..., None]).transpose(0, 2, 1), jac)
     cov = np.linalg.pinv(info)
     return np.sqrt(np.clip(np.stack([cov[:, 0, 0], cov[:, 1, 1]], axis=1), 0, None))
