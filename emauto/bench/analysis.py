@@ -163,6 +163,23 @@ def drop_found_on(
     return keep
 
 
+def _sublattice_recall(images: list[tuple[list[str], int]]) -> dict[str, Any]:
+    """Recall of one true sublattice over images, each given as (the labels the analysis
+    gave its matched columns, its true column count): a column counts when it was found
+    with the label most of that sublattice's columns got in the same image (names are per
+    image: A is the brightest there). ``label``: the most common such label."""
+    hits = total = 0
+    tops: list[str] = []
+    for labels, n_true in images:
+        total += n_true
+        if labels:
+            top = max(set(labels), key=labels.count)
+            tops.append(top)
+            hits += labels.count(top)
+    label = max(set(tops), key=tops.count) if tops else None
+    return {"label": label, "recall": round(hits / max(total, 1), 4), "columns": total}
+
+
 def _inner(points: np.ndarray, border_px: float, shape: tuple[int, int]) -> np.ndarray:
     return points[_inside(points, border_px, shape)] if len(points) else points.reshape(0, 2)
 
@@ -283,11 +300,7 @@ def _twin_doses(
         )
         sub: dict[str, Any] = {}
         for name in ("Sr", "Ti-O"):
-            labels_found = [lab for n, labs, _ in bucket["sub"] if n == name for lab in labs]
-            total = sum(t for n, _, t in bucket["sub"] if n == name)
-            top = max(set(labels_found), key=labels_found.count) if labels_found else None
-            hits = labels_found.count(top) if top else 0
-            sub[name] = {"label": top, "recall": round(hits / max(total, 1), 4), "columns": total}
+            sub[name] = _sublattice_recall([(labs, t) for n, labs, t in bucket["sub"] if n == name])
         results[f"dwell_{dwell * 1e6:g}us"] = {
             "dose_e_per_A2": round(statistics.fmean(bucket["dose"]), 1),
             "precision": round(sum(bucket["tp"]) / max(sum(bucket["found"]), 1), 4),
@@ -351,19 +364,12 @@ def _structures(seed: int, progress: bool) -> dict[str, Any]:
             rows, cols = rows[good], cols[good]
         for name in sorted(set(species)):
             mine = species[rows] == name
-            entry = bucket["sub"].setdefault(name, {"labels": [], "columns": 0})
-            entry["labels"].extend(labels[cols][mine].tolist())
-            entry["columns"] += int(np.sum(species == name))
+            entry = bucket["sub"].setdefault(name, [])
+            entry.append((labels[cols][mine].tolist(), int(np.sum(species == name))))
     for structure, bucket in per.items():
         sub = {}
         for name, entry in bucket["sub"].items():
-            labs = entry["labels"]
-            top = max(set(labs), key=labs.count) if labs else None
-            sub[name] = {
-                "label": top,
-                "recall": round((labs.count(top) if top else 0) / max(entry["columns"], 1), 4),
-                "columns": entry["columns"],
-            }
+            sub[name] = _sublattice_recall(entry)
         out[structure] = {
             "sublattices": sub,
             "precision": round(bucket["tp"] / max(bucket["found"], 1), 4),
