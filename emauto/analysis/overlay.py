@@ -18,10 +18,12 @@ def write_overlay(
     *,
     sublattice: Sequence[str] | None = None,
     missing_xy_px: np.ndarray | None = None,
+    extra_xy_px: np.ndarray | None = None,
     banner: str | None = None,
 ) -> Path:
     """Write ``image`` with a cross at each (x, y) of ``atoms_xy_px`` (coloured by
-    ``sublattice`` names), a yellow circle at each missing column and ``banner`` on top
+    ``sublattice`` names), a yellow circle at each missing column, a magenta square at each
+    extra column (off the lattice) and ``banner`` on top
     (e.g. "no resolved atomic columns: ...") to ``path`` (PNG)."""
     from PIL import Image, ImageDraw
 
@@ -50,6 +52,10 @@ def write_overlay(
         for x, y in np.asarray(missing_xy_px, dtype=np.float64).reshape(-1, 2):
             cx, cy = (x + 0.5) * scale, (y + 0.5) * scale
             draw.ellipse([cx - ring, cy - ring, cx + ring, cy + ring], outline=(255, 230, 0))
+    if extra_xy_px is not None:
+        for x, y in np.asarray(extra_xy_px, dtype=np.float64).reshape(-1, 2):
+            cx, cy = (x + 0.5) * scale, (y + 0.5) * scale
+            draw.rectangle([cx - arm, cy - arm, cx + arm, cy + arm], outline=(255, 0, 255))
     if banner:
         draw.rectangle([0, 0, picture.width, 14], fill=(0, 0, 0))
         draw.text((3, 1), banner[: max(8, picture.width // 6)], fill=(255, 230, 0))

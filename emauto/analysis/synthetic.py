@@ -113,12 +113,15 @@ def crystal_image(
     peak_fraction: float = 0.12,
     background_fraction: float = 0.01,
     vacancy_fraction: float = 0.02,
+    interstitials: int = 0,
     noise: bool = True,
 ) -> SyntheticImage:
     """An ADF image of ``structure`` (see module doc) with its truth.
 
     ``peak_fraction``: the scattered fraction at the centre of a brightest column;
-    ``background_fraction``: scattered fraction between columns; ``dose_e_per_A2``: e/Å^2.
+    ``background_fraction``: scattered fraction between columns; ``dose_e_per_A2``: e/Å^2;
+    ``interstitials``: columns (intensity 0.8, label "interstitial") near the centres of
+    random cells well inside the image (a different place in each), off every site.
     """
     if structure not in STRUCTURES:
         raise AnalysisError(f"structure: expected one of {sorted(STRUCTURES)}, got {structure!r}")
@@ -153,6 +156,14 @@ def crystal_image(
     labels = np.array(lab_all)
     present = rng.random(len(xy)) >= vacancy_fraction
     xy, weights, labels = xy[present], weights[present], labels[present]
+    if interstitials:
+        uv = rng.uniform(0.35, 0.65, size=(len(cells), 2))  # a different place in each cell
+        centres = cells + uv[:, :1] * a1p + uv[:, 1:] * a2p + rot @ sites[0][0] / pixel_a
+        inner = np.all((centres > 12) & (centres < np.array([nx, ny]) - 12), axis=1)
+        chosen = rng.choice(np.nonzero(inner)[0], size=interstitials, replace=False)
+        xy = np.concatenate([xy, centres[chosen]])
+        weights = np.concatenate([weights, np.full(interstitials, 0.8)])
+        labels = np.concatenate([labels, np.array(["interstitial"] * interstitials)])
     fraction = background_fraction + peak_fraction * _gaussians(
         shape, xy, weights, sigma_a / pixel_a
     )

@@ -40,7 +40,8 @@ def _analyze(args: argparse.Namespace) -> int:
         )
     write_overlay(
         loaded.data, np.asarray(result.atoms_xy_px), overlay, sublattice=result.atoms_sublattice,
-        missing_xy_px=np.asarray(result.missing_xy_px), banner=banner,
+        missing_xy_px=np.asarray(result.missing_xy_px),
+        extra_xy_px=np.asarray(result.extra_xy_px), banner=banner,
     )  # fmt: skip
     out = {"image": str(loaded.path), **result.as_dict(), "overlay": str(overlay)}
     emit(out, args.json)

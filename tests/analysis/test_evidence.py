@@ -179,3 +179,20 @@ def test_displacements_from_the_fitted_lattice() -> None:
     assert shifts.shape == (len(result.atoms_xy_px), 2)
     # only the synthetic 2 pm static displacements and noise: well below 0.2 px
     assert float(np.sqrt(np.mean(np.sum(shifts**2, axis=1)))) < 0.2
+
+
+def test_extra_columns_off_the_lattice_are_reported() -> None:
+    """Interstitial columns at cell centres of a square lattice come out as extra columns,
+    not as lattice columns; without them there are none."""
+    clean = crystal_image("square", seed=500_050, shape=(160, 160), pixel_m=25e-12,
+                          dose_e_per_A2=1e4)  # fmt: skip
+    assert analyze_image(clean.image, pixel_m=clean.pixel_m).extra_xy_px == []
+    image = crystal_image("square", seed=500_050, shape=(160, 160), pixel_m=25e-12,
+                          dose_e_per_A2=1e4, interstitials=3)  # fmt: skip
+    result = analyze_image(image.image, pixel_m=image.pixel_m)
+    truth = image.columns_xy_px[np.asarray(image.labels) == "interstitial"]
+    extra = np.asarray(result.extra_xy_px)
+    assert len(extra) == 3
+    hit, _, n_truth, _ = match(extra, truth, 1.0, 3.0, image.image.shape)
+    assert hit == n_truth == 3
+    assert len(result.extra_sigma_px) == 3
