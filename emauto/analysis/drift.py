@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,10 @@ class Drift:
     shift_px: tuple[float, float]
     error: float
     velocity_m_per_s: tuple[float, float] | None = None
+    #: standard error of each shift component (px): the upsampled grid's step / sqrt(12)
+    #: (a floor; phase correlation of a clean pair is that good), grown by the normalised
+    #: registration error ``error`` in [0, 1] as a fraction of a pixel
+    sigma_px: float = 0.0
 
 
 def measure_drift(
@@ -47,4 +52,5 @@ def measure_drift(
     velocity = None
     if pixel_m is not None and dt_s is not None and dt_s > 0:
         velocity = (dx * pixel_m / dt_s, dy * pixel_m / dt_s)
-    return Drift(shift_px=(dx, dy), error=float(error), velocity_m_per_s=velocity)
+    sigma = math.hypot(1 / (upsample * math.sqrt(12)), float(error))
+    return Drift(shift_px=(dx, dy), error=float(error), velocity_m_per_s=velocity, sigma_px=sigma)

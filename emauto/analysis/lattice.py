@@ -28,6 +28,8 @@ class Lattice:
     angles_rad: tuple[float, float]
     snr: tuple[float, float]
     n_peaks: int
+    #: every strong peak's g (M, 2, one of each +-g, strongest first), 1/px
+    peaks_g_per_px: np.ndarray | None = None
 
     def as_dict(self, pixel_m: float | None) -> dict[str, object]:
         """JSON-ready figures; spacings in metres too when ``pixel_m`` is known."""
@@ -104,8 +106,10 @@ def find_lattice(image: np.ndarray, *, min_snr: float = 20.0, min_radius_px: int
     snrs = snr_map[peaks[:, 0], peaks[:, 1]]
     upper = (g_arr[:, 1] < 0) | ((g_arr[:, 1] == 0) & (g_arr[:, 0] > 0))  # one of each +-g
     g_arr, snrs = g_arr[upper], snrs[upper]
-    strong = np.argsort(-snrs)[:8]
+    strong = np.argsort(-snrs)[:40]
     g_arr, snrs = g_arr[strong], snrs[strong]
+    all_g = g_arr
+    g_arr, snrs = g_arr[:8], snrs[:8]
     lengths = np.hypot(g_arr[:, 0], g_arr[:, 1])
     first = int(np.argmin(lengths + 1e-9 * -snrs))
     second = None
@@ -130,4 +134,5 @@ def find_lattice(image: np.ndarray, *, min_snr: float = 20.0, min_radius_px: int
         angles_rad=(angles[0], angles[1]),
         snr=(float(snrs[first]), float(snrs[second])),
         n_peaks=len(peaks),
+        peaks_g_per_px=all_g,
     )

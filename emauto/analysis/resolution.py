@@ -23,11 +23,17 @@ class Resolution:
 
     resolution_px: float
     nyquist_px: float = 2.0
+    #: half a frequency bin of the power spectrum, as a period (px): res^2 / (2 N)
+    sigma_px: float = 0.0
 
     def as_dict(self, pixel_m: float | None) -> dict[str, object]:
-        out: dict[str, object] = {"resolution_px": round(self.resolution_px, 4)}
+        out: dict[str, object] = {
+            "resolution_px": round(self.resolution_px, 4),
+            "resolution_sigma_px": round(self.sigma_px, 4),
+        }
         if pixel_m is not None:
             out["resolution_m"] = self.resolution_px * pixel_m
+            out["resolution_sigma_m"] = self.sigma_px * pixel_m
         return out
 
 
@@ -44,6 +50,6 @@ def estimate_resolution(image: np.ndarray, *, min_snr: float = 25.0) -> Resoluti
     floor = max(floor, 1e-30)
     significant = (power > min_snr * floor) & (frequency > 2.0 / max(ny, nx))
     if not np.any(significant):
-        return Resolution(resolution_px=float(max(ny, nx)))
+        return Resolution(resolution_px=float(max(ny, nx)), sigma_px=float(max(ny, nx)) / 2)
     k_max = float(frequency[significant].max())
-    return Resolution(resolution_px=1.0 / k_max)
+    return Resolution(resolution_px=1.0 / k_max, sigma_px=1.0 / (k_max**2 * 2 * max(ny, nx)))

@@ -19,12 +19,30 @@ def _analyze(args: argparse.Namespace) -> int:
     from emauto.analysis.overlay import write_overlay
     from emauto.io.images import load_image
 
-    loaded = load_image(args.image)
+    loaded = load_image(args.image[0])
     pixel = args.pixel_size if args.pixel_size is not None else loaded.pixel_m
-    previous = load_image(args.previous).data if args.previous else None
-    result = analyze_image(loaded.data, pixel_m=pixel, previous=previous, dt_s=args.dt)
+    if len(args.image) > 1:  # a series: registered, averaged, then analysed
+        from emauto.analysis.series import analyze_series
+
+        frames = [loaded.data, *(load_image(path).data for path in args.image[1:])]
+        result, _ = analyze_series(frames, pixel_m=pixel)
+    else:
+        previous = load_image(args.previous).data if args.previous else None
+        result = analyze_image(loaded.data, pixel_m=pixel, previous=previous, dt_s=args.dt)
     overlay = args.overlay or loaded.path.with_name(f"{loaded.path.stem}_overlay.png")
-    write_overlay(loaded.data, np.asarray(result.atoms_xy_px), overlay)
+    banner = None
+    if not result.resolved:
+        banner = f"no resolved atomic columns: {result.evidence.get('reason', '')}"
+    else:
+        counts = ", ".join(f"{s['name']} {s['n_columns']}" for s in result.sublattices)
+        banner = (
+            f"{len(result.atoms_xy_px)} columns ({counts}); {len(result.missing_xy_px)} missing"
+        )
+    write_overlay(
+        loaded.data, np.asarray(result.atoms_xy_px), overlay, sublattice=result.atoms_sublattice,
+        missing_xy_px=np.asarray(result.missing_xy_px),
+        extra_xy_px=np.asarray(result.extra_xy_px), banner=banner,
+    )  # fmt: skip
     out = {"image": str(loaded.path), **result.as_dict(), "overlay": str(overlay)}
     emit(out, args.json)
     return 0
@@ -104,7 +122,13 @@ def add_commands(commands: Any) -> None:
     analyze = commands.add_parser(
         "analyze", help="atom columns, lattice, resolution (and drift) of an image"
     )
-    analyze.add_argument("image", type=Path, help=".npy, .tif, .dm3, .dm4 or .emd")
+    analyze.add_argument(
+        "image",
+        type=Path,
+        nargs="+",
+        help=".npy, .tif, .dm3, .dm4 or .emd; several frames of one field: registered "
+        "(drift), averaged, then analysed",
+    )
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
     analyze.add_argument("--pixel-size", type=float, help="pixel size in m (overrides the file)")
     analyze.add_argument("--previous", type=Path, help="the previous frame, for drift")
