@@ -36,6 +36,7 @@ SAVED = (
     "analysis-latest.json",
     "fewshot-latest.json",
     "recorder-latest.json",
+    "security-latest.json",
 )
 #: Files with one result per command, each under its command line.
 KEYED = ("sparse-scan-latest.json",)
@@ -123,6 +124,12 @@ def test_a_command_that_saves_it_is_named(file: str) -> None:
     elif file == "fewshot-latest.json":
         assert args.task == "fewshot" and result["episodes"] == args.episodes
         assert sorted(result["shots"]) == sorted(f"{k}_shot" for k in args.shots.split(","))
+    elif file == "security-latest.json":
+        assert args.task == "security" and result["messages_fuzzed"] >= args.messages
+        assert (result["kill_trials"], result["watchdog_trials"]) == (
+            args.trials,
+            args.watchdog_trials,
+        )
     elif file == "recorder-latest.json":
         assert args.task == "recorder" and result["kill_trials"] == args.trials
         assert result["power_cut_trials"] == args.power_cuts
@@ -381,12 +388,43 @@ def _recorder(d: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def _security(d: dict[str, Any]) -> list[tuple[str, str]]:
+    failed = d["applied_states_of_failed_commands"]
+    return [
+        (
+            "benchmarks/README.md",
+            f"| {d['messages_fuzzed']:,} / **{d['crashes']}** / "
+            f"**{d['backend_calls_from_invalid_input']}** |",
+        ),
+        (
+            "benchmarks/README.md",
+            f"| {d['peak_rss_growth_mb_before_large_messages']} MB / "
+            f"{d['peak_rss_growth_mb']} MB |",
+        ),
+        ("benchmarks/README.md", f"| {d['kill_trials']} / **{d['duplicate_applications']}** |"),
+        (
+            "benchmarks/README.md",
+            f"| {d['commands_failed_at_client']}, {d['failed_commands_answered_by_applied']} "
+            f"({failed.get('applied', 0)} / {failed.get('interrupted', 0)}) |",
+        ),
+        (
+            "benchmarks/README.md",
+            f"| {d['watchdog_trips_within_bound']} of {d['watchdog_trials']} | 100 % |",
+        ),
+        (
+            "benchmarks/README.md",
+            f"| {d['watchdog_trips_in_long_acquisitions']} of {d['long_acquisitions']} | 0 % |",
+        ),
+    ]
+
+
 FIGURES: dict[str, Callable[[Any], list[tuple[str, str]]]] = {
     "sim-latest.json": _sim,
     "driver-latest.json": _driver,
     "analysis-latest.json": _analysis,
     "fewshot-latest.json": _fewshot,
     "recorder-latest.json": _recorder,
+    "security-latest.json": _security,
     "region-search-latest.json": _region_search,
     "sparse-scan-latest.json": _sparse_scan,
 }
