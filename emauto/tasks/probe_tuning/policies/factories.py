@@ -148,3 +148,18 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
     if factory in _READS_ESTIMATOR:
         return {"weights": estimator}
     return {}
+
+
+def handoff(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``handoff``: the learned decision policy (``rl_decide``, its actor from
+    ``policy_path`` or the shipped one) while its measurement is confident, then `bo`; the
+    operator when neither makes progress."""
+    from emauto.tasks.probe_tuning.policies.bayesopt import BayesOptPolicy
+    from emauto.tasks.probe_tuning.policies.decider import DecisionPolicy
+    from emauto.tasks.probe_tuning.policies.handoff import HandoffPolicy
+    from emauto.tasks.probe_tuning.policies.registry import make_policy
+
+    primary = make_policy("rl_decide", env, seed, policy_path)
+    fallback = bayesian_optimisation(env, seed, policy_path)
+    assert isinstance(primary, DecisionPolicy) and isinstance(fallback, BayesOptPolicy)
+    return HandoffPolicy(primary, fallback)

@@ -98,7 +98,7 @@ class NelderMeadPolicy(MeasuringOptimiser):
     def start(self) -> None:
         self.close()
         self._reading, self._at, self._trial = None, None, None
-        self._history: list[tuple[np.ndarray, np.ndarray]] = []
+        self._history = []
         self._asks, self._tells = queue.Queue(), queue.Queue()
         self._error, self._finished = None, False
         self.best_gains, self._best_score = self.start_gains.copy(), np.inf
