@@ -14,7 +14,7 @@ Its measurement is judged by what the core knows, no ground truth:
 hand the episode to the fallback (`bayesopt.BayesOptPolicy.take_over`, from the knobs as
 they are, the core's probe defocus and its latest accepted measurement included). The
 fallback's own stop ends the episode when it is confident (declared aligned). When it
-cannot make progress either (`MAX_REFUSALS` refused in a row before it has accepted one,
+cannot make progress either (`FALLBACK_REFUSALS` refused before it has accepted one,
 or the budget has no room for another evaluation before it is confident) the policy stops
 with ``aligned=False`` and a reason that says the probe needs the operator; its final move
 still leaves the fallback's best state. A primary that ends the episode without declaring
@@ -35,6 +35,9 @@ from emauto.tasks.probe_tuning.policies.decider import DecisionPolicy
 MAX_REFUSALS = 2
 #: Accepted measurements in a row without a better predicted Strehl ratio: no progress.
 STALL_MEASUREMENTS = 2
+#: Refused measurements of the fallback before its first accepted one (each probes further
+#: out of focus) after which it cannot make progress.
+FALLBACK_REFUSALS = 3
 #: A declared stop is trusted when its measurement predicts at least this Strehl ratio
 #: (the expert's own threshold, `shift_correct.STOP_STREHL`).
 CONFIDENT_STREHL = 0.7
@@ -127,7 +130,7 @@ class HandoffPolicy:
 
     def _fallback_stop(self) -> StopDecision | None:
         fallback = self.fallback
-        if fallback.accepted == 0 and fallback.refusals >= MAX_REFUSALS:
+        if fallback.accepted == 0 and fallback.refusals >= FALLBACK_REFUSALS:
             confidence = fallback.confidence() or 0.0
             return StopDecision(
                 False,
