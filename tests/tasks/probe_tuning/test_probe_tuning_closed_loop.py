@@ -519,3 +519,18 @@ def test_handoff_says_it_needs_the_operator(carbon: SimulatedMicroscope) -> None
     final = decisions[-1]
     assert final is not None and final.reason.startswith(NEEDS_OPERATOR)
     assert result.acquisitions <= BUDGET
+
+
+def test_bo_frames_are_counted_at_the_microscope(carbon: SimulatedMicroscope) -> None:
+    """Each `bo` evaluation is three Ronchigrams (its step's frame and two of its own), all
+    counted by the env's `CountingMicroscope`. A budget of 7 is the reset and two
+    evaluations, spent exactly; with 8 the one frame left cannot hold a third, so the policy
+    stops there, not declaring the probe aligned."""
+    counter = CountingMicroscope(carbon)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=BUDGET - 1))
+    policy = make_policy("bo", env)
+    for budget, ended_by in ((7, "budget"), (8, "policy")):
+        result = run_episode(env, policy, 1000, counter, max_acquisitions=budget)
+        assert result.acquisitions == counter.acquisitions == 7
+        assert policy.evaluations == 2  # type: ignore[attr-defined]
+        assert result.ended_by == ended_by and not result.declared_aligned
