@@ -463,34 +463,34 @@ def run_built(
 def test_bo_aligns(carbon: SimulatedMicroscope) -> None:
     """`bo` (the multi-output surrogate of the probe-shift measurement) aligns most episodes.
 
-    Measured (start median 0.002): median gain 0.88, 8/12 >= 0.8, every episode improved;
-    frames at most 31. Broken: (i) the sign of its correction flipped: median gain -0.001.
-    Margins: gain >= 0.5, >= 5 of 12."""
+    Measured (start median 0.002): median gain 0.93, 12/12 >= 0.8; frames at most 31.
+    Broken: (i) the sign of its correction flipped: median gain -0.001. Margins: gain >=
+    0.6, >= 9 of 12."""
     episodes = run_policy("bo", carbon)
-    assert _median_gain(episodes) >= 0.5
-    assert _successes(episodes) >= 5
+    assert _median_gain(episodes) >= 0.6
+    assert _successes(episodes) >= 9
 
 
 def test_simplex_aligns(carbon: SimulatedMicroscope) -> None:
     """`simplex` (Nelder-Mead over correction gains, scored by the measurement) improves
-    every episode and aligns several. Measured: median gain 0.77, 6/12 >= 0.8. Broken:
-    (j) the correction's sign flipped: median gain -0.00004. Margins: gain >= 0.4, >= 3
-    of 12."""
+    every episode and aligns most. Measured: median gain 0.83, 9/12 >= 0.8. Broken: (j)
+    the correction's sign flipped: median gain -0.00004. Margins: gain >= 0.5, >= 6 of
+    12."""
     episodes = run_policy("simplex", carbon)
-    assert _median_gain(episodes) >= 0.4
-    assert _successes(episodes) >= 3
+    assert _median_gain(episodes) >= 0.5
+    assert _successes(episodes) >= 6
 
 
 def test_handoff_aligns_and_hands_over(carbon: SimulatedMicroscope) -> None:
     """`handoff` with the expert as its primary: the expert's confident episodes stop on
     its word, the others go to `bo`, and the ones neither can do go to the operator.
-    Measured (start median 0.002): median gain 0.91, 10/12 >= 0.8; the expert's
-    measurements never predicted `handoff.CONFIDENT_STREHL`, so `bo` finished every
-    episode. Broken: (i) `bo`'s sign flipped: see the mutation list. Margins: gain >= 0.5,
-    >= 6 of 12; every stop not declared carries the fallback's confidence."""
+    Measured (start median 0.002): median gain 0.92, 12/12 >= 0.8; the expert's
+    measurements rarely predict `handoff.CONFIDENT_STREHL`, so `bo` finishes most
+    episodes. Broken: (i) `bo`'s sign flipped: see the mutation list. Margins: gain >= 0.5,
+    >= 8 of 12; every stop not declared carries the fallback's confidence."""
     episodes = run_built(_handoff_with_the_expert, carbon)
     assert _median_gain(episodes) >= 0.5
-    assert _successes(episodes) >= 6
+    assert _successes(episodes) >= 8
     for episode in episodes:
         if episode.result.ended_by == "policy" and not episode.result.declared_aligned:
             assert episode.result.confidence is not None

@@ -16,7 +16,10 @@ learn or search the gain that undoes that.
 
 A refused measurement (its patches disagree) is not used. Before any measurement of the
 episode was accepted the probe is likely too close to focus for its aberrations (the
-pattern folds): the next evaluation probes `FURTHER_M` further out. After one was accepted a
+pattern folds): the next evaluation probes `FURTHER_M` further out; once one is accepted
+the next ones are back at `PROBE_DEFOCUS_M` (`bo` on tuning episodes 7000-7019: 19/20
+aligned, against 16/20 staying further out, which also needs a frame to take the larger
+defocus off at the end). After one was accepted a
 strong scatterer is the likely cause: the measurement is retaken at once with the probe
 parked `shift_correct.RELOCATE_M` away (its own reference and a drift frame: four frames),
 and that position is kept (as `shift` does).
@@ -307,6 +310,7 @@ class MeasuringOptimiser:
             return
         self.accepted += 1
         self.observe(self.x.copy(), measured)
+        self.defocus_m = self.probe_defocus_m  # corrected from here on: back to the usual
         self.target = self._defocused(self._next_or_here())
 
     def final_action(self) -> np.ndarray | None:
