@@ -175,7 +175,7 @@ class MeasuringOptimiser:
     (`confidence`: the Strehl ratio it expects there) and where to evaluate next
     (`next_point`, default the aligned point). It stops when its confidence reaches
     ``stop_strehl`` (declared aligned), or when the budget has no room for another
-    evaluation (declared aligned only if confident enough); its final move (no frame) goes
+    evaluation (not declared); its final move (no frame) goes
     to the aligned point with the probe defocus off, at its stop and at the budget alike.
     """
 
@@ -253,7 +253,7 @@ class MeasuringOptimiser:
         self.meter.reset(info)
         self.x = np.zeros(len(self.knobs))
         self.x[self._c1] = probe_offset_m
-        measured_at = reading is not None and probe_offset_m > 0  # that defocus from now on
+        measured_at = reading is not None and probe_offset_m > 0  # the reading's defocus
         self.defocus_m = probe_offset_m if measured_at else self.probe_defocus_m
         self.accepted = self.refusals = self.evaluations = 0
         self._settling = False
