@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from emauto.tasks.probe_tuning.env import ProbeTuningEnv
     from emauto.tasks.probe_tuning.policies.base import TuningPolicy
-    from emauto.tasks.probe_tuning.policies.objective import RonchigramObjective
+    from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
 
 
 def probe_shift(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
@@ -50,17 +50,20 @@ def cnn_then_shift(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> T
 
 
 def bayesian_optimisation(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
-    """``bo``: BoTorch on the estimator's expected Strehl ratio."""
+    """``bo``: Bayesian optimisation on the probe-shift measurement's aberration vector
+    (a multi-output linear surrogate), its frames taken through the env's microscope."""
     from emauto.tasks.probe_tuning.policies.bayesopt import BayesOptPolicy
 
-    return BayesOptPolicy(env.knobs, _objective(env), seed=seed)
+    return BayesOptPolicy(env.knobs, env.step_limits, _meter(env), seed=seed)
 
 
 def simplex(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
-    """``simplex``: Nelder-Mead on the estimator's expected Strehl ratio."""
+    """``simplex``: Nelder-Mead over the correction gain of each aberration group, scored by
+    the probe-shift measurement's phase variance, its frames taken through the env's
+    microscope."""
     from emauto.tasks.probe_tuning.policies.simplex import NelderMeadPolicy
 
-    return NelderMeadPolicy(env.knobs, _objective(env))
+    return NelderMeadPolicy(env.knobs, env.step_limits, _meter(env))
 
 
 def reinforcement_learning(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
@@ -104,15 +107,20 @@ def random_actions(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> T
     return RandomPolicy(len(env.knobs), seed)
 
 
-def _objective(env: ProbeTuningEnv) -> RonchigramObjective:
-    from emauto.models.estimator import load_default_estimator
-    from emauto.tasks.probe_tuning.policies.objective import RonchigramObjective
+def _meter(env: ProbeTuningEnv) -> AberrationMeter:
+    """Probe-shift measurements on the env's microscope, the env's frame as the reference."""
+    from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
 
-    return RonchigramObjective(load_default_estimator(), env.config.convergence_rad)
+    return AberrationMeter(
+        env.knobs,
+        env.microscope,
+        last_frame=lambda: env.last_frame,
+        aperture_rad=env.config.convergence_rad,
+    )
 
 
 #: Factories whose policy reads the shipped Ronchigram estimator (and no other weights).
-_READS_ESTIMATOR = (cnn, cnn_then_shift, bayesian_optimisation, simplex)
+_READS_ESTIMATOR = (cnn, cnn_then_shift)
 
 
 def reads_policy_folder(name: str) -> bool:
@@ -140,3 +148,18 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
     if factory in _READS_ESTIMATOR:
         return {"weights": estimator}
     return {}
+
+
+def handoff(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``handoff``: the learned decision policy (``rl_decide``, its actor from
+    ``policy_path`` or the shipped one) while its measurement is confident, then `bo`; the
+    operator when neither makes progress."""
+    from emauto.tasks.probe_tuning.policies.bayesopt import BayesOptPolicy
+    from emauto.tasks.probe_tuning.policies.decider import DecisionPolicy
+    from emauto.tasks.probe_tuning.policies.handoff import HandoffPolicy
+    from emauto.tasks.probe_tuning.policies.registry import make_policy
+
+    primary = make_policy("rl_decide", env, seed, policy_path)
+    fallback = bayesian_optimisation(env, seed, policy_path)
+    assert isinstance(primary, DecisionPolicy) and isinstance(fallback, BayesOptPolicy)
+    return HandoffPolicy(primary, fallback)

@@ -26,6 +26,7 @@ POLICIES = Registry(
         "rl": f"{_FACTORIES}:reinforcement_learning",
         "rl_decide": f"{_FACTORIES}:decision_rl",
         "shift_decide": f"{_FACTORIES}:expert_decisions",
+        "handoff": f"{_FACTORIES}:handoff",
         "random": f"{_FACTORIES}:random_actions",
     },
 )
