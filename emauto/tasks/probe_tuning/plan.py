@@ -55,7 +55,7 @@ class AlignProbeTask(StrictModel):
     policy_folder: str | None = Field(
         default=None,
         pattern=POLICY_FOLDER_NAME,
-        description="for 'rl' and 'rl_decide': the NAME of a trained policy folder listed in "
+        description="for 'rl', 'rl_decide', 'handoff': the NAME of a trained policy folder in "
         "the daemon config's policy_folders (default: the shipped policy); never a path",
     )
     max_acquisitions: int = Field(default=61, ge=2, le=10_000)
@@ -78,7 +78,7 @@ class AlignProbeTask(StrictModel):
 
         if self.policy_folder is not None and not reads_policy_folder(self.policy):
             raise ValueError(
-                f"policy_folder is for the policies 'rl' and 'rl_decide', not {self.policy!r}"
+                f"policy_folder is for 'rl', 'rl_decide' and 'handoff', not {self.policy!r}"
             )
         return self
 

@@ -124,10 +124,11 @@ _READS_ESTIMATOR = (cnn, cnn_then_shift)
 
 
 def reads_policy_folder(name: str) -> bool:
-    """Whether policy ``name`` loads a trained policy folder (``rl``, ``rl_decide``)."""
+    """Whether policy ``name`` loads a trained policy folder (``rl``, ``rl_decide``,
+    ``handoff``)."""
     from emauto.tasks.probe_tuning.policies.registry import POLICIES
 
-    return POLICIES.load(name) in (reinforcement_learning, decision_rl)
+    return POLICIES.load(name) in (reinforcement_learning, decision_rl, handoff)
 
 
 def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
@@ -142,7 +143,7 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
     if factory is reinforcement_learning:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_ppo")
         return {"weights": folder / POLICY_FILE, "estimator": estimator}
-    if factory is decision_rl:
+    if factory is decision_rl or factory is handoff:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_decider")
         return {"weights": folder / "actor.pt"}
     if factory in _READS_ESTIMATOR:
