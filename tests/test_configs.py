@@ -17,6 +17,7 @@ from emauto.tasks.probe_tuning.config import (
     ProbeTuningConfig,
     RLTrainingConfig,
 )
+from emauto.tasks.probe_tuning.decider_training import DeciderTrainingConfig
 from emauto.tasks.sparse_scan.config import ScanRLConfig
 from emauto.units import load_yaml
 
@@ -29,7 +30,8 @@ MODELS: dict[str, type[BaseModel]] = {
     "estimator_finetune_gpu.yaml": EstimatorTrainingConfig,
     "estimator_training.yaml": EstimatorTrainingConfig,
     "estimator_training_gpu.yaml": EstimatorTrainingConfig,
-    "probe_tuning_low_dose.yaml": ProbeTuningConfig,
+    "conditions/tenth_dose.yaml": ProbeTuningConfig,
+    "probe_tuning_decider.yaml": DeciderTrainingConfig,
     "probe_tuning_ppo.yaml": RLTrainingConfig,
     "sparse_scan_completion.yaml": CompletionTrainingConfig,
     "sparse_scan_ppo.yaml": ScanRLConfig,

@@ -354,7 +354,8 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
             "change_m": dict(self._last_change),
             "probe_position_m": self._position,
         }
-        if self._true_aberrations is not None:  # ground truth, for scoring and curves only
+        if self.config.reward != "estimator" and self._true_aberrations is not None:
+            # ground truth, for scoring and curves only; never read with an estimator reward
             info["phase_variance_rad2"] = optics.phase_variance(
                 self._true_aberrations(), self._wavelength, self.config.convergence_rad
             )
