@@ -45,6 +45,9 @@ MERGED = ("region-search-latest.json",)
 #: Probe-tuning runs, each written by ``emauto bench probe-tuning ... --save benchmarks/FILE``.
 PROBE_TUNING = (
     "probe-tuning-latest.json",
+    "probe-tuning-measuring-optimisers-latest.json",
+    "probe-tuning-au_on_carbon-latest.json",
+    "probe-tuning-tenth_dose-latest.json",
     "probe-tuning-unseen-thick_carbon-latest.json",
     "probe-tuning-unseen-noisy_camera-latest.json",
     "probe-tuning-unseen-srtio3_thin-latest.json",
@@ -478,6 +481,10 @@ def test_probe_tuning_headline_figures_match_the_json() -> None:
     assert f"{pct(shift['false_done']['rate'], 0)} % false dones" in text
     assert f"`cnn_shift` {pct(figures['cnn_shift']['success']['rate'], 0)} %" in text
     assert f"score {pct(shift['oracle_success']['rate'], 0)} %" in text
+    bo = latest("probe-tuning-measuring-optimisers-latest.json")["methods"]["bo"]
+    low, high = bo["success"]["ci95"]
+    assert f"aligned (Strehl >= 0.8) in {pct(bo['success']['rate'], 0)} % of 100" in text
+    assert f"interval {pct(low, 0)}-{pct(high, 0)} %)" in text
 
 
 # ------------------------------------------------------- figures from shipped model files

@@ -170,9 +170,10 @@ def test_shift_aligns(carbon: SimulatedMicroscope) -> None:
     (`STOP_STREHL` 0.95, no correction at the stop): median gain 0.83, 7/12 >= 0.8, every
     episode improved. Under earlier stop rules (thresholds 0.6 / 0.7 / 0.9 / 0.95 with the
     correction, before those fixes): gain 0.82 / 0.79 / 0.73 / 0.73, successes 7 / 6 / 5 /
-    5: the margins hold for any of them. Broken (measured under the 0.7 rule): (a) coma sign flipped 0.007 and 0/12; (b) correction halved -0.002 and
-    0/12; (d) misfit threshold x1000 0.69 and 2/12 (3/12 in some runs: at the margin; (d)
-    is caught by `test_refused_fits_are_the_wrong_ones`). Margins: gain >= 0.4, >= 3 of 12.
+    5: the margins hold for any of them. Broken (measured under the 0.7 rule): (a) coma
+    sign flipped 0.007 and 0/12; (b) correction halved -0.002 and 0/12; (d) misfit
+    threshold x1000 0.69 and 2/12 (3/12 in some runs: at the margin; (d) is caught by
+    `test_refused_fits_are_the_wrong_ones`). Margins: gain >= 0.4, >= 3 of 12.
     """
     episodes = run_policy("shift", carbon)
     assert _median_gain(episodes) >= 0.4
