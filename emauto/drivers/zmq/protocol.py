@@ -12,7 +12,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -153,7 +153,10 @@ class HeartbeatArgs(StrictModel):
     for_client: ClientId | None = Field(default=None, alias="for")
 
 
-_ACQ: TypeAdapter[RonchigramRequest | ImageRequest] = TypeAdapter(AcquisitionRequest)
+#: Typed ``Any`` for the adapter's construction: mypy's incremental cache sometimes reads the
+#: discriminated ``Annotated`` union as a bare union and rejects it; the validated value is
+#: a ``RonchigramRequest | ImageRequest`` either way.
+_ACQ: TypeAdapter[RonchigramRequest | ImageRequest] = TypeAdapter(cast(Any, AcquisitionRequest))
 
 
 # --------------------------------------------------------------------------- header codec
