@@ -219,7 +219,7 @@ def test_a_plan_step_never_names_a_path(tmp_path: Path) -> None:
         AlignProbeTask.model_validate(wire)
     with pytest.raises(ValueError, match="pattern"):
         AlignProbeTask.model_validate({"policy": "rl", "policy_folder": str(tmp_path)})
-    with pytest.raises(ValueError, match="for policy 'rl'"):
+    with pytest.raises(ValueError, match="policy_folder is for 'rl'"):
         AlignProbeTask.model_validate({"policy": "shift", "policy_folder": "mine"})
     config = tmp_path / "daemon.yaml"
     config.write_text(yaml.safe_dump({"plan": [wire]}))
