@@ -8,6 +8,11 @@ Images: 80 x 80 pixels over 2.5 nm (31 pm pixels) of the small SrTiO3 crystal
 positions, shot noise, detector noise and scan jitter on, at two doses: 2 us dwell (about
 2.6e3 e/Å^2) and 16 us (2.0e4 e/Å^2). Figures are pooled over the three images of a dose,
 exactly reproducible for the seeds; measured on the issue-22 code (2026-12-02).
+
+Mutation checked by hand: (e) the atom finder's threshold at 0 (`analyze.Thresholds.
+min_column_z` 0, a column kept whatever its height above the noise):
+``tests/analysis/test_evidence.py::test_missing_columns_are_reported_against_the_lattice``
+fails (columns are then "found" on the vacancy).
 """
 
 from __future__ import annotations
