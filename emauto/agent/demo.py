@@ -3,7 +3,7 @@
 1. Start the twin's ZeroMQ server (`emauto serve --backend sim`) in a subprocess on loopback,
    with its safety layer and watchdog, as a microscope PC would run it.
 2. Run the daemon's default plan over the wire: detune the probe by random aberrations
-   (seeded), align it with the shipped probe-shift policy, then acquire a survey image.
+   (seeded), align it by BO on probe-shift measurements (`bo`), then acquire a survey image.
 3. Record the session (event-model JSON Lines + Zarr frames), write its report (PNG + HTML)
    and pictures of the first and last Ronchigram and of the survey.
 4. Stop the server (the beam is blanked on every exit path) and print a short summary.
@@ -106,13 +106,13 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
         config = DaemonConfig(
             microscope=f"{uri}?timeout=30",
             plan=(
-                AlignProbeTask(detune=True, seed=seed, max_acquisitions=61),
+                AlignProbeTask(policy="bo", detune=True, seed=seed, max_acquisitions=61),
                 SurveyTask(fov_m=16e-9, dwell_s=8e-6),
             ),
             control=f"tcp://127.0.0.1:{_free_port()}",
         )
         _say(
-            f"daemon: align the probe (probe-shift policy), then a survey; control on "
+            f"daemon: align the probe (BO on probe-shift measurements), then a survey; control on "
             f"{config.control}"
         )
         result = run_daemon(config, session=session_path)

@@ -376,10 +376,19 @@ class RemoteTwin(RemoteMicroscope):
     (Strehl ratio, true aberrations), as `SimulatedMicroscope` does in process, so rewards
     and reports that need the truth work over the wire. Real hardware never offers it."""
 
-    def twin_truth(self) -> dict[str, Any]:
-        """``{"strehl": float, "aberrations_m": {name: m}}`` from the server's twin."""
-        result, _ = self._call("twin_truth")
+    def twin_truth(self, after_s: float | None = None) -> dict[str, Any]:
+        """``{"strehl": float, "aberrations_m": {name: m}}`` from the server's twin, now or
+        ``after_s`` (s) ahead with no further command (its lenses settled)."""
+        result, _ = self._call("twin_truth", None if after_s is None else {"after_s": after_s})
         return dict(result)
+
+    def strehl_ratio_after(self, wait_s: float) -> float:
+        """The twin's Strehl ratio ``wait_s`` (s) from now, if nothing is commanded."""
+        return float(self.twin_truth(float(wait_s))["strehl"])
+
+    def aberrations_after(self, wait_s: float) -> Aberrations:
+        """The twin's true aberrations ``wait_s`` (s) from now, if nothing is commanded."""
+        return Aberrations.from_mapping(self.twin_truth(float(wait_s))["aberrations_m"])
 
     def strehl_ratio(self) -> float:
         """Strehl ratio of the twin's true probe over the probe-forming aperture."""

@@ -145,6 +145,14 @@ class AppliedArgs(StrictModel):
     seq: int = Field(ge=0, lt=1 << 62)
 
 
+class TwinTruthArgs(StrictModel):
+    """Arguments of ``twin_truth``: ``after_s``, the truth that long ahead with no further
+    command (the twin's lenses settled; None: now)."""
+
+    model_config = _WIRE
+    after_s: float | None = Field(default=None, ge=0, le=60)
+
+
 class HeartbeatArgs(StrictModel):
     """Arguments of ``heartbeat``: ``for`` names the client id whose liveness it proves (a
     heartbeat thread on its own socket beats for the client that commands)."""
@@ -347,6 +355,12 @@ def parse_applied_args(args: dict[str, Any]) -> AppliedArgs:
     """The arguments of an ``applied`` request."""
     parsed: AppliedArgs = _validate(AppliedArgs, args, "applied arguments")
     return parsed
+
+
+def parse_twin_truth_args(args: dict[str, Any]) -> float | None:
+    """How far ahead (s) a ``twin_truth`` request asks for the truth (None: now)."""
+    parsed: TwinTruthArgs = _validate(TwinTruthArgs, args, "twin_truth arguments")
+    return parsed.after_s
 
 
 def parse_heartbeat_args(args: dict[str, Any]) -> str | None:

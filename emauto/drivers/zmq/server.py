@@ -35,7 +35,7 @@ from emauto.errors import (
     PermissionDeniedError,
     ProtocolError,
 )
-from emauto.microscope import GroundTruth, ImageRequest, RonchigramRequest
+from emauto.microscope import GroundTruth, ImageRequest, RonchigramRequest, SettlingGroundTruth
 from emauto.version import __version__
 from emauto.wrappers.safety import SafeMicroscope, beam_time_s
 
@@ -321,7 +321,7 @@ class MicroscopeServer:
             elif op == "status":
                 result = scope.status()
             elif op == "twin_truth":
-                result = self._twin_truth()
+                result = self._twin_truth(parsed)
             elif op == "reset_watchdog":
                 scope.reset_watchdog(caller=caller)
                 result = scope.status()
@@ -408,14 +408,22 @@ class MicroscopeServer:
     def _has_twin_truth(self) -> bool:
         return isinstance(self.microscope.unwrapped, GroundTruth)
 
-    def _twin_truth(self) -> dict[str, Any]:
-        """A twin's ground truth: the Strehl ratio and the true aberrations (m)."""
+    def _twin_truth(self, after_s: float | None = None) -> dict[str, Any]:
+        """A twin's ground truth: the Strehl ratio and the true aberrations (m), now or
+        ``after_s`` ahead with no further command (the lenses settled)."""
         backend = self.microscope.unwrapped
         if not isinstance(backend, GroundTruth):
             raise InvalidRequestError("twin_truth: this backend is not a twin; it has no truth")
+        if after_s is None:
+            return {
+                "strehl": float(backend.strehl_ratio()),
+                "aberrations_m": backend.true_aberrations().to_dict(),
+            }
+        if not isinstance(backend, SettlingGroundTruth):
+            raise InvalidRequestError("twin_truth: this twin cannot look ahead (after_s)")
         return {
-            "strehl": float(backend.strehl_ratio()),
-            "aberrations_m": backend.true_aberrations().to_dict(),
+            "strehl": float(backend.strehl_ratio_after(after_s)),
+            "aberrations_m": backend.aberrations_after(after_s).to_dict(),
         }
 
 
@@ -432,6 +440,8 @@ def _parse_args(header: protocol.Request, arrays: dict[str, Any]) -> Any:
         return protocol.parse_heartbeat_args(header.args)
     if op == "applied":
         return protocol.parse_applied_args(header.args)
+    if op == "twin_truth":
+        return protocol.parse_twin_truth_args(header.args)
     if arrays:
         raise ProtocolError(f"{op} takes no array frames; got {sorted(arrays)}")
     return None
