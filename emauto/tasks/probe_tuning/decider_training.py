@@ -152,7 +152,7 @@ def behaviour_clone(actor: DecisionActor, data: Rollouts, epochs: int, seed: int
         loss.backward()
         optimiser.step()
     actor.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def agreement(actor: DecisionActor, data: Rollouts) -> float:
@@ -249,7 +249,7 @@ def warm_up_critic(policy: AsymmetricActorCritic, data: Rollouts, gamma: float) 
         loss = nn.functional.mse_loss(value, target)
         loss.backward()
         optimiser.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 # ------------------------------------------------------------------ the whole recipe

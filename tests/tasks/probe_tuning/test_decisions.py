@@ -170,3 +170,31 @@ def test_a_correction_that_spends_the_budget_is_kept(carbon: SimulatedMicroscope
     corrected = result.strehl_path[-1]
     assert corrected > 0.3
     assert result.final_strehl >= corrected - 0.05
+
+
+def test_tiny_training_writes_an_actor_that_loads(
+    carbon_uri: str, specimen_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole recipe (expert rollouts, DAgger, critic warm-up, PPO), tiny."""
+    import json
+
+    from emauto.tasks.probe_tuning.decider_training import DeciderTrainingConfig, train_decider
+
+    monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
+    config = DeciderTrainingConfig(
+        microscope=carbon_uri,
+        expert_episodes=1,
+        dagger_rounds=1,
+        dagger_episodes=1,
+        bc_epochs=5,
+        ppo_timesteps=16,
+        n_envs=1,
+        n_steps=8,
+        batch_size=8,
+    )
+    report = train_decider(config, tmp_path / "decider")
+    assert report["ppo_timesteps"] >= 16 and not report["interrupted"]
+    actor = DecisionActor.load(tmp_path / "decider" / "actor.pt")
+    assert actor.spec.provenance["config"]["expert_episodes"] == 1
+    saved = json.loads((tmp_path / "decider" / "training.json").read_text())
+    assert saved["bc_states"] == report["bc_states"] > 0
