@@ -138,6 +138,9 @@ class DecisionCore:
         description = env.microscope.describe()
         self._wavelength = optics.wavelength(description.energy_eV)
         self._aperture = env.config.convergence_rad
+        #: How far a relocated measurement may park the probe (m): the scan range less the
+        #: measurement's probe shift.
+        self._relocation_limit_m = description.scan.max_offset_m - DEFAULT_DELTA_M
         self.reset({"acquisitions": 1, "probe_position_m": (0.0, 0.0)})
 
     # ------------------------------------------------------------------ state
@@ -287,8 +290,7 @@ class DecisionCore:
             if attempt > 0:
                 if self.frames_left < 4:  # a relocated measurement takes four frames
                     break
-                limit = self.env.microscope.describe().scan.max_offset_m - DEFAULT_DELTA_M
-                position = relocated(self.position, attempt, limit)
+                position = relocated(self.position, attempt, self._relocation_limit_m)
             at_env = position == self.env_position
             counter = CountingMicroscope(self.env.microscope)  # this measurement's frames
             try:

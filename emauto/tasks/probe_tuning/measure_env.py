@@ -98,8 +98,9 @@ class MeasureCorrectEnv(gym.Env[MeasureObservation, np.ndarray]):
         self.counter.limit = self.budget
         _, info = self.inner.reset(seed=seed, options=options)
         self.core.reset(info)
-        self._potential = self._true_potential()
-        return self._observation(), self._info(ended=False, declared=False)
+        truth = self._parked_aberrations()
+        self._potential = self._true_potential(truth)
+        return self._observation(truth), self._info(ended=False, declared=False)
 
     def step(
         self, action: np.ndarray
@@ -114,7 +115,8 @@ class MeasureCorrectEnv(gym.Env[MeasureObservation, np.ndarray]):
             assert plan.action is not None
             _, _, _, _, info = self.inner.step(plan.action)
             self.core.after_step(info)
-        previous, self._potential = self._potential, self._true_potential()
+        truth = self._parked_aberrations()  # read once a step: reward and critic alike
+        previous, self._potential = self._potential, self._true_potential(truth)
         reward = self._potential - previous - self.frame_cost * (self.core.frames - before)
         ended = plan.ends
         terminated = ended and plan.declared
@@ -124,7 +126,7 @@ class MeasureCorrectEnv(gym.Env[MeasureObservation, np.ndarray]):
             reward += 1.0 if info["success"] else 0.0
             if plan.declared and not info["success"]:
                 reward -= self.false_done_penalty
-        return self._observation(), float(reward), terminated, truncated, info
+        return self._observation(truth), float(reward), terminated, truncated, info
 
     def close(self) -> None:
         self.inner.close()
@@ -137,14 +139,12 @@ class MeasureCorrectEnv(gym.Env[MeasureObservation, np.ndarray]):
         truth = self._twin.true_aberrations()
         return truth.replace(C10=truth.C10 - self.core.offset_m)
 
-    def _true_potential(self) -> float:
-        variance = optics.phase_variance(
-            self._parked_aberrations(), self._wavelength, self.inner.config.convergence_rad
-        )
+    def _true_potential(self, truth: optics.Aberrations) -> float:
+        """``-ln(phase variance + 0.01) / ln(100)`` of the parked probe's ``truth``."""
+        variance = optics.phase_variance(truth, self._wavelength, self.inner.config.convergence_rad)
         return -math.log(variance + 0.01) / math.log(100.0)
 
-    def _observation(self) -> MeasureObservation:
-        truth = self._parked_aberrations()
+    def _observation(self, truth: optics.Aberrations) -> MeasureObservation:
         scaled = np.array([getattr(truth, k) for k in self.core.knobs]) / self.core.scale_m
         strehl = optics.strehl_ratio(truth, self._wavelength, self.inner.config.convergence_rad)
         privileged = np.concatenate(
