@@ -47,6 +47,20 @@ def _train(args: argparse.Namespace) -> int:
         report = train_decider(decider_config, args.out)
         print(json.dumps({"out": str(args.out), **report}, indent=2))
         return 0
+    if args.task == "probe-tuning-belief":
+        from emauto.tasks.probe_tuning.belief_training import (
+            BeliefTrainingConfig,
+            train_belief_stop,
+        )
+
+        belief_config = (
+            load_yaml(args.config, BeliefTrainingConfig) if args.config else BeliefTrainingConfig()
+        )
+        report = train_belief_stop(
+            belief_config, args.out, scheduler_address=args.scheduler, episodes_file=args.data
+        )
+        print(json.dumps({"out": str(args.out), **report}, indent=2))
+        return 0
     if args.task == "ronchigram-estimator":
         from emauto.tasks.probe_tuning.config import EstimatorDataConfig
         from emauto.tasks.probe_tuning.estimator_data import (
@@ -159,8 +173,14 @@ def add_commands(commands: Any) -> None:
     train = commands.add_parser("train", help="train the estimator or an RL policy")
     train.add_argument(
         "--task",
-        choices=["probe-tuning", "probe-tuning-decider", "ronchigram-estimator"],
+        choices=[
+            "probe-tuning",
+            "probe-tuning-decider",
+            "probe-tuning-belief",
+            "ronchigram-estimator",
+        ],
         default="probe-tuning",
+        help="what to train (probe-tuning-belief: the learned stop of rl_belief)",
     )
     train.add_argument("--algo", choices=["ppo", "sac"], help="RL algorithm (probe-tuning)")
     train.add_argument(
@@ -169,13 +189,20 @@ def add_commands(commands: Any) -> None:
         help="RLTrainingConfig / DeciderTrainingConfig / EstimatorTrainingConfig YAML",
     )
     train.add_argument("--out", type=Path, required=True, help="output folder or .pt file")
-    train.add_argument("--data", type=Path, help="dataset .npz (ronchigram-estimator)")
+    train.add_argument(
+        "--data",
+        type=Path,
+        help="dataset .npz (ronchigram-estimator); recorded episodes .npz, read if it "
+        "exists, else written (probe-tuning-belief)",
+    )
     train.add_argument(
         "--data-config",
         type=Path,
         help="EstimatorDataConfig YAML: generate the dataset in memory instead of --data",
     )
-    train.add_argument("--scheduler", help="Dask scheduler address, with --data-config")
+    train.add_argument(
+        "--scheduler", help="Dask scheduler address (--data-config, probe-tuning-belief)"
+    )
     train.add_argument(
         "--workers", type=int, default=2, help="LocalCluster workers (--data-config)"
     )

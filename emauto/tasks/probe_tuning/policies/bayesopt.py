@@ -85,6 +85,8 @@ class BayesOptPolicy(MeasuringOptimiser):
         self._ms: list[np.ndarray] = []
         self._aligned: np.ndarray | None = None
         self._confidence: float | None = None
+        #: Posterior samples of the aberrations at the episode's start (samples, K) (m).
+        self.start_samples: np.ndarray | None = None
         self._rng = np.random.default_rng(seed)
         self.memory: int | None = None  # use only the latest this many (None: all)
         self.gain_sd_scale = 1.0  # widens the gain prior (for the experiments above)
@@ -92,6 +94,7 @@ class BayesOptPolicy(MeasuringOptimiser):
     def start(self) -> None:
         self._xs, self._ms = [], []
         self._aligned, self._confidence = None, None
+        self.start_samples = None
         self._rng = np.random.default_rng(self.seed)
 
     def observe(self, x: np.ndarray, measured: np.ndarray) -> None:
@@ -140,5 +143,6 @@ class BayesOptPolicy(MeasuringOptimiser):
         g = np.maximum(draws[:, n_knobs:][:, self._group], 0.2)
         start = c / g  # the aberrations at the episode's start (m), one row per sample
         aligned = -np.median(start, axis=0)
+        self.start_samples = start
         self._aligned = aligned
         self._confidence = float(np.mean(self.meter.strehl(start + aligned)))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
@@ -52,14 +52,21 @@ class ActorSpec(StrictModel):
 
 class DecisionActor(nn.Module):
     """Public observation -> logits (sum of ``action_nvec``); the layers mirror SB3's
-    ``mlp_extractor.policy_net`` + ``action_net`` so that trained weights copy over."""
+    ``mlp_extractor.policy_net`` + ``action_net`` so that trained weights copy over.
+
+    A subclass for another observation and action sets the three class attributes."""
+
+    format: ClassVar[str] = FORMAT
+    observation_size: ClassVar[int] = OBSERVATION_SIZE
+    action_nvec: ClassVar[tuple[int, ...]] = ACTION_NVEC
 
     def __init__(self, spec: ActorSpec) -> None:
         super().__init__()
-        if spec.observation_size != OBSERVATION_SIZE or spec.action_nvec != ACTION_NVEC:
+        if spec.observation_size != self.observation_size or spec.action_nvec != self.action_nvec:
             raise ModelFileError(
                 f"the actor is for observations of {spec.observation_size} and actions "
-                f"{spec.action_nvec}; this emauto needs {OBSERVATION_SIZE} and {ACTION_NVEC}"
+                f"{spec.action_nvec}; this emauto needs {self.observation_size} and "
+                f"{self.action_nvec}"
             )
         self.spec = spec
         activation = nn.Tanh if spec.activation == "tanh" else nn.ReLU
@@ -86,15 +93,15 @@ class DecisionActor(nn.Module):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
-        blob = {"format": FORMAT, "metadata": self.spec.model_dump_json(), "state_dict": state}
+        blob = {"format": self.format, "metadata": self.spec.model_dump_json(), "state_dict": state}
         temporary = path.with_suffix(".tmp")
         torch.save(blob, temporary)
         temporary.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> DecisionActor:
+    def load(cls, path: str | Path) -> Self:
         """Read an actor file without unpickling code; `ModelFileError` if it is not one."""
-        blob = read_weights_file(Path(path), FORMAT, "no decision actor here")
+        blob = read_weights_file(Path(path), cls.format, f"no {cls.__name__} here")
         try:
             spec = ActorSpec.model_validate(json.loads(blob["metadata"]))
         except (TypeError, ValueError) as exc:

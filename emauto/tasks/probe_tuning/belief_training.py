@@ -1,0 +1,465 @@
+"""Training ``rl_belief`` (`policies.belief_stop`): when to stop measuring, learned by PPO on
+recorded twin episodes with a privileged critic.
+
+Why recorded episodes are exact here: the actor's only choices are to measure again or to
+end the episode (declared aligned, or handed to the operator). Until it ends, what `bo`
+measures does not depend on the actor, so one episode run to the budget, with at every
+decision point the outcome of stopping *there* (the twin's true Strehl ratio of the state the
+final move would leave, read from ground truth while recording), holds the outcome of every
+policy on that episode. PPO then trains on a replay of those episodes (`StopReplayEnv`)
+thousands of times faster than on the twin, with nothing approximated but the final move
+(computed as the knob change on the settled lenses: `counterfactual_error` measures it
+against the real final moves at the budget).
+
+1. **Record** ``episodes`` twin episodes on Dask (`record_episodes`; LocalCluster by
+   default, a scheduler address to scale out), with domain randomisation: each episode draws
+   its microscope from ``config.microscopes`` and its exposure log-uniformly from
+   ``config.exposure_s`` (the dose).
+2. **PPO** (stable-baselines3) on `StopReplayEnv` with `decider_training.AsymmetricActorCritic`:
+   the actor reads the public features (`belief_stop.FEATURE_NAMES`), the critic also the
+   privileged truth (the Strehl ratio a stop now would leave, the best one still to come).
+   Reward: ``+1`` for declaring an aligned probe, ``-false_done_penalty`` for declaring one
+   that is not, ``0`` for handing over, ``-frame_cost`` per frame.
+3. The actor at the end of training is saved (no checkpoint chosen); its figures on the
+   held-apart ``validation`` episodes (training seeds too, never a benchmark's) go in
+   ``training.json``.
+
+Episodes are seeded `decider_training.TRAINING_SEED_BASE` + 7e6 + seed x 1e6 + i: apart from
+every benchmark (seed x 1e5 + i, seeds 0 and 1) and every tuning run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from pydantic import Field
+
+from emauto import optics
+from emauto.errors import ConfigError
+from emauto.microscope import GroundTruth
+from emauto.tasks.probe_tuning.config import ProbeTuningConfig
+from emauto.tasks.probe_tuning.decider_training import TRAINING_SEED_BASE, AsymmetricActorCritic
+from emauto.tasks.probe_tuning.policies.belief_stop import (
+    FEATURE_LIMIT,
+    FEATURE_SIZE,
+    BeliefStopPolicy,
+    Choice,
+    StopActor,
+)
+from emauto.tasks.probe_tuning.policies.decider import ActorSpec
+from emauto.units import StrictModel
+
+#: Offset of this training's episode seeds above `TRAINING_SEED_BASE`.
+SEED_OFFSET = 7_000_000
+#: Privileged features the critic reads: the Strehl ratio a stop now leaves, the best to come.
+PRIVILEGED_SIZE = 2
+
+
+class BeliefTrainingConfig(StrictModel):
+    """What `train_belief_stop` does (configs/probe_tuning_belief.yaml)."""
+
+    seed: int = Field(default=0, ge=0, le=1000)
+    microscopes: tuple[str, ...] = ("sim://",)
+    exposure_s: tuple[float, float] = (2e-3, 2e-2)
+    budget: int = Field(default=31, ge=4, le=1000)
+    episodes: int = Field(default=600, ge=2, le=100_000)
+    validation: int = Field(default=150, ge=1, le=100_000)
+    frame_cost: float = Field(default=0.01, ge=0.0, le=1.0)
+    false_done_penalty: float = Field(default=4.0, ge=0.0, le=100.0)
+    hidden: tuple[int, ...] = (64, 64)
+    timesteps: int = Field(default=200_000, ge=1, le=100_000_000)
+    n_envs: int = Field(default=8, ge=1, le=256)
+    n_steps: int = Field(default=256, ge=8, le=100_000)
+    batch_size: int = Field(default=512, ge=8, le=100_000)
+    learning_rate: float = Field(default=3e-4, gt=0, le=1.0)
+    ent_coef: float = Field(default=0.01, ge=0, le=1.0)
+    gamma: float = Field(default=1.0, gt=0, le=1.0)
+    workers: int = Field(default=2, ge=1, le=256)
+    torch_threads: int = Field(default=1, ge=1, le=256)
+
+
+# ------------------------------------------------------------------ recording
+
+
+def _episode_seed(config: BeliefTrainingConfig, index: int) -> int:
+    return TRAINING_SEED_BASE + SEED_OFFSET + config.seed * 1_000_000 + index
+
+
+def record_episode(
+    microscope: str, exposure_s: float, seed: int, budget: int
+) -> dict[str, np.ndarray]:
+    """Run `bo`'s evaluations to the budget on a twin, recording at every decision point the
+    public features, whether another evaluation fits, the acquisitions so far, and what a
+    stop there would leave (true Strehl ratio, an extra settling frame or not).
+
+    Also ``final_strehl`` (the state really left at the budget, after its final move) and
+    ``final_predicted`` (the last decision point's counterfactual of it), to measure the
+    counterfactual's error.
+    """
+    from emauto.drivers import connect
+    from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+    from emauto.tasks.probe_tuning.policies.base import run_episode
+    from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
+    from emauto.wrappers.base import unwrap
+    from emauto.wrappers.counting import CountingMicroscope
+
+    config = ProbeTuningConfig(max_steps=budget, exposure_s=(exposure_s, exposure_s))
+    counter = CountingMicroscope(connect(microscope))
+    env = ProbeTuningEnv(counter, config)
+    twin = unwrap(counter)
+    if not isinstance(twin, GroundTruth) or not hasattr(twin, "aberrations_after"):
+        raise ConfigError(f"{microscope}: recording needs a twin that looks ahead")
+    wavelength = optics.wavelength(counter.describe().energy_eV)
+    rows: dict[str, list[Any]] = {k: [] for k in ("features", "can", "frames", "strehl", "extra")}
+    meter = AberrationMeter(
+        env.knobs, counter, last_frame=lambda: env.last_frame, aperture_rad=config.convergence_rad
+    )
+
+    def stop_outcome() -> float:
+        """The true Strehl ratio a stop now leaves: the settled lenses plus the final move."""
+        truth = twin.aberrations_after(config.lens_wait_s).to_dict()
+        move = policy.stop_point() - policy.x
+        for knob, change in zip(policy.knobs, move, strict=True):
+            truth[knob] += float(change)
+        left = optics.Aberrations.model_validate(truth)
+        return optics.strehl_ratio(left, wavelength, config.convergence_rad)
+
+    def decide(features: np.ndarray, can_measure: bool) -> Choice:
+        rows["features"].append(features)
+        rows["can"].append(can_measure)
+        rows["frames"].append(counter.acquisitions)
+        rows["strehl"].append(stop_outcome())
+        rows["extra"].append(not policy.final_move_fits())
+        return Choice.MEASURE
+
+    final: list[float] = []
+
+    class Recording(BeliefStopPolicy):
+        def final_action(self) -> np.ndarray | None:
+            final.append(stop_outcome())  # before run_episode applies the final move
+            return super().final_action()
+
+    policy = Recording(env.knobs, env.step_limits, meter, decide)
+    try:
+        result = run_episode(env, policy, seed, counter, max_acquisitions=budget)
+    finally:
+        env.close()
+        counter.close()
+    return {
+        "features": np.array(rows["features"], dtype=np.float32).reshape(-1, FEATURE_SIZE),
+        "can_measure": np.array(rows["can"], dtype=bool),
+        "frames": np.array(rows["frames"], dtype=np.int64),
+        "strehl": np.array(rows["strehl"], dtype=np.float64),
+        "extra_frame": np.array(rows["extra"], dtype=bool),
+        "final_strehl": np.array(result.final_strehl),
+        "final_predicted": np.array(final[0] if final else math.nan),
+    }
+
+
+def _record_chunk(payload: str, indices: list[int]) -> list[dict[str, np.ndarray]]:
+    config = BeliefTrainingConfig.model_validate_json(payload)
+    torch.set_num_threads(1)
+    episodes = []
+    for index in indices:
+        rng = np.random.default_rng(_episode_seed(config, index))
+        microscope = config.microscopes[int(rng.integers(len(config.microscopes)))]
+        low, high = config.exposure_s
+        exposure = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        episode = record_episode(microscope, exposure, _episode_seed(config, index), config.budget)
+        episode["exposure_s"] = np.array(exposure)
+        episodes.append(episode)
+    return episodes
+
+
+def record_episodes(
+    config: BeliefTrainingConfig,
+    count: int,
+    first: int = 0,
+    *,
+    scheduler_address: str | None = None,
+    progress: bool = True,
+) -> list[dict[str, np.ndarray]]:
+    """Record episodes ``first .. first + count - 1`` on Dask, in order."""
+    from distributed import Client, LocalCluster, as_completed
+    from tqdm import tqdm
+
+    chunk = 5
+    indices = list(range(first, first + count))
+    chunks = [indices[i : i + chunk] for i in range(0, count, chunk)]
+    cluster = None
+    if scheduler_address is None:
+        cluster = LocalCluster(
+            n_workers=config.workers, threads_per_worker=1, dashboard_address=":0", processes=True
+        )
+    client = Client(scheduler_address or cluster)
+    try:
+        payload = config.model_dump_json()
+        futures = [client.submit(_record_chunk, payload, part, pure=False) for part in chunks]
+        order = {future.key: i for i, future in enumerate(futures)}
+        results: list[list[dict[str, np.ndarray]] | None] = [None] * len(futures)
+        with tqdm(total=count, unit="episode", disable=not progress, file=sys.stderr) as bar:
+            for future in as_completed(futures):
+                results[order[future.key]] = future.result()
+                bar.update(len(chunks[order[future.key]]))
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return [episode for part in results if part is not None for episode in part]
+
+
+# ------------------------------------------------------------------ the replay env
+
+
+class StopReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
+    """Recorded episodes replayed decision by decision (see the module docstring)."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012
+
+    def __init__(
+        self,
+        episodes: Sequence[dict[str, np.ndarray]],
+        success_strehl: float = 0.8,
+        frame_cost: float = 0.01,
+        false_done_penalty: float = 4.0,
+    ) -> None:
+        super().__init__()
+        self.episodes = [e for e in episodes if len(e["strehl"]) > 0]
+        if not self.episodes:
+            raise ConfigError("no recorded decision points to replay")
+        self.success_strehl = success_strehl
+        self.frame_cost = frame_cost
+        self.false_done_penalty = false_done_penalty
+        self.observation_space = spaces.Dict(  # type: ignore[assignment]
+            {
+                "public": spaces.Box(-FEATURE_LIMIT, FEATURE_LIMIT, (FEATURE_SIZE,), np.float32),
+                "privileged": spaces.Box(-1.0, 1.0, (PRIVILEGED_SIZE,), np.float32),
+            }
+        )
+        self.action_space = spaces.Discrete(len(Choice))  # type: ignore[assignment]
+        self._episode = self.episodes[0]
+        self._t = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        self._episode = self.episodes[int(self.np_random.integers(len(self.episodes)))]
+        self._t = 0
+        return self._observation(), {}
+
+    def step(
+        self, action: np.int64 | int
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        outcome = replay_step(
+            self._episode,
+            self._t,
+            Choice(int(action)),
+            self.success_strehl,
+            self.frame_cost,
+            self.false_done_penalty,
+        )
+        reward, ended = outcome
+        if not ended:
+            self._t += 1
+        return self._observation(), reward, ended, False, {}
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        strehl = self._episode["strehl"]
+        privileged = np.array([strehl[self._t], np.max(strehl[self._t :])], dtype=np.float32)
+        return {"public": self._episode["features"][self._t], "privileged": privileged}
+
+
+def replay_step(
+    episode: dict[str, np.ndarray],
+    t: int,
+    choice: Choice,
+    success_strehl: float,
+    frame_cost: float,
+    false_done_penalty: float,
+) -> tuple[float, bool]:
+    """Reward and whether the episode ends, for ``choice`` at decision point ``t``."""
+    last = t + 1 >= len(episode["strehl"])
+    if choice == Choice.MEASURE and episode["can_measure"][t] and not last:
+        return -frame_cost * float(episode["frames"][t + 1] - episode["frames"][t]), False
+    reward = -frame_cost * float(episode["extra_frame"][t])
+    if choice == Choice.DECLARE:
+        aligned = episode["strehl"][t] >= success_strehl
+        reward += 1.0 if aligned else -false_done_penalty
+    return reward, True
+
+
+def replay_policy(
+    episodes: Sequence[dict[str, np.ndarray]], actor: StopActor, success_strehl: float = 0.8
+) -> dict[str, Any]:
+    """The actor on recorded episodes: success (state left), false dones, frames."""
+    successes, false_dones, declared, frames = [], [], [], []
+    for episode in episodes:
+        n = len(episode["strehl"])
+        if n == 0:
+            continue
+        t = 0
+        while True:
+            choice = Choice(int(actor.act(episode["features"][t])[0]))
+            if choice == Choice.MEASURE and episode["can_measure"][t] and t + 1 < n:
+                t += 1
+                continue
+            break
+        aligned = bool(episode["strehl"][t] >= success_strehl)
+        successes.append(aligned)
+        declared.append(choice == Choice.DECLARE)
+        false_dones.append(choice == Choice.DECLARE and not aligned)
+        frames.append(int(episode["frames"][t]) + int(episode["extra_frame"][t]))
+    count = len(successes)
+    return {
+        "episodes": count,
+        "success_rate": float(np.mean(successes)),
+        "declared_rate": float(np.mean(declared)),
+        "false_done_rate": float(np.mean(false_dones)),
+        "median_acquisitions": float(np.median(frames)),
+    }
+
+
+def counterfactual_error(episodes: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+    """How well the recorded stop outcomes predict the real final move at the budget."""
+    predicted = np.array([float(e["final_predicted"]) for e in episodes])
+    real = np.array([float(e["final_strehl"]) for e in episodes])
+    keep = np.isfinite(predicted) & np.isfinite(real)
+    difference = np.abs(predicted[keep] - real[keep])
+    agree = (predicted[keep] >= 0.8) == (real[keep] >= 0.8)
+    return {
+        "episodes": int(keep.sum()),
+        "median_abs_strehl_error": float(np.median(difference)) if keep.any() else math.nan,
+        "max_abs_strehl_error": float(np.max(difference)) if keep.any() else math.nan,
+        "success_agreement": float(np.mean(agree)) if keep.any() else math.nan,
+    }
+
+
+# ------------------------------------------------------------------ the whole recipe
+
+
+def train_on_episodes(
+    config: BeliefTrainingConfig,
+    train: Sequence[dict[str, np.ndarray]],
+    progress: bool = True,
+) -> StopActor:
+    """PPO with the privileged critic on `StopReplayEnv`s of ``train``; the final actor."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(config.torch_threads)
+
+    def make(i: int) -> Any:
+        def build() -> StopReplayEnv:
+            env = StopReplayEnv(
+                train,
+                frame_cost=config.frame_cost,
+                false_done_penalty=config.false_done_penalty,
+            )
+            env.reset(seed=config.seed * 1000 + i)
+            return env
+
+        return build
+
+    vec = DummyVecEnv([make(i) for i in range(config.n_envs)])
+    model = PPO(
+        AsymmetricActorCritic,
+        vec,
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        ent_coef=config.ent_coef,
+        gamma=config.gamma,
+        policy_kwargs={"hidden": config.hidden},
+        seed=config.seed,
+        verbose=1 if progress else 0,
+        device="cpu",
+    )
+    model.learn(total_timesteps=config.timesteps, progress_bar=False)
+    spec = ActorSpec(
+        observation_size=FEATURE_SIZE,
+        action_nvec=StopActor.action_nvec,
+        hidden=config.hidden,
+        provenance={"trainer": "emauto.tasks.probe_tuning.belief_training", **config.model_dump()},
+    )
+    actor = StopActor(spec)
+    policy = model.policy
+    actor.policy_net.load_state_dict(policy.mlp_extractor.policy_net.state_dict())
+    actor.action_net.load_state_dict(policy.action_net.state_dict())
+    return actor.eval()
+
+
+def save_episodes(episodes: Sequence[dict[str, np.ndarray]], path: str | Path) -> Path:
+    """Recorded episodes as one .npz (arrays only, no pickles)."""
+    arrays: dict[str, np.ndarray] = {}
+    for i, episode in enumerate(episodes):
+        for name, value in episode.items():
+            arrays[f"{i}/{name}"] = value
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, allow_pickle=False, **arrays)
+    return path
+
+
+def load_episodes(path: str | Path) -> list[dict[str, np.ndarray]]:
+    """Read `save_episodes`' file."""
+    episodes: dict[int, dict[str, np.ndarray]] = {}
+    with np.load(Path(path), allow_pickle=False) as data:
+        for key in data.files:
+            index, name = key.split("/", 1)
+            episodes.setdefault(int(index), {})[name] = data[key]
+    return [episodes[i] for i in sorted(episodes)]
+
+
+def train_belief_stop(
+    config: BeliefTrainingConfig,
+    out: str | Path,
+    *,
+    scheduler_address: str | None = None,
+    episodes_file: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Record (or read ``episodes_file``), train, save ``out/actor.pt`` and
+    ``out/training.json``; the training record."""
+    out = Path(out)
+    started = time.perf_counter()
+    total = config.episodes + config.validation
+    if episodes_file is not None and Path(episodes_file).exists():
+        recorded = load_episodes(episodes_file)
+        if len(recorded) < total:
+            raise ConfigError(f"{episodes_file}: {len(recorded)} episodes, {total} needed")
+    else:
+        recorded = record_episodes(
+            config, total, scheduler_address=scheduler_address, progress=progress
+        )
+        if episodes_file is not None:
+            save_episodes(recorded, episodes_file)
+    recording_s = time.perf_counter() - started
+    train, validation = recorded[: config.episodes], recorded[config.episodes : total]
+    actor = train_on_episodes(config, train, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    actor.save(out / "actor.pt")
+    record = {
+        "config": config.model_dump(),
+        "recording_s": round(recording_s, 1),
+        "training_s": round(time.perf_counter() - started - recording_s, 1),
+        "counterfactual_error": counterfactual_error(recorded),
+        "bo_to_the_budget_success_rate": float(
+            np.mean([float(e["final_strehl"]) >= 0.8 for e in validation])
+        ),
+        "train": replay_policy(train, actor),
+        "validation": replay_policy(validation, actor),
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
