@@ -10,6 +10,7 @@ the optics as they are, after lag and hysteresis, not as they were set.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -267,6 +268,23 @@ class SimulatedMicroscope:
         if not (math.isfinite(wait_s) and wait_s >= 0):
             raise InvalidRequestError(f"wait_s must be finite and >= 0, got {wait_s!r}")
         lens = self._lenses.values(self._time_s + wait_s)
+        return optics.Aberrations.from_mapping({n: lens[n] for n in ABERRATION_KNOBS})
+
+    def aberrations_after_move(
+        self, changes: Mapping[str, float], wait_s: float
+    ) -> optics.Aberrations:
+        """The true aberrations ``wait_s`` (s) after the knobs ``changes`` (name: m, added to
+        their setpoints) were commanded now, with lag and hysteresis as `set` would give;
+        nothing is changed. Twin-only: what a move *would* leave (training labels)."""
+        if not (math.isfinite(wait_s) and wait_s >= 0):
+            raise InvalidRequestError(f"wait_s must be finite and >= 0, got {wait_s!r}")
+        lenses = copy.deepcopy(self._lenses)
+        time_s = self._time_s + self.config.command_latency_s
+        for name, change in changes.items():
+            if name not in ABERRATION_KNOBS:
+                raise InvalidRequestError(f"{name!r} is not an aberration knob")
+            lenses.command(name, lenses.channels[name].setpoint + float(change), time_s)
+        lens = lenses.values(time_s + wait_s)
         return optics.Aberrations.from_mapping({n: lens[n] for n in ABERRATION_KNOBS})
 
     def strehl_ratio_after(self, wait_s: float) -> float:

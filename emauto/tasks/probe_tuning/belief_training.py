@@ -8,8 +8,8 @@ decision point the outcome of stopping *there* (the twin's true Strehl ratio of 
 final move would leave, read from ground truth while recording), holds the outcome of every
 policy on that episode. PPO then trains on a replay of those episodes (`StopReplayEnv`)
 thousands of times faster than on the twin, with nothing approximated but the final move
-(computed as the knob change on the settled lenses: `counterfactual_error` measures it
-against the real final moves at the budget).
+(`SimulatedMicroscope.aberrations_after_move`: the twin's lens model, lag and hysteresis, on
+a copy; `counterfactual_error` checks it against the real final moves at the budget).
 
 1. **Record** ``episodes`` twin episodes on Dask (`record_episodes`; LocalCluster by
    default, a scheduler address to scale out), with domain randomisation: each episode draws
@@ -46,7 +46,6 @@ from pydantic import Field
 
 from emauto import optics
 from emauto.errors import ConfigError
-from emauto.microscope import GroundTruth
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.decider_training import TRAINING_SEED_BASE, AsymmetricActorCritic
 from emauto.tasks.probe_tuning.policies.belief_stop import (
@@ -107,6 +106,7 @@ def record_episode(
     counterfactual's error.
     """
     from emauto.drivers import connect
+    from emauto.drivers.sim.twin import SimulatedMicroscope
     from emauto.tasks.probe_tuning.env import ProbeTuningEnv
     from emauto.tasks.probe_tuning.policies.base import run_episode
     from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
@@ -117,8 +117,8 @@ def record_episode(
     counter = CountingMicroscope(connect(microscope))
     env = ProbeTuningEnv(counter, config)
     twin = unwrap(counter)
-    if not isinstance(twin, GroundTruth) or not hasattr(twin, "aberrations_after"):
-        raise ConfigError(f"{microscope}: recording needs a twin that looks ahead")
+    if not isinstance(twin, SimulatedMicroscope):
+        raise ConfigError(f"{microscope}: recording needs the in-process twin (sim://)")
     wavelength = optics.wavelength(counter.describe().energy_eV)
     rows: dict[str, list[Any]] = {k: [] for k in ("features", "can", "frames", "strehl", "extra")}
     meter = AberrationMeter(
@@ -127,11 +127,8 @@ def record_episode(
 
     def stop_outcome() -> float:
         """The true Strehl ratio a stop now leaves: the settled lenses plus the final move."""
-        truth = twin.aberrations_after(config.lens_wait_s).to_dict()
-        move = policy.stop_point() - policy.x
-        for knob, change in zip(policy.knobs, move, strict=True):
-            truth[knob] += float(change)
-        left = optics.Aberrations.model_validate(truth)
+        move = dict(zip(policy.knobs, policy.stop_point() - policy.x, strict=True))
+        left = twin.aberrations_after_move(move, config.lens_wait_s)
         return optics.strehl_ratio(left, wavelength, config.convergence_rad)
 
     def decide(features: np.ndarray, can_measure: bool) -> Choice:
@@ -277,7 +274,7 @@ class StopReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     def _observation(self) -> dict[str, np.ndarray]:
         strehl = self._episode["strehl"]
         privileged = np.array([strehl[self._t], np.max(strehl[self._t :])], dtype=np.float32)
-        return {"public": self._episode["features"][self._t], "privileged": privileged}
+        return {"public": self._episode["features"][self._t].copy(), "privileged": privileged}
 
 
 def replay_step(

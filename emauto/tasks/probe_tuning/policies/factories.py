@@ -100,6 +100,22 @@ def expert_decisions(env: ProbeTuningEnv, seed: int, policy_path: str | None) ->
     return DecisionPolicy("shift_decide", core, expert_decision)
 
 
+def belief_stop(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
+    """``rl_belief``: `bo`'s evaluations with the learned stop (measure again, declare
+    aligned, or hand over to the operator), the shipped actor or the ``actor.pt`` in the
+    folder ``policy_path``."""
+    from emauto.tasks.probe_tuning.policies.belief_stop import (
+        DEFAULT_STOP_ACTOR,
+        BeliefStopPolicy,
+        StopActor,
+        actor_decide,
+    )
+
+    path = Path(policy_path) / "actor.pt" if policy_path else DEFAULT_STOP_ACTOR
+    decide = actor_decide(StopActor.load(path))
+    return BeliefStopPolicy(env.knobs, env.step_limits, _meter(env), decide, seed=seed)
+
+
 def random_actions(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
     """``random``: uniform random actions (a floor for the benchmark)."""
     from emauto.tasks.probe_tuning.policies.random_policy import RandomPolicy
@@ -125,10 +141,10 @@ _READS_ESTIMATOR = (cnn, cnn_then_shift)
 
 def reads_policy_folder(name: str) -> bool:
     """Whether policy ``name`` loads a trained policy folder (``rl``, ``rl_decide``,
-    ``handoff``)."""
+    ``rl_belief``, ``handoff``)."""
     from emauto.tasks.probe_tuning.policies.registry import POLICIES
 
-    return POLICIES.load(name) in (reinforcement_learning, decision_rl, handoff)
+    return POLICIES.load(name) in (reinforcement_learning, decision_rl, belief_stop, handoff)
 
 
 def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
@@ -145,6 +161,9 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
         return {"weights": folder / POLICY_FILE, "estimator": estimator}
     if factory is decision_rl or factory is handoff:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_decider")
+        return {"weights": folder / "actor.pt"}
+    if factory is belief_stop:
+        folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_belief")
         return {"weights": folder / "actor.pt"}
     if factory in _READS_ESTIMATOR:
         return {"weights": estimator}

@@ -24,6 +24,7 @@ POLICIES = Registry(
         "bo": f"{_FACTORIES}:bayesian_optimisation",
         "simplex": f"{_FACTORIES}:simplex",
         "rl": f"{_FACTORIES}:reinforcement_learning",
+        "rl_belief": f"{_FACTORIES}:belief_stop",
         "rl_decide": f"{_FACTORIES}:decision_rl",
         "shift_decide": f"{_FACTORIES}:expert_decisions",
         "handoff": f"{_FACTORIES}:handoff",
