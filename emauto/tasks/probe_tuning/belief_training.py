@@ -60,6 +60,8 @@ from emauto.units import StrictModel
 
 #: Offset of this training's episode seeds above `TRAINING_SEED_BASE`.
 SEED_OFFSET = 7_000_000
+#: Episodes per Dask task (and per file in a recording folder).
+CHUNK = 5
 #: Privileged features the critic reads: the Strehl ratio a stop now leaves, the best to come.
 PRIVILEGED_SIZE = 2
 
@@ -185,33 +187,55 @@ def record_episodes(
     *,
     scheduler_address: str | None = None,
     progress: bool = True,
+    folder: str | Path | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Record episodes ``first .. first + count - 1`` on Dask, in order."""
+    """Record episodes ``first .. first + count - 1`` on Dask, in order.
+
+    ``folder``: each chunk of `CHUNK` episodes is written there as it completes
+    (``chunk-FIRST.npz``) and read back instead of recorded again: an interrupted recording
+    resumes, and a long one can be used before it ends.
+    """
     from distributed import Client, LocalCluster, as_completed
     from tqdm import tqdm
 
-    chunk = 5
     indices = list(range(first, first + count))
-    chunks = [indices[i : i + chunk] for i in range(0, count, chunk)]
-    cluster = None
-    if scheduler_address is None:
-        cluster = LocalCluster(
-            n_workers=config.workers, threads_per_worker=1, dashboard_address=":0", processes=True
-        )
-    client = Client(scheduler_address or cluster)
-    try:
-        payload = config.model_dump_json()
-        futures = [client.submit(_record_chunk, payload, part, pure=False) for part in chunks]
-        order = {future.key: i for i, future in enumerate(futures)}
-        results: list[list[dict[str, np.ndarray]] | None] = [None] * len(futures)
-        with tqdm(total=count, unit="episode", disable=not progress, file=sys.stderr) as bar:
-            for future in as_completed(futures):
-                results[order[future.key]] = future.result()
-                bar.update(len(chunks[order[future.key]]))
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    chunks = [indices[i : i + CHUNK] for i in range(0, count, CHUNK)]
+    results: list[list[dict[str, np.ndarray]] | None] = [None] * len(chunks)
+    paths = [None if folder is None else Path(folder) / f"chunk-{c[0]:07d}.npz" for c in chunks]
+    for i, path in enumerate(paths):
+        if path is not None and path.exists():
+            results[i] = load_episodes(path)
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        cluster = None
+        if scheduler_address is None:
+            cluster = LocalCluster(
+                n_workers=config.workers,
+                threads_per_worker=1,
+                dashboard_address=":0",
+                processes=True,
+            )
+        client = Client(scheduler_address or cluster)
+        try:
+            payload = config.model_dump_json()
+            futures = [
+                client.submit(_record_chunk, payload, chunks[i], pure=False) for i in missing
+            ]
+            order = {future.key: i for future, i in zip(futures, missing, strict=True)}
+            total = sum(len(chunks[i]) for i in missing)
+            with tqdm(total=total, unit="episode", disable=not progress, file=sys.stderr) as bar:
+                for future in as_completed(futures):
+                    i = order[future.key]
+                    part = future.result()
+                    results[i] = part
+                    path = paths[i]
+                    if path is not None:
+                        save_episodes(part, path)
+                    bar.update(len(chunks[i]))
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
     return [episode for part in results if part is not None for episode in part]
 
 
@@ -398,14 +422,17 @@ def train_on_episodes(
 
 
 def save_episodes(episodes: Sequence[dict[str, np.ndarray]], path: str | Path) -> Path:
-    """Recorded episodes as one .npz (arrays only, no pickles)."""
+    """Recorded episodes as one .npz (arrays only, no pickles), written atomically."""
     arrays: dict[str, np.ndarray] = {}
     for i, episode in enumerate(episodes):
         for name, value in episode.items():
             arrays[f"{i}/{name}"] = value
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, allow_pickle=False, **arrays)
+    temporary = path.with_name(path.name + ".part")
+    with temporary.open("wb") as handle:
+        np.savez_compressed(handle, allow_pickle=False, **arrays)
+    temporary.replace(path)
     return path
 
 
@@ -424,24 +451,17 @@ def train_belief_stop(
     out: str | Path,
     *,
     scheduler_address: str | None = None,
-    episodes_file: str | Path | None = None,
+    folder: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Record (or read ``episodes_file``), train, save ``out/actor.pt`` and
+    """Record (into ``folder``, resuming what is there), train, save ``out/actor.pt`` and
     ``out/training.json``; the training record."""
     out = Path(out)
     started = time.perf_counter()
     total = config.episodes + config.validation
-    if episodes_file is not None and Path(episodes_file).exists():
-        recorded = load_episodes(episodes_file)
-        if len(recorded) < total:
-            raise ConfigError(f"{episodes_file}: {len(recorded)} episodes, {total} needed")
-    else:
-        recorded = record_episodes(
-            config, total, scheduler_address=scheduler_address, progress=progress
-        )
-        if episodes_file is not None:
-            save_episodes(recorded, episodes_file)
+    recorded = record_episodes(
+        config, total, scheduler_address=scheduler_address, progress=progress, folder=folder
+    )
     recording_s = time.perf_counter() - started
     train, validation = recorded[: config.episodes], recorded[config.episodes : total]
     actor = train_on_episodes(config, train, progress=progress)

@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
             load_yaml(args.config, BeliefTrainingConfig) if args.config else BeliefTrainingConfig()
         )
         report = train_belief_stop(
-            belief_config, args.out, scheduler_address=args.scheduler, episodes_file=args.data
+            belief_config, args.out, scheduler_address=args.scheduler, folder=args.data
         )
         print(json.dumps({"out": str(args.out), **report}, indent=2))
         return 0
@@ -192,8 +192,8 @@ def add_commands(commands: Any) -> None:
     train.add_argument(
         "--data",
         type=Path,
-        help="dataset .npz (ronchigram-estimator); recorded episodes .npz, read if it "
-        "exists, else written (probe-tuning-belief)",
+        help="dataset .npz (ronchigram-estimator); folder of recorded episodes, resumed "
+        "if present (probe-tuning-belief)",
     )
     train.add_argument(
         "--data-config",
