@@ -136,7 +136,7 @@ def test_recorded_stop_outcomes_match_the_real_final_move(
 def test_tiny_training_writes_an_actor_that_loads(
     carbon_uri: str, specimen_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Recording on Dask, the episodes file, PPO on the replay, the actor and its record."""
+    """Recording on Dask into a folder (resumed), PPO on the replay, the actor and its record."""
     monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
     config = BeliefTrainingConfig(
         microscopes=(carbon_uri + "?seed=7",),
@@ -149,19 +149,16 @@ def test_tiny_training_writes_an_actor_that_loads(
         batch_size=32,
         workers=1,
     )
-    episodes_file = tmp_path / "episodes.npz"
-    report = train_belief_stop(
-        config, tmp_path / "belief", episodes_file=episodes_file, progress=False
-    )
-    assert len(load_episodes(episodes_file)) == 3
+    folder = tmp_path / "episodes"
+    report = train_belief_stop(config, tmp_path / "belief", folder=folder, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["chunk-0000000.npz"]  # 3 episodes
     actor = StopActor.load(tmp_path / "belief" / "actor.pt")
     assert actor.spec.provenance["episodes"] == 2
     saved = json.loads((tmp_path / "belief" / "training.json").read_text())
     assert saved["validation"]["episodes"] == report["validation"]["episodes"] == 1
-    again = train_belief_stop(
-        config, tmp_path / "again", episodes_file=episodes_file, progress=False
-    )
-    assert again["recording_s"] < report["recording_s"]  # read, not recorded again
+    again = train_belief_stop(config, tmp_path / "again", folder=folder, progress=False)
+    assert again["recording_s"] < report["recording_s"]  # read back, not recorded again
+    assert again["counterfactual_error"] == report["counterfactual_error"]
 
 
 def test_episodes_file_round_trip(tmp_path: Path) -> None:
