@@ -1,14 +1,19 @@
 """Nion microscopes through `nionswift-instrumentation` (extra ``emauto[nion]``).
 
-``NionMicroscope()`` runs headless against ``nionswift-usim``'s simulated instrument and
-Ronchigram camera; pass another ``instrument`` (a ``stem_controller``-like object with
-``get_value``/``set_value``) and camera simulator for real hardware. Nion's corrector controls
-are Krivanek Cartesian aberrations in metres already (``C12.x`` = C12a, ``C12.y`` = C12b;
-positive C10 = overfocus), so they map one to one; see docs/vendors.md.
+``NionMicroscope()`` runs headless against ``nionswift-usim``'s simulated instrument, its scan
+device and its Ronchigram camera; pass another ``instrument`` (a ``stem_controller`` with a
+scan controller) and camera for real hardware. Nion's corrector controls are Krivanek
+Cartesian aberrations in metres already (``C12.x`` = C12a, ``C12.y`` = C12b; positive C10 =
+overfocus), so they map one to one; see docs/vendors.md.
+
+The probe is parked as on a Nion: through the STEM controller's parked probe position
+(fractional over the scan field of its scan controller). usim's camera reads that position
+only when a scan device is registered with the instrument, so `_usim` registers usim's own.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from types import SimpleNamespace
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from emauto.drivers.vendors.base import VendorMicroscope, knob
-from emauto.errors import BackendError, ConfigError
+from emauto.errors import BackendError, ConfigError, InvalidRequestError
 from emauto.microscope import (
     Calibration,
     DetectorSpec,
@@ -48,9 +53,12 @@ CONTROLS: dict[str, str] = {
 }
 
 
-def _usim(camera_pixels: int) -> tuple[Any, Any]:
+def _usim(camera_pixels: int) -> tuple[Any, Any, Any]:
+    """usim's instrument with its scan device registered as the scan controller, its
+    Ronchigram camera, and the scan hardware source (to close)."""
     try:
-        from nion.usim_device import InstrumentDevice, RonchigramCameraSimulator
+        from nion.instrumentation import scan_base
+        from nion.usim_device import InstrumentDevice, RonchigramCameraSimulator, ScanDevice
         from nion.utils import Geometry
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise ConfigError("the nion backend needs: pip install 'emauto[nion]'") from exc
@@ -61,13 +69,19 @@ def _usim(camera_pixels: int) -> tuple[Any, Any]:
         InstrumentDevice.AxisManager(),
         InstrumentDevice.ScanDataGenerator(sample_index=0),
     )
+    # without a scan controller usim takes every Ronchigram at the centre of the field,
+    # whatever the parked probe position (nion.usim_device.CameraSimulator._get_frame_settings);
+    # registered on this instrument only, not in Nion's global component registry
+    module = ScanDevice.ScanModule(instrument)
+    scan = scan_base.ConcreteScanHardwareSource(instrument, module.device, module.settings, None)
+    instrument.set_scan_controller(scan)
     camera = RonchigramCameraSimulator.RonchigramCameraSimulator(
         instrument,
         Geometry.IntSize(camera_pixels, camera_pixels),
         instrument.counts_per_electron,
         instrument.stage_size_nm,
     )
-    return instrument, camera
+    return instrument, camera, scan
 
 
 class NionMicroscope(VendorMicroscope):
@@ -76,8 +90,9 @@ class NionMicroscope(VendorMicroscope):
     def __init__(
         self, instrument: Any = None, camera: Any = None, *, camera_pixels: int = 256
     ) -> None:
+        self._owned_scan: Any = None
         if instrument is None:
-            instrument, camera = _usim(camera_pixels)
+            instrument, camera, self._owned_scan = _usim(camera_pixels)
         self.instrument = instrument
         self.camera = camera
         self.camera_pixels = camera_pixels
@@ -174,29 +189,69 @@ class NionMicroscope(VendorMicroscope):
             self.instrument.value_manager.is_blanked = False
 
     def _ronchigram(self, request: RonchigramRequest) -> tuple[np.ndarray, tuple[Calibration, ...]]:
-        from nion.instrumentation import stem_controller
         from nion.utils import Geometry
 
         n = self.camera_pixels
-        fov_nm = self._scan_fov_m * 1e9
-        x, y = request.probe_position_m
-        # Nion's parked probe position is fractional (y, x) in [0, 1] over the scan field
-        probe = Geometry.FloatPoint(y=0.5 + y / self._scan_fov_m, x=0.5 + x / self._scan_fov_m)
-        context = stem_controller.ScanContext(
-            Geometry.IntSize(n, n), Geometry.FloatPoint(), fov_nm, self._scan_rotation
-        )
+        self._park(request.probe_position_m)
+        # as Nion's own camera device does: the instrument's scan context and parked position
         xdata = self.camera.get_frame_data(
             Geometry.IntRect.from_tlbr(0, 0, n, n),
             Geometry.IntSize(1, 1),
             request.exposure_s,
-            context,
-            probe,
+            self.instrument.scan_context,
+            self.instrument.probe_position,
         )
         calibrations = tuple(
             Calibration(name=axis, units="rad", scale=float(c.scale), offset=float(c.offset))
             for axis, c in zip(("theta_y", "theta_x"), xdata.dimensional_calibrations, strict=True)
         )
         return np.asarray(xdata.data, dtype=np.float32), calibrations
+
+    def parking_field_m(self, position_m: tuple[float, float]) -> float:
+        """The scan field (m, square, centred) the probe is parked in: ``scan_fov``, or the
+        smallest field that holds ``position_m`` where it lies outside ``scan_fov``."""
+        x, y = position_m
+        return max(self._scan_fov_m, 2.0 * max(abs(x), abs(y)))
+
+    def _park(self, position_m: tuple[float, float]) -> None:
+        """Park the probe at ``position_m = (x, y)`` (m, scan frame) through the instrument's
+        scan controller and parked probe position; refuse what cannot be reached exactly."""
+        from nion.utils import Geometry
+
+        x, y = position_m
+        limit = self._description.scan.max_offset_m
+        if not (math.isfinite(x) and math.isfinite(y)) or max(abs(x), abs(y)) > limit:
+            raise InvalidRequestError(
+                f"probe position {position_m} m: expected finite |x|, |y| <= {limit:g} m"
+            )
+        scan = getattr(self.instrument, "scan_controller", None)
+        if scan is None:
+            raise BackendError(
+                "the Nion instrument has no scan controller: the probe cannot be parked"
+            )
+        field = self.parking_field_m(position_m)
+        parameters = copy.copy(scan.get_current_frame_parameters())
+        parameters.fov_nm = field * 1e9
+        parameters.rotation_rad = self._scan_rotation
+        parameters.center_nm = Geometry.FloatPoint()
+        scan.set_current_frame_parameters(parameters)  # updates the instrument's scan context
+        # Nion's parked probe position is fractional (y, x) in [0, 1] over the scan field
+        wanted = Geometry.FloatPoint(y=0.5 + y / field, x=0.5 + x / field)
+        self.instrument.set_probe_position(wanted)
+        parked = self.instrument.probe_position
+        if parked is None or abs(parked.x - wanted.x) > 1e-9 or abs(parked.y - wanted.y) > 1e-9:
+            raise BackendError(f"Nion parked the probe at {parked}, asked for {wanted}")
+        if getattr(self.instrument, "probe_state", "parked") != "parked":
+            raise BackendError(
+                f"the Nion probe is {self.instrument.probe_state!r}, not parked: stop the scan"
+            )
+
+    def close(self) -> None:
+        """Go safe, then release the scan device this adapter created."""
+        super().close()
+        if self._owned_scan is not None:
+            self._owned_scan.close()
+            self._owned_scan = None
 
     def _raster(
         self, shape: tuple[int, int], dwell_s: float

@@ -9,6 +9,10 @@ Figures per method (`summarise`): rates with Wilson 95 % intervals, medians with
 95 % intervals, false dones, dose, and ``curve``: the median true Strehl ratio and phase
 variance of the probe against the Ronchigrams taken (`curve`). The policies see only
 images (and the knob changes they made); ground truth is used for scoring alone.
+Every policy keeps the safe envelope (`policies.envelope`; ``envelope=False`` measures a
+policy without it): ``needs_operator`` is the rate of episodes that ended handing the probe
+to the operator, ``plain_failure`` the rate of the other failures, and ``max_excursion_m``
+the largest |change| of each knob from the episode's start (median and max over episodes).
 """
 
 from __future__ import annotations
@@ -69,7 +73,23 @@ def summarise(results: Sequence[EpisodeResult], budget_steps: int) -> dict[str, 
         "wall_s_per_episode": round(statistics.median(r.wall_s for r in results), 4),
         "budget_acquisitions": budget,
         "curve": curve(results, budget),
+        "needs_operator": stats.rate(sum(r.needs_operator for r in results), n),
+        "plain_failure": stats.rate(
+            sum(not r.success and not r.needs_operator for r in results), n
+        ),
+        "max_excursion_m": excursions(results),
     }
+
+
+def excursions(results: Sequence[EpisodeResult]) -> dict[str, dict[str, float]]:
+    """Per knob, the median and the largest over episodes of each episode's largest
+    |change| from its start (m)."""
+    knobs = list(dict.fromkeys(k for r in results for k in r.max_excursion_m))
+    figures = {}
+    for knob in knobs:
+        values = [r.max_excursion_m[knob] for r in results if knob in r.max_excursion_m]
+        figures[knob] = {"median": float(np.median(values)), "max": float(np.max(values))}
+    return figures
 
 
 def _median_or_none(values: Sequence[float]) -> float | None:
@@ -142,11 +162,13 @@ def run_probe_tuning_benchmark(
     progress: bool = False,
     config: ProbeTuningConfig | None = None,
     record: str | Path | None = None,
+    envelope: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Run each method on the same ``episodes`` seeded episodes; figures keyed by method.
 
     ``config`` changes the episodes (e.g. a lower dose); its ``max_steps`` is replaced by
     ``budget_steps``. ``record`` records each method's episodes into ``record/METHOD``.
+    ``envelope``: keep every policy within the safe envelope (`run_episode`).
     """
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
@@ -165,7 +187,12 @@ def run_probe_tuning_benchmark(
             for index, episode_seed in enumerate(seeds):
                 results.append(
                     run_episode(
-                        env, policy, episode_seed, counter, max_acquisitions=budget_steps + 1
+                        env,
+                        policy,
+                        episode_seed,
+                        counter,
+                        max_acquisitions=budget_steps + 1,
+                        envelope=envelope,
                     )
                 )
                 if progress:
@@ -173,7 +200,8 @@ def run_probe_tuning_benchmark(
                     print(
                         f"{method:8s} episode {index + 1}/{episodes}: success={last.success} "
                         f"acquisitions={last.acquisitions} strehl={last.final_strehl:.3f} "
-                        f"ended by {last.ended_by}",
+                        f"ended by {last.ended_by}"
+                        + (" (needs the operator)" if last.needs_operator else ""),
                         flush=True,
                     )
             close = getattr(policy, "close", None)

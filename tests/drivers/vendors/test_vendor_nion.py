@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
 pytest.importorskip("nion.usim_device")
 
 from emauto.drivers.vendors.nion import CONTROLS, NionMicroscope
-from emauto.errors import BeamBlankedError, UnknownKnobError
+from emauto.errors import BeamBlankedError, InvalidRequestError, UnknownKnobError
 from emauto.microscope import ImageRequest, RasterScan, RonchigramRequest
 
 
 @pytest.fixture
-def scope() -> NionMicroscope:
-    return NionMicroscope(camera_pixels=128)
+def scope() -> Iterator[NionMicroscope]:
+    microscope = NionMicroscope(camera_pixels=128)
+    yield microscope
+    microscope.close()
 
 
 def test_aberrations_are_krivanek_cartesian_metres(scope: NionMicroscope) -> None:
@@ -61,3 +65,50 @@ def test_raster_and_safe(scope: NionMicroscope) -> None:
         scope.acquire(RonchigramRequest(exposure_s=0.01))
     scope.set({"beam_blank": 0.0})
     assert scope.instrument.get_value("C_Blank") == 0.0
+
+
+def _mean_change(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a - b).mean())
+
+
+def test_parked_probe_position_moves_the_ronchigram(scope: NionMicroscope) -> None:
+    """usim reads the parked position only with a scan device registered (issue 21)."""
+
+    def frame(x: float = 0.0, y: float = 0.0) -> np.ndarray:
+        request = RonchigramRequest(exposure_s=0.05, probe_position_m=(x, y))
+        return scope.acquire(request).data
+
+    centre = frame()
+    noise = _mean_change(frame(), centre)  # same probe, new shot noise
+    moved_x, moved_y = frame(50e-9), frame(0.0, 50e-9)
+    assert _mean_change(moved_x, centre) > 3 * noise
+    assert _mean_change(moved_y, centre) > 3 * noise
+    assert scope.instrument.scan_controller is not None
+    assert scope.instrument.probe_state == "parked"
+    # a parked probe at +x sees what the beam shift +x shows (usim adds both to its c0a):
+    # axis and scale of the mapping, not only that something changed
+    scope.set({"beam_shift_x": 50e-9})
+    shifted_x = frame()
+    scope.set({"beam_shift_x": 0.0, "beam_shift_y": 50e-9})
+    shifted_y = frame()
+    assert _mean_change(moved_x, shifted_x) < 1.5 * noise
+    assert _mean_change(moved_y, shifted_y) < 1.5 * noise
+    assert _mean_change(moved_x, shifted_y) > 3 * noise
+
+
+def test_probe_parked_in_the_scan_field(scope: NionMicroscope) -> None:
+    scope.set({"scan_fov": 20e-9})
+    scope.acquire(RonchigramRequest(exposure_s=0.01, probe_position_m=(5e-9, -2.5e-9)))
+    parked = scope.instrument.probe_position
+    assert parked.x == pytest.approx(0.75) and parked.y == pytest.approx(0.375)
+    assert scope.instrument.scan_context.fov_nm == pytest.approx(20.0)
+    # outside the field: the field grows to hold the position, nothing is clipped
+    scope.acquire(RonchigramRequest(exposure_s=0.01, probe_position_m=(-50e-9, 0.0)))
+    assert scope.instrument.scan_context.fov_nm == pytest.approx(100.0)
+    assert scope.instrument.probe_position.x == pytest.approx(0.0)
+
+
+def test_probe_position_beyond_the_scan_limits_is_refused(scope: NionMicroscope) -> None:
+    limit = scope.describe().scan.max_offset_m
+    with pytest.raises(InvalidRequestError, match="probe position"):
+        scope.acquire(RonchigramRequest(exposure_s=0.01, probe_position_m=(1.5 * limit, 0.0)))

@@ -8,6 +8,12 @@ state (`final_action`: e.g. undoing a measurement's probe defocus; no frame is t
 The benchmark, the evaluation command and the agent daemon drive every policy through
 `run_episode` only.
 
+Every policy keeps a safe envelope (`envelope`): `run_episode` bounds the total excursion of
+each knob from the episode's start, and when the policy's next move would leave that bound,
+or its measurements keep being refused, it takes the knobs back to the best state the
+policy has evidence for (the start without any) and ends the episode with "needs the
+operator" (`StopDecision.needs_operator`), apart from a plain failure.
+
 Ground truth scores, never steers: an episode ends at the policy's stop, at the budget, or at
 the env's step limit, whatever the twin's true Strehl ratio is. Success is the true Strehl
 ratio of the state the microscope is left in (after `final_action`), read once the episode
@@ -25,6 +31,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from emauto.errors import AcquisitionBudgetError
+from emauto.tasks.probe_tuning.policies.envelope import (
+    NEEDS_OPERATOR,
+    Envelope,
+    MeasurementReport,
+    envelope_bounds,
+)
 from emauto.wrappers.counting import CountingMicroscope
 
 Observation = dict[str, np.ndarray]
@@ -39,11 +51,18 @@ class StopDecision:
     ``aligned``: the policy declares the probe aligned (False: it gives up).
     ``confidence``: its own estimate of the Strehl ratio it leaves (0-1), from its
     measurements, not from ground truth. ``reason``: for the record.
+    ``needs_operator``: the policy hands the probe over to the operator (it cannot make
+    progress safely: the daemon pauses); never together with ``aligned``.
     """
 
     aligned: bool
     confidence: float
     reason: str = ""
+    needs_operator: bool = False
+
+    def __post_init__(self) -> None:
+        if self.aligned and self.needs_operator:
+            raise ValueError("a stop cannot both declare the probe aligned and need the operator")
 
 
 @runtime_checkable
@@ -70,6 +89,15 @@ class TuningPolicy(Protocol):
         """At the episode's end (a stop or the budget): the knob move (an action) that
         leaves the microscope in the policy's best state without another frame, e.g. undoing
         the probe defocus of a measurement in progress; None leaves the knobs as they are."""
+
+
+@runtime_checkable
+class ReportsMeasurements(Protocol):
+    """A policy that measures tells the envelope what its measurements gave (optional)."""
+
+    def measurement_report(self) -> MeasurementReport:
+        """Accepted and refused measurement rounds this episode, and what the latest
+        accepted one predicts (`envelope.MeasurementReport`)."""
 
 
 class RunsToTheBudget:
@@ -118,6 +146,9 @@ class EpisodeResult:
     ``ended_by``: the policy's stop, the budget or the env's step limit.
     ``declared_aligned`` / ``confidence``: the policy's stop decision, if it made one;
     a false done is ``declared_aligned and not success``.
+    ``needs_operator``: the episode ended with the policy (or its envelope) handing over to
+    the operator, apart from a plain failure. ``max_excursion_m``: the largest |change| of
+    each tuned knob from the episode's start (m), the final moves included.
     ``first_reached_at``: the first acquisition whose true Strehl ratio reached the
     threshold (what the old oracle stop counted as success), for comparison only.
     ``final_phase_variance``: the true phase variance (rad^2) of that state.
@@ -140,6 +171,8 @@ class EpisodeResult:
     strehl_path: list[float] = field(default_factory=list)
     phase_variance_path: list[float] = field(default_factory=list)
     acquisitions_path: list[int] = field(default_factory=list)
+    needs_operator: bool = False
+    max_excursion_m: dict[str, float] = field(default_factory=dict)
 
     @property
     def false_done(self) -> bool:
@@ -156,6 +189,7 @@ def run_episode(
     on_step: StepCallback | None = None,
     options: dict[str, Any] | None = None,
     score: bool = True,
+    envelope: bool = True,
 ) -> EpisodeResult:
     """Run one episode of ``policy`` on the probe-tuning ``env`` from ``reset(seed=seed)``.
 
@@ -168,6 +202,12 @@ def run_episode(
     the twin's true Strehl ratio of that state is read (`env.true_strehl`): the only ground
     truth this loop reads. ``on_step(action, reward, terminated, truncated, info)`` is told
     every step (recording, progress); ``options`` go to ``env.reset``.
+
+    With ``envelope`` (the default) the policy keeps the safe envelope (`envelope`): a move
+    that would take a knob past its bound from the start, a final move too, or
+    `envelope.MAX_REFUSED_ROUNDS` refused measurements in a row end the episode with
+    "needs the operator", the knobs taken back (frameless) to the best state the policy has
+    evidence for. Without it the excursion is still measured (``max_excursion_m``).
     """
 
     def spent() -> tuple[int, float]:
@@ -178,6 +218,18 @@ def run_episode(
     def budget_spent() -> bool:
         return max_acquisitions is not None and spent()[0] >= max_acquisitions
 
+    def handover(why: str) -> StopDecision:
+        confidence = 0.0 if guard.best_strehl is None else guard.best_strehl
+        return StopDecision(False, confidence, f"{NEEDS_OPERATOR}: {why}", needs_operator=True)
+
+    def settle(action: np.ndarray) -> None:
+        env.settle(np.asarray(action, dtype=np.float32))
+        change = getattr(env, "last_change", None)  # what the env made of it, knob limits in
+        guard.moved(change if isinstance(change, dict) else guard.change_of(action))
+
+    guard = Envelope(env.knobs, env.step_limits, envelope_bounds(env.config))
+    reports = isinstance(policy, ReportsMeasurements)
+    handed_over = False
     started = time.perf_counter()
     previous_limit = counter.limit if counter is not None else None
     if counter is not None:
@@ -197,7 +249,16 @@ def run_episode(
                 ended_by = "policy"
                 break
             action = np.asarray(policy.suggest(), dtype=np.float32)
+            if envelope and not guard.allows(action):
+                decision, ended_by, handed_over = (
+                    handover("its next move would leave the safe envelope"),
+                    "policy",
+                    True,
+                )
+                break
             observation, reward, terminated, truncated, info = env.step(action)
+            change_m = info.get("change_m")
+            guard.moved(change_m if isinstance(change_m, dict) else guard.change_of(action))
             path.append(float(info["strehl"]))
             variances.append(float(info.get("phase_variance_rad2", math.nan)))
             path_acquisitions.append(spent()[0])
@@ -212,12 +273,31 @@ def run_episode(
                 policy.ingest(action, observation, float(reward), info)
             except AcquisitionBudgetError:  # the policy's own measurement ran out of frames
                 break
+            if reports:
+                guard.record(policy.measurement_report())  # type: ignore[attr-defined]
+            if envelope and guard.failing:
+                decision, ended_by, handed_over = (
+                    handover(f"{guard.refused_in_a_row} measurements refused in a row"),
+                    "policy",
+                    True,
+                )
+                break
     finally:
         if counter is not None:
             counter.limit = previous_limit
-    final = policy.final_action()
+    final = None if handed_over else policy.final_action()
     if final is not None and np.any(final != 0):
-        env.settle(np.asarray(final, dtype=np.float32))
+        if envelope and not guard.allows(final):
+            decision, ended_by, handed_over = (
+                handover("its final move would leave the safe envelope"),
+                "policy",
+                True,
+            )
+        else:
+            settle(final)
+    if handed_over:
+        for move in guard.return_actions():
+            settle(move)
     acquisitions, dose = spent()
     final_strehl = env.true_strehl() if score else None
     final_strehl = math.nan if final_strehl is None else float(final_strehl)
@@ -234,6 +314,8 @@ def run_episode(
         wall_s=time.perf_counter() - started,
         ended_by=ended_by,
         declared_aligned=decision is not None and decision.aligned,
+        needs_operator=decision is not None and decision.needs_operator,
+        max_excursion_m=guard.excursion_by_knob(),
         confidence=None if decision is None else float(decision.confidence),
         first_reached_at=reached[0] if reached else None,
         final_phase_variance=final_variance,

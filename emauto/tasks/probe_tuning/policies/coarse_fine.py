@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from emauto.tasks.probe_tuning.policies.base import Observation, StopDecision, TuningPolicy
+from emauto.tasks.probe_tuning.policies.base import (
+    Observation,
+    ReportsMeasurements,
+    StopDecision,
+    TuningPolicy,
+)
+from emauto.tasks.probe_tuning.policies.envelope import MeasurementReport
 
 #: Steps of the coarse policy before the fine one takes over (three CNN rounds).
 CNN_SHIFT_COARSE_STEPS = 6
@@ -49,6 +55,13 @@ class CoarseFinePolicy:
 
     def suggest(self) -> np.ndarray:
         return self._active().suggest()
+
+    def measurement_report(self) -> MeasurementReport:
+        """The active policy's report, for the envelope (none from one that reports none)."""
+        active = self._active()
+        if isinstance(active, ReportsMeasurements):
+            return active.measurement_report()
+        return MeasurementReport(0, 0)
 
     def final_action(self) -> np.ndarray | None:
         """The active policy's last move."""

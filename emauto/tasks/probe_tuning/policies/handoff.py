@@ -79,7 +79,10 @@ class HandoffPolicy:
                     return decision
                 if not decision.aligned:  # out of frames under the primary
                     return StopDecision(
-                        False, decision.confidence, f"{NEEDS_OPERATOR}: {decision.reason}"
+                        False,
+                        decision.confidence,
+                        f"{NEEDS_OPERATOR}: {decision.reason}",
+                        needs_operator=True,
                     )
                 reason = f"a stop predicting Strehl {decision.confidence:.2f} only"
             self._hand_over(reason)
@@ -139,6 +142,7 @@ class HandoffPolicy:
                 confidence,
                 f"{NEEDS_OPERATOR}: the learned policy handed over ({self.handed_over_because}) "
                 f"and Bayesian optimisation had {fallback.refusals} measurements refused",
+                needs_operator=True,
             )
         decision = fallback.stop()
         if decision is None or decision.aligned:
@@ -148,4 +152,5 @@ class HandoffPolicy:
             decision.confidence,
             f"{NEEDS_OPERATOR}: the learned policy handed over ({self.handed_over_because}) "
             f"and Bayesian optimisation is not confident ({decision.reason})",
+            needs_operator=True,
         )

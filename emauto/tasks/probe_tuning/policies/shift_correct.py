@@ -38,6 +38,7 @@ import numpy as np
 from emauto import optics
 from emauto.microscope import Frame, Microscope
 from emauto.tasks.probe_tuning.policies.base import Observation, ProbeOffset, StopDecision
+from emauto.tasks.probe_tuning.policies.envelope import MeasurementReport
 from emauto.tasks.probe_tuning.policies.probe_shift import DEFAULT_DELTA_M, measure
 
 #: How far to move the parked probe after a refused measurement (m), and how often. Chosen on
@@ -100,6 +101,7 @@ class ProbeShiftPolicy:
         self._offset = ProbeOffset(self.knobs, self.step_limits_m)
         self._predicted: float | None = None  # Strehl ratio the latest measurement predicts
         self._stopping = False
+        self._rounds = [0, 0]  # measurement rounds accepted, refused (for the envelope)
 
     def reset(self, observation: Observation, info: dict[str, Any]) -> None:
         self.measurement = None
@@ -109,6 +111,14 @@ class ProbeShiftPolicy:
         self._offset = ProbeOffset(self.knobs, self.step_limits_m)
         self._predicted = None
         self._stopping = False
+        self._rounds = [0, 0]
+
+    def measurement_report(self) -> MeasurementReport:
+        """Rounds accepted / refused this episode; the latest accepted measurement's
+        predicted Strehl ratio is for the knobs with the probe defocus taken off."""
+        offset = {"C10": -self._offset.offset_m} if "C10" in self.knobs else {}
+        predicted = self._predicted if self.measurement is not None else None
+        return MeasurementReport(self._rounds[0], self._rounds[1], predicted, offset)
 
     def stop(self) -> StopDecision | None:
         """Stop when the latest measurement, probe defocus off, predicts `stop_strehl`."""
@@ -179,8 +189,10 @@ class ProbeShiftPolicy:
                 continue
             self._position, self._measured = position, True
             self._predicted = self._predict(self.measurement)
+            self._rounds[0] += 1
             return
         # every attempt refused: self.measurement stays None, so the next step probes again
+        self._rounds[1] += 1
 
     def _exposure(self) -> float:
         """The env's exposure (its latest frame's), else ``exposure_s``."""
