@@ -34,7 +34,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,14 @@ from pydantic import Field
 from emauto import optics
 from emauto.errors import ConfigError
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
-from emauto.tasks.probe_tuning.decider_training import TRAINING_SEED_BASE, AsymmetricActorCritic
+from emauto.tasks.probe_tuning.decider_training import (
+    TRAINING_SEED_BASE,
+    AsymmetricActorCritic,
+    Rollouts,
+    behaviour_clone,
+    copy_actor_from,
+    copy_actor_into,
+)
 from emauto.tasks.probe_tuning.policies.belief_stop import (
     FEATURE_LIMIT,
     FEATURE_SIZE,
@@ -77,8 +84,10 @@ class BeliefTrainingConfig(StrictModel):
     validation: int = Field(default=150, ge=1, le=100_000)
     frame_cost: float = Field(default=0.01, ge=0.0, le=1.0)
     false_done_penalty: float = Field(default=4.0, ge=0.0, le=100.0)
+    expert_margin: float = Field(default=0.05, ge=0.0, le=0.2)
+    bc_epochs: int = Field(default=300, ge=0, le=100_000)
     hidden: tuple[int, ...] = (64, 64)
-    timesteps: int = Field(default=200_000, ge=1, le=100_000_000)
+    timesteps: int = Field(default=200_000, ge=0, le=100_000_000)
     n_envs: int = Field(default=8, ge=1, le=256)
     n_steps: int = Field(default=256, ge=8, le=100_000)
     batch_size: int = Field(default=512, ge=8, le=100_000)
@@ -320,10 +329,23 @@ def replay_step(
     return reward, True
 
 
+Chooser = Callable[[dict[str, np.ndarray], int], Choice]
+
+
+def actor_chooser(actor: StopActor) -> Chooser:
+    """``choose(episode, t)``: the actor's choice at decision point ``t``."""
+    return lambda episode, t: Choice(int(actor.act(episode["features"][t])[0]))
+
+
+def expert_chooser(margin: float) -> Chooser:
+    """``choose(episode, t)``: the privileged expert's choice (`expert_choice`)."""
+    return lambda episode, t: expert_choice(episode, t, margin)
+
+
 def replay_policy(
-    episodes: Sequence[dict[str, np.ndarray]], actor: StopActor, success_strehl: float = 0.8
+    episodes: Sequence[dict[str, np.ndarray]], choose: Chooser, success_strehl: float = 0.8
 ) -> dict[str, Any]:
-    """The actor on recorded episodes: success (state left), false dones, frames."""
+    """A chooser on recorded episodes: success (state left), false dones, frames."""
     successes, false_dones, declared, frames = [], [], [], []
     for episode in episodes:
         n = len(episode["strehl"])
@@ -331,7 +353,7 @@ def replay_policy(
             continue
         t = 0
         while True:
-            choice = Choice(int(actor.act(episode["features"][t])[0]))
+            choice = choose(episode, t)
             if choice == Choice.MEASURE and episode["can_measure"][t] and t + 1 < n:
                 t += 1
                 continue
@@ -349,6 +371,40 @@ def replay_policy(
         "false_done_rate": float(np.mean(false_dones)),
         "median_acquisitions": float(np.median(frames)),
     }
+
+
+def expert_choice(episode: dict[str, np.ndarray], t: int, margin: float) -> Choice:
+    """The privileged expert (training only: it reads the recorded truth): declare when a
+    stop now leaves at least ``0.8 + margin``, else measure while it can, else hand over."""
+    if episode["strehl"][t] >= 0.8 + margin:
+        return Choice.DECLARE
+    if episode["can_measure"][t] and t + 1 < len(episode["strehl"]):
+        return Choice.MEASURE
+    return Choice.OPERATOR
+
+
+def clone_expert(
+    config: BeliefTrainingConfig, episodes: Sequence[dict[str, np.ndarray]]
+) -> tuple[StopActor, float]:
+    """Behaviour cloning of `expert_choice` on every decision point of ``episodes`` (the
+    states do not depend on the choices, so this is DAgger's aggregate at once); the actor
+    and its agreement with the expert."""
+    data = Rollouts()
+    for episode in episodes:
+        for t in range(len(episode["strehl"])):
+            data.public.append(episode["features"][t])
+            data.expert.append(np.array([int(expert_choice(episode, t, config.expert_margin))]))
+    spec = ActorSpec(
+        observation_size=FEATURE_SIZE,
+        action_nvec=StopActor.action_nvec,
+        hidden=config.hidden,
+        provenance={"trainer": "emauto.tasks.probe_tuning.belief_training", **config.model_dump()},
+    )
+    actor = StopActor(spec)
+    if config.bc_epochs:
+        behaviour_clone(actor, data, config.bc_epochs, config.seed)
+    predicted = np.array([actor.act(p)[0] for p in data.public])
+    return actor, float(np.mean(predicted == np.array(data.expert)[:, 0]))
 
 
 def counterfactual_error(episodes: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
@@ -373,8 +429,10 @@ def train_on_episodes(
     config: BeliefTrainingConfig,
     train: Sequence[dict[str, np.ndarray]],
     progress: bool = True,
-) -> StopActor:
-    """PPO with the privileged critic on `StopReplayEnv`s of ``train``; the final actor."""
+) -> tuple[StopActor, float]:
+    """Behaviour cloning of the privileged expert, then PPO with the privileged critic on
+    `StopReplayEnv`s of ``train``; the final actor and the clone's agreement with the
+    expert."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -393,6 +451,7 @@ def train_on_episodes(
 
         return build
 
+    actor, agreement = clone_expert(config, train)
     vec = DummyVecEnv([make(i) for i in range(config.n_envs)])
     model = PPO(
         AsymmetricActorCritic,
@@ -407,18 +466,11 @@ def train_on_episodes(
         verbose=1 if progress else 0,
         device="cpu",
     )
-    model.learn(total_timesteps=config.timesteps, progress_bar=False)
-    spec = ActorSpec(
-        observation_size=FEATURE_SIZE,
-        action_nvec=StopActor.action_nvec,
-        hidden=config.hidden,
-        provenance={"trainer": "emauto.tasks.probe_tuning.belief_training", **config.model_dump()},
-    )
-    actor = StopActor(spec)
-    policy = model.policy
-    actor.policy_net.load_state_dict(policy.mlp_extractor.policy_net.state_dict())
-    actor.action_net.load_state_dict(policy.action_net.state_dict())
-    return actor.eval()
+    copy_actor_into(model.policy, actor)
+    if config.timesteps:
+        model.learn(total_timesteps=config.timesteps, progress_bar=False)
+    copy_actor_from(model.policy, actor)
+    return actor.eval(), agreement
 
 
 def save_episodes(episodes: Sequence[dict[str, np.ndarray]], path: str | Path) -> Path:
@@ -464,7 +516,7 @@ def train_belief_stop(
     )
     recording_s = time.perf_counter() - started
     train, validation = recorded[: config.episodes], recorded[config.episodes : total]
-    actor = train_on_episodes(config, train, progress=progress)
+    actor, agreement = train_on_episodes(config, train, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     actor.save(out / "actor.pt")
     record = {
@@ -475,8 +527,12 @@ def train_belief_stop(
         "bo_to_the_budget_success_rate": float(
             np.mean([float(e["final_strehl"]) >= 0.8 for e in validation])
         ),
-        "train": replay_policy(train, actor),
-        "validation": replay_policy(validation, actor),
+        "clone_agreement_with_the_expert": round(agreement, 4),
+        "train": replay_policy(train, actor_chooser(actor)),
+        "validation": replay_policy(validation, actor_chooser(actor)),
+        "privileged_expert_validation": replay_policy(
+            validation, expert_chooser(config.expert_margin)
+        ),
     }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -144,7 +144,7 @@ def behaviour_clone(actor: DecisionActor, data: Rollouts, epochs: int, seed: int
     actor.train()
     for _ in range(epochs):
         optimiser.zero_grad()
-        parts = torch.split(actor(inputs), list(ACTION_NVEC), dim=1)
+        parts = torch.split(actor(inputs), list(actor.action_nvec), dim=1)
         loss = sum(
             (nn.functional.cross_entropy(p, labels[:, i]) for i, p in enumerate(parts)),
             torch.zeros(()),

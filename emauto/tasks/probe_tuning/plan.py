@@ -162,6 +162,7 @@ class AlignProbeTask(StrictModel):
             "kind": self.kind,
             "policy": self.policy,
             "declared_aligned": result.declared_aligned,
+            "needs_operator": result.needs_operator,
             "confidence": result.confidence,
             "ended_by": result.ended_by,
             "acquisitions": result.acquisitions,

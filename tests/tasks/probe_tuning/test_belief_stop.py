@@ -113,6 +113,7 @@ def test_each_choice_is_carried_out(carbon: SimulatedMicroscope) -> None:
     assert len(asked) == 1 and np.all(np.isfinite(asked[0]))
     result, _ = _run(carbon, lambda f, c: Choice.OPERATOR, 31)
     assert result.ended_by == "policy" and not result.declared_aligned
+    assert result.needs_operator
     result, _ = _run(carbon, lambda f, c: Choice.MEASURE, 13)
     assert result.ended_by in ("budget", "policy") and result.acquisitions == 13
     assert not result.declared_aligned

@@ -62,7 +62,7 @@ def _actions(
     return actions, result
 
 
-@pytest.mark.parametrize("method", ["shift", "shift_decide", "rl_decide"])
+@pytest.mark.parametrize("method", ["shift", "shift_decide", "rl_decide", "rl_belief"])
 def test_a_twin_whose_ground_truth_raises_runs_the_same_episode(
     carbon_uri: str, specimen_cache: Path, method: str
 ) -> None:

@@ -46,7 +46,10 @@ failure, revert):
 - (i) `bayesopt.BayesOptPolicy._update`: the sign of the correction flipped (the aligned
   point ``+median`` of the start aberrations instead of ``-median``): `test_bo_aligns`
   (median gain -0.001, measured), `test_handoff_aligns_and_hands_over` (0.38: its expert
-  primary does the coarse work, `bo` the rest).
+  primary does the coarse work, `bo` the rest), `test_the_learned_stop_aligns_with_fewer_frames`
+  (MUTATION_I_BELIEF).
+- (k) `rl_belief`'s actor replaced by one that always measures, or one that declares at its
+  first decision: `test_the_learned_stop_aligns_with_fewer_frames` (MUTATION_K_BELIEF).
 - (j) `simplex.NelderMeadPolicy._corrected`: the correction's sign flipped (``at + g r``):
   `test_simplex_aligns` (median gain -0.00004, measured).
 
@@ -494,6 +497,20 @@ def test_bo_aligns(carbon: SimulatedMicroscope) -> None:
     episodes = run_policy("bo", carbon)
     assert _median_gain(episodes) >= 0.6
     assert _successes(episodes) >= 9
+
+
+def test_the_learned_stop_aligns_with_fewer_frames(carbon: SimulatedMicroscope) -> None:
+    """`rl_belief` (`bo`'s evaluations, the shipped learned stop): aligns most episodes and
+    stops itself well before the budget.
+
+    Measured: MEASURED_BELIEF. Broken: (i) `bo`'s sign flipped (the
+    aligned point ``+median``): see the mutation list. Margins: gain >= 0.6, >= 9 of 12
+    aligned, median acquisitions <= 22 (`bo` takes all 31), no more than one false done."""
+    episodes = run_policy("rl_belief", carbon)
+    assert _median_gain(episodes) >= 0.6
+    assert _successes(episodes) >= 9
+    assert statistics.median(e.result.acquisitions for e in episodes) <= 22
+    assert sum(e.result.false_done for e in episodes) <= 1
 
 
 def test_simplex_aligns(carbon: SimulatedMicroscope) -> None:

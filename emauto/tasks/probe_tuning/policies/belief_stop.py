@@ -211,7 +211,9 @@ class BeliefStopPolicy(BayesOptPolicy):
         value = 0.0 if confidence is None else float(confidence)
         if self._choice == Choice.DECLARE:
             return StopDecision(True, value, "the learned stop declares the probe aligned")
-        return StopDecision(False, value, "needs the operator: not aligned with confidence")
+        return StopDecision(
+            False, value, "needs the operator: not aligned with confidence", needs_operator=True
+        )
 
     def stop_point(self) -> np.ndarray:
         """Where a stop now leaves the knobs: offset from the episode's start (m)."""

@@ -277,6 +277,13 @@ class MeasuringOptimiser:
         value = 0.0 if confidence is None else confidence
         if declared:
             return StopDecision(True, value, "the measurements predict an aligned probe")
+        if self.accepted == 0:  # nothing measured: the operator must look
+            return StopDecision(
+                False,
+                value,
+                "needs the operator: no measurement was accepted",
+                needs_operator=True,
+            )
         return StopDecision(
             False, value, "no frames left for another evaluation; not aligned with confidence"
         )
