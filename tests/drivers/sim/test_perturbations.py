@@ -204,12 +204,12 @@ def test_aperture_offset_moves_the_disc_not_the_aberrations(
     tiny_carbon: Path, specimen_cache: Path
 ) -> None:
     plain = ideal(tiny_carbon, specimen_cache)
-    moved = ideal(tiny_carbon, specimen_cache, aperture_offset_rad=(3e-3, 0.0))
+    moved = ideal(tiny_carbon, specimen_cache, aperture_offset_rad=(3e-3, -1.5e-3))
     x0, y0 = _centroid_rad(plain.acquire(RONCHIGRAM))
     x1, y1 = _centroid_rad(moved.acquire(RONCHIGRAM))
     assert x1 - x0 == pytest.approx(3e-3, abs=0.3e-3)
-    assert y1 - y0 == pytest.approx(0.0, abs=0.3e-3)
-    assert moved.true_probe().tilt_rad == (3e-3, 0.0)
+    assert y1 - y0 == pytest.approx(-1.5e-3, abs=0.3e-3)
+    assert moved.true_probe().tilt_rad == (3e-3, -1.5e-3)
     assert moved.read().knobs["beam_tilt_x"] == 0.0
     assert moved.strehl_ratio() == plain.strehl_ratio()
 
