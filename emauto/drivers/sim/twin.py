@@ -6,6 +6,11 @@ that clock, so the same seed and the same command sequence give the same frames.
 
 Ground truth for training (``true_aberrations``, ``true_probe``) is twin-only: it reads
 the optics as they are, after lag and hysteresis, not as they were set.
+
+A real instrument's imperfections (a rotated or miscalibrated camera, lost contrast, dark
+offset, gain map, an off-centre aperture, a corrector axis of the wrong sign) are
+`SimConfig` fields, off by default (docs/twin.md); the named perturbed twins of the
+robustness suite are `emauto.drivers.sim.perturbations`.
 """
 
 from __future__ import annotations
