@@ -36,9 +36,15 @@ MODELS: dict[str, type[BaseModel]] = {
     "sparse_scan_completion.yaml": CompletionTrainingConfig,
     "sparse_scan_ppo.yaml": ScanRLConfig,
     "held_out/noisy_camera.yaml": SimConfig,
+    # the robustness suite's perturbations (`emauto.drivers.sim.perturbations`)
+    **{f"robustness/{p.name}": SimConfig for p in (CONFIGS / "robustness").glob("*.yaml")},
 }
 #: Specimen recipe files (`emauto.drivers.sim.specimens`).
-RECIPES = ("held_out/thick_carbon.yaml", "held_out/srtio3_thin.yaml")
+RECIPES = (
+    "held_out/thick_carbon.yaml",
+    "held_out/srtio3_thin.yaml",
+    *(f"robustness/specimens/{p.name}" for p in (CONFIGS / "robustness/specimens").glob("*.yaml")),
+)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

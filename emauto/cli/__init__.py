@@ -23,6 +23,7 @@ Handler = Callable[[argparse.Namespace], int]
 COMMAND_MODULES = (
     "emauto.cli.demo",
     "emauto.tasks.probe_tuning.cli",
+    "emauto.tasks.probe_tuning.robustness_cli",
     "emauto.cli.driver",
     "emauto.cli.agent",
     "emauto.tasks.sparse_scan.cli",

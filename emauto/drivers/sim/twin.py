@@ -6,6 +6,11 @@ that clock, so the same seed and the same command sequence give the same frames.
 
 Ground truth for training (``true_aberrations``, ``true_probe``) is twin-only: it reads
 the optics as they are, after lag and hysteresis, not as they were set.
+
+A real instrument's imperfections (a rotated or miscalibrated camera, lost contrast, dark
+offset, gain map, an off-centre aperture, a corrector axis of the wrong sign) are
+`SimConfig` fields, off by default (docs/twin.md); the named perturbed twins of the
+robustness suite are `emauto.drivers.sim.perturbations`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ import numpy as np
 from emauto import optics
 from emauto.drivers.sim.adf import FastADFEngine
 from emauto.drivers.sim.config import SimConfig
-from emauto.drivers.sim.effects import Effects, LensModel
+from emauto.drivers.sim.effects import (
+    Effects,
+    LensModel,
+    camera_gain_map,
+    reduce_contrast,
+    rotate_on_camera,
+)
 from emauto.drivers.sim.fast import FastRonchigramEngine
 from emauto.drivers.sim.knobs import ABERRATION_KNOBS, HYSTERESIS_WIDTH, default_values, twin_knobs
 from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid
@@ -79,6 +90,8 @@ class SimulatedMicroscope:
         )
         self._ronchigram_engine: Any = self._make_ronchigram_engine()
         self._adf_engine: Any = self._make_adf_engine()
+        self._gain_map = camera_gain_map(cfg.ronchigram)  # the camera's: kept over restarts
+        self._flipped = frozenset(cfg.flipped_knobs)
         self._description = self._describe()
         self._closed = False
         self.restart(cfg.seed)
@@ -101,7 +114,7 @@ class SimulatedMicroscope:
         widths = {name: scale * HYSTERESIS_WIDTH[name] for name in LENS_KNOBS}
         tau = cfg.effects.lens_tau_s if cfg.effects.lens_lag else 0.0
         self._lenses = LensModel(tau_s=tau, widths=widths)
-        self._lenses.reset(values, 0.0)
+        self._lenses.reset({name: self._optical(name, v) for name, v in values.items()}, 0.0)
         self._stage = np.array([values["stage_x"], values["stage_y"]])
         self._stage_target = self._stage.copy()
         self._stage_time_s = 0.0
@@ -147,7 +160,7 @@ class SimulatedMicroscope:
                     name="ronchigram",
                     kind="camera",
                     shape=camera.shape,
-                    pixel_angle_rad=self.grid.camera_pixel_rad,
+                    pixel_angle_rad=self._reported_pixel_rad(),
                     gain_counts_per_e=camera.gain_counts_per_e,
                     read_noise_counts=camera.read_noise_counts,
                 ),
@@ -172,6 +185,13 @@ class SimulatedMicroscope:
                 flyback_s=20e-6,
             ),
         )
+
+    def _reported_pixel_rad(self) -> float:
+        """The camera's angular pixel as describe() and the frames report it: the true one
+        times ``1 + pixel_angle_error`` (`RonchigramCameraConfig`)."""
+        error = self.config.ronchigram.pixel_angle_error
+        pixel = self.grid.camera_pixel_rad
+        return pixel * (1.0 + error) if error != 0.0 else pixel
 
     def describe(self) -> MicroscopeDescription:
         """Knobs, detectors, scan limits and beam of the twin."""
@@ -199,7 +219,7 @@ class SimulatedMicroscope:
         self._time_s += self.config.command_latency_s
         for name, value in checked.items():
             if name in self._lenses.channels:
-                self._lenses.command(name, value, self._time_s)
+                self._lenses.command(name, self._optical(name, value), self._time_s)
             if name in ("stage_x", "stage_y"):
                 self._advance_stage(self._time_s)
                 self._stage_target[0 if name == "stage_x" else 1] = value
@@ -247,13 +267,18 @@ class SimulatedMicroscope:
         return optics.Aberrations.from_mapping({name: lens[name] for name in ABERRATION_KNOBS})
 
     def true_probe(self, time_s: float | None = None) -> ProbeOptics:
-        """The probe-forming optics at ``time_s`` (default: now). Twin-only ground truth."""
+        """The probe-forming optics at ``time_s`` (default: now), the aperture's offset
+        (`SimConfig.aperture_offset_rad`) included. Twin-only ground truth."""
         lens = self._lenses.values(self._time_s if time_s is None else time_s)
         coefficients = tuple(lens.get(name, 0.0) for name in optics.ABERRATION_NAMES)
+        tilt = (lens["beam_tilt_x"], lens["beam_tilt_y"])
+        offset = self.config.aperture_offset_rad
+        if offset != (0.0, 0.0):  # the aperture off the axis moves it as a tilt does
+            tilt = (tilt[0] + offset[0], tilt[1] + offset[1])
         return ProbeOptics(
             coefficients_m=coefficients,
             convergence_rad=self._knobs["convergence_angle"],
-            tilt_rad=(lens["beam_tilt_x"], lens["beam_tilt_y"]),
+            tilt_rad=tilt,
         )
 
     def strehl_ratio(self) -> float:
@@ -294,6 +319,11 @@ class SimulatedMicroscope:
         )
 
     # ------------------------------------------------------------------ internals
+
+    def _optical(self, name: str, setpoint: float) -> float:
+        """The optical value a lens channel's setpoint asks for (`SimConfig.flipped_knobs`:
+        the opposite sign)."""
+        return -setpoint if name in self._flipped else setpoint
 
     def _check_open(self) -> None:
         if self._closed:
@@ -415,14 +445,26 @@ class SimulatedMicroscope:
         request, probe = exposure.request, exposure.probe
         limits = self._description.scan
         electrons = self.config.beam_current_A * request.exposure_s / ELECTRON_CHARGE_C
+        true_pixel = self.grid.camera_pixel_rad
+        offset = ((self.grid.oversample - 1) / 2 - self.grid.crop / 2) * self.grid.angular_pixel_rad
+        if camera.rotation_rad != 0.0:  # about the optic axis's pixel
+            axis_px = -offset / true_pixel
+            probability = rotate_on_camera(probability, camera.rotation_rad, (axis_px, axis_px))
+        if camera.contrast_scale != 1.0:
+            probability = reduce_contrast(probability, camera.contrast_scale)
         data = self._effects.detect(
-            probability * electrons, camera.gain_counts_per_e, camera.read_noise_counts
+            probability * electrons,
+            camera.gain_counts_per_e,
+            camera.read_noise_counts,
+            gain_map=self._gain_map,
+            dark_offset_counts=camera.dark_offset_counts,
         )
         duration = request.wait_s + limits.settle_s + request.exposure_s
         self._time_s += duration
         self._dose_e += electrons
-        pixel = self.grid.camera_pixel_rad
-        offset = ((self.grid.oversample - 1) / 2 - self.grid.crop / 2) * self.grid.angular_pixel_rad
+        pixel = self._reported_pixel_rad()
+        if camera.pixel_angle_error != 0.0:  # the calibration's error scales every angle
+            offset *= 1.0 + camera.pixel_angle_error
         radius = max(
             abs(probe.coefficients_m[0]) * probe.convergence_rad, self.grid.wavelength_m / 0.03
         )

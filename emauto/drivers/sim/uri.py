@@ -17,7 +17,9 @@ SIM_QUERY_KEYS = ("specimen", "fidelity", "seed", "config", "effects")
 def sim_config_from_uri(uri: str) -> SimConfig:
     """Parse ``sim://[?specimen=NAME|PATH&fidelity=fast|multislice&seed=N&effects=...]``.
 
-    ``config=PATH`` loads a YAML `SimConfig` first; the other parameters override it.
+    ``config=PATH`` loads a YAML `SimConfig` first; the other parameters override it. A
+    relative recipe path in that file's ``specimen`` is taken from the file's folder (when
+    a recipe is there; else from the working directory, as before).
     ``effects`` is ``all`` (default), ``none``, or a comma list of the effects to keep on
     (``poisson,detector_noise,drift,lens_lag,hysteresis,scan_jitter``).
     """
@@ -35,12 +37,25 @@ def sim_config_from_uri(uri: str) -> SimConfig:
     values = {key: items[-1] for key, items in query.items()}
     base: dict[str, Any] = {}
     if "config" in values:
-        base = load_yaml(Path(values.pop("config")), SimConfig).model_dump()
+        config_path = Path(values.pop("config"))
+        base = load_yaml(config_path, SimConfig).model_dump()
+        base["specimen"] = specimen_beside(base["specimen"], config_path)
     effects_spec = values.pop("effects", None)
     base.update(values)
     if effects_spec is not None:
         base["effects"] = _effects(effects_spec, uri)
     return validate_model(base, SimConfig, source=uri)
+
+
+def specimen_beside(specimen: str, config_path: Path) -> str:
+    """A relative recipe path from a config file, resolved against the file's folder when
+    the recipe is there; a built-in name or anything else is returned unchanged."""
+    path = Path(specimen)
+    looks_like_path = path.suffix in (".yaml", ".yml") or len(path.parts) > 1
+    if not looks_like_path or path.is_absolute():
+        return specimen
+    candidate = config_path.parent / path
+    return str(candidate) if candidate.is_file() else specimen
 
 
 def _effects(spec: str, uri: str) -> dict[str, Any]:
