@@ -511,6 +511,7 @@ def train_belief_stop(
     out = Path(out)
     started = time.perf_counter()
     total = config.episodes + config.validation
+    present = len(list(Path(folder).glob("chunk-*.npz"))) if folder is not None else 0
     recorded = record_episodes(
         config, total, scheduler_address=scheduler_address, progress=progress, folder=folder
     )
@@ -522,6 +523,7 @@ def train_belief_stop(
     record = {
         "config": config.model_dump(),
         "recording_s": round(recording_s, 1),
+        "chunks_read_from_the_folder": present,
         "training_s": round(time.perf_counter() - started - recording_s, 1),
         "counterfactual_error": counterfactual_error(recorded),
         "bo_to_the_budget_success_rate": float(
