@@ -8,15 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from emauto.errors import ConfigError
 from emauto.io.results import add_output_options, emit, save
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from emauto.analysis.analyze import analyze_image
-    from emauto.analysis.overlay import write_overlay
+    from emauto.analysis.analyze import analyze_image, write_result_overlay
     from emauto.io.images import load_image
 
     loaded = load_image(args.image[0])
@@ -30,19 +27,7 @@ def _analyze(args: argparse.Namespace) -> int:
         previous = load_image(args.previous).data if args.previous else None
         result = analyze_image(loaded.data, pixel_m=pixel, previous=previous, dt_s=args.dt)
     overlay = args.overlay or loaded.path.with_name(f"{loaded.path.stem}_overlay.png")
-    banner = None
-    if not result.resolved:
-        banner = f"no resolved atomic columns: {result.evidence.get('reason', '')}"
-    else:
-        counts = ", ".join(f"{s['name']} {s['n_columns']}" for s in result.sublattices)
-        banner = (
-            f"{len(result.atoms_xy_px)} columns ({counts}); {len(result.missing_xy_px)} missing"
-        )
-    write_overlay(
-        loaded.data, np.asarray(result.atoms_xy_px), overlay, sublattice=result.atoms_sublattice,
-        missing_xy_px=np.asarray(result.missing_xy_px),
-        extra_xy_px=np.asarray(result.extra_xy_px), banner=banner,
-    )  # fmt: skip
+    write_result_overlay(loaded.data, result, overlay)
     out = {"image": str(loaded.path), **result.as_dict(), "overlay": str(overlay)}
     emit(out, args.json)
     return 0
