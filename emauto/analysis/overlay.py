@@ -36,8 +36,10 @@ def write_overlay(
     extra column (off the lattice) and ``banner`` on top
     (e.g. "no resolved atomic columns: ...") to ``path`` (PNG), with a scale bar from
     ``pixel_m`` (m; a bar in pixels, and "pixel size unknown", when None) and a colour bar of
-    the grey levels (the image's values, 0.5-99.5 percentile)."""
+    the grey levels (the image's values, 0.5-99.5 percentile). The bar's label and the pixel
+    size are also written as PNG text (``emauto:scale_bar``, ``emauto:pixel_size``)."""
     from PIL import Image, ImageDraw
+    from PIL.PngImagePlugin import PngInfo
 
     low, high = np.percentile(image, [0.5, 99.5])
     scaled = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
@@ -72,12 +74,15 @@ def write_overlay(
         draw.rectangle([0, 0, picture.width, 14], fill=(0, 0, 0))
         draw.text((3, 1), banner[: max(8, picture.width // 6)], fill=(255, 230, 0))
     if pixel_m is not None:
-        draw_scale_bar(picture, pixel_m, "m", upscale=scale)
+        bar = draw_scale_bar(picture, pixel_m, "m", upscale=scale)
     else:
-        draw_scale_bar(picture, 1.0, "px", upscale=scale, note=" (pixel size unknown)")
+        bar = draw_scale_bar(picture, 1.0, "px", upscale=scale, note=" (pixel size unknown)")
     picture = _with_colour_bar(picture, float(low), float(high))
+    text = PngInfo()  # the calibration, for programs: the bar's label and the pixel size
+    text.add_text("emauto:scale_bar", bar.label)
+    text.add_text("emauto:pixel_size", f"{pixel_m!r} m" if pixel_m is not None else "unknown")
     out = Path(path)
-    picture.save(out)
+    picture.save(out, pnginfo=text)
     return out
 
 
