@@ -90,13 +90,42 @@ def test_a_wrong_pixel_size_fails_the_check(frames: dict[str, Frame]) -> None:
         plt.close(fig)
 
 
-def test_save_frame_png_draws_the_bar(frames: dict[str, Frame], tmp_path: Path) -> None:
+def rendered(fig: Any) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def test_the_rendered_bar_has_its_length_in_screen_pixels(frames: dict[str, Frame]) -> None:
+    """Render with and without the scale bar: what changes holds a white bar as long, in
+    screen pixels, as the labelled length over the frame's pixel size."""
+    import matplotlib.pyplot as plt
+
+    frame = frames["ronchigram"]
+    fig = frame_figure(frame)
+    try:
+        ((ax, bar),) = drawn_scale_bars(fig)
+        with_bar = rendered(fig)
+        (artist,) = [a for a in ax.artists if a.get_label() != "<colorbar>"]
+        artist.set_visible(False)
+        without = rendered(fig)
+    finally:
+        plt.close(fig)
+    changed = np.any(with_bar != without, axis=2)
+    assert changed.any()
+    white = np.all(with_bar > 250, axis=2) & changed
+    longest = 0
+    for row in white:
+        edges = np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))
+        if edges.size:
+            longest = max(longest, int(np.max(edges[1::2] - edges[::2])))
+    screen_per_pixel = ax.get_window_extent().width / frame.data.shape[1]
+    expected = bar.length_si / frame.calibrations[-1].scale * screen_per_pixel
+    assert abs(longest - expected) <= 2, (longest, expected)
+
+
+def test_save_frame_png_writes_a_png(frames: dict[str, Frame], tmp_path: Path) -> None:
     from PIL import Image
 
-    path = save_frame_png(frames["ronchigram"], tmp_path / "r.png")
+    path = save_frame_png(frames["image"], tmp_path / "i.png")
     with Image.open(path) as picture:
-        pixels = np.asarray(picture.convert("RGB"))
-    # the white bar on its dark box, lower right of the image: a long run of white pixels
-    white = np.all(pixels > 250, axis=2)
-    runs = [np.diff(np.flatnonzero(np.diff(np.r_[0, row, 0]))).max(initial=0) for row in white]
-    assert max(runs[len(runs) // 2 :]) >= 20
+        assert picture.format == "PNG" and picture.width > 300
