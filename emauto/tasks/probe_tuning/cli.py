@@ -161,6 +161,7 @@ def add_commands(commands: Any) -> None:
         "--task",
         choices=["probe-tuning", "probe-tuning-decider", "ronchigram-estimator"],
         default="probe-tuning",
+        help="what to train (default: %(default)s)",
     )
     train.add_argument("--algo", choices=["ppo", "sac"], help="RL algorithm (probe-tuning)")
     train.add_argument(
@@ -194,8 +195,8 @@ def add_commands(commands: Any) -> None:
 
 
 def _add_episode_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--microscope", default="sim://", help="microscope URI")
     parser.add_argument("--budget", type=int, default=30, help="Ronchigrams after the first")
     parser.add_argument("--record", type=Path, help="record each method's session under DIR")
