@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emauto.cli import JsonOnlyStdout, _parser, configure_logging, main
+from emauto.cli import JsonOnlyStdout, _parser, main
 
 #: Options still without help, each in a module another change owns; this set may only
 #: shrink (the test fails when one gains help text and is still listed).
@@ -73,17 +73,36 @@ def test_the_walk_finds_an_option_without_help() -> None:
 def test_verbosity_sets_the_log_level(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], level: int
 ) -> None:
-    np.save(tmp_path / "flat.npy", np.random.default_rng(0).random((32, 32)))
-    assert main([*flags, "analyze", str(tmp_path / "flat.npy"), "--json"]) == 0
-    logger = logging.getLogger("emauto.test")
-    assert logging.getLogger("emauto").level == level
-    logger.info("an info line")
-    logger.error("an error line")
+    """The level while the command runs (its log on stderr), and the logger as it was after."""
+    seen: list[int] = []
+
+    def analyze_and_log(args: argparse.Namespace) -> int:
+        seen.append(logging.getLogger("emauto").level)
+        logger = logging.getLogger("emauto.test")
+        logger.info("an info line")
+        logger.error("an error line")
+        return analyze(args)
+
+    np.save(tmp_path / "noise.npy", np.random.default_rng(0).random((32, 32)))
+    parser = _parser()
+    args = parser.parse_args([*flags, "analyze", str(tmp_path / "noise.npy"), "--json"])
+    analyze = args.handler
+    before = logging.getLogger("emauto").level
+    with pytest.MonkeyPatch.context() as patch:  # the real command, with two log lines added
+        patch.setattr("emauto.cli._parser", lambda: _with_handler(parser, analyze_and_log))
+        assert main([*flags, "analyze", str(tmp_path / "noise.npy"), "--json"]) == 0
+    assert seen == [level]
+    assert logging.getLogger("emauto").level == before
     out, err = capsys.readouterr()
     json.loads(out)  # stdout: the result alone
     assert ("an info line" in err) == (level <= logging.INFO)
     assert ("an error line" in err) == (level <= logging.ERROR)
-    configure_logging(0)
+
+
+def _with_handler(parser: argparse.ArgumentParser, handler: object) -> argparse.ArgumentParser:
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands.choices["analyze"].set_defaults(handler=handler)
+    return parser
 
 
 def test_json_only_stdout_routes_other_lines_to_stderr() -> None:

@@ -72,6 +72,20 @@ def configure_logging(verbosity: int) -> int:
     return level
 
 
+@contextlib.contextmanager
+def _logging(verbosity: int) -> Iterator[None]:
+    """`configure_logging` for one command; the logger as it was afterwards (a program that
+    calls `main` keeps its own logging)."""
+    logger = logging.getLogger("emauto")
+    level, handlers = logger.level, list(logger.handlers)
+    configure_logging(verbosity)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+
+
 class JsonOnlyStdout:
     """A stdout for ``--json``: each complete line that is a JSON document goes to
     ``stdout``, any other line (progress, a note) to ``stderr``."""
@@ -159,10 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         args = _parser().parse_args(argv)
         args.command_argv = argv  # as typed: the key of a result saved by command (--save)
-        configure_logging(args.verbose - args.quiet)
         handler: Handler = args.handler
         try:
-            with _json_only(bool(getattr(args, "json", False))):
+            with (
+                _logging(args.verbose - args.quiet),
+                _json_only(bool(getattr(args, "json", False))),
+            ):
                 return handler(args)
         except EmautoError as exc:
             print(f"emauto: error: {exc}", file=sys.stderr)
