@@ -67,10 +67,12 @@ def episodes(session: Session) -> list[Episode]:
     """The session's episodes: a new one starts where the task changes or the recorded dose
     counter drops (the twin restarted: a new episode of the same task)."""
     bounds: list[tuple[str, int, int]] = []
-    previous_dose = float("inf")
+    previous_dose = float("-inf")
     for step in session.steps:
-        dose = float(step.data["dose_e"])
-        if not bounds or step.task != bounds[-1][0] or dose < previous_dose:
+        recorded = step.data.get("dose_e")  # null: not known, never a restart
+        dose = float(recorded) if recorded is not None else previous_dose
+        restarted = bool(bounds) and dose < previous_dose
+        if not bounds or step.task != bounds[-1][0] or restarted:
             bounds.append((step.task, step.seq, step.seq))
         else:
             bounds[-1] = (bounds[-1][0], bounds[-1][1], step.seq)

@@ -140,3 +140,29 @@ def test_cumulative_dose_does_not_reset(two_episodes: Session, tmp_path: Path) -
         close(fig)
     png, page = write_report(session, tmp_path)
     assert png.stat().st_size > 0 and "align_1" in page.read_text()
+
+
+def test_a_twin_restart_within_one_task_starts_an_episode(
+    tiny_sim_uri: str, tmp_path: Path
+) -> None:
+    """Two episodes of one task (the twin restarted between them, as an env reset does):
+    two labelled episodes, and the dose counts both."""
+    import emauto
+    from emauto.microscope import RonchigramRequest
+    from emauto.wrappers.recording import RecordingMicroscope
+
+    twin = emauto.connect(tiny_sim_uri)
+    scope = RecordingMicroscope.open(twin, tmp_path / "session")
+    scope.recorder.task = "align"
+    request = RonchigramRequest(exposure_s=0.01)
+    with scope:
+        for seed in (1, 2):
+            twin.restart(seed)
+            scope.acquire(request)
+            scope.acquire(request)
+    session = Session(tmp_path / "session")
+    parts = episodes(session)
+    assert [p.name for p in parts] == ["align #1", "align #2"]
+    assert (parts[0].first, parts[1].first) == (0, 2)
+    frames = sum(session.frame(s).dose_e for s in session.acquisitions())
+    assert summary(session)["dose_e"] == pytest.approx(frames)
