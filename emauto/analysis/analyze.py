@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from emauto.analysis.drift import measure_drift
 from emauto.analysis.fitting import ColumnFits, fit_columns, noise_model
 from emauto.analysis.image import as_image
 from emauto.analysis.lattice import Lattice, find_lattice
+from emauto.analysis.overlay import write_overlay
 from emauto.analysis.resolution import estimate_resolution
 from emauto.errors import AnalysisError, NoLatticeError
 
@@ -123,6 +125,24 @@ class AnalysisResult:
             "drift": self.drift,
             "notes": self.notes,
         }
+
+    def banner(self) -> str:
+        """One line saying what was decided (the overlay's banner)."""
+        if not self.resolved:
+            return f"no resolved atomic columns: {self.evidence.get('reason', '')}"
+        counts = ", ".join(f"{s['name']} {s['n_columns']}" for s in self.sublattices)
+        return f"{len(self.atoms_xy_px)} columns ({counts}); {len(self.missing_xy_px)} missing"
+
+
+def write_result_overlay(image: np.ndarray, result: AnalysisResult, path: str | Path) -> Path:
+    """The overlay PNG of ``result`` on ``image``: columns by sublattice, missing and extra
+    columns, the banner, a scale bar from ``result.pixel_m`` (m) and a colour bar."""
+    return write_overlay(
+        image, np.asarray(result.atoms_xy_px), path, sublattice=result.atoms_sublattice,
+        missing_xy_px=np.asarray(result.missing_xy_px),
+        extra_xy_px=np.asarray(result.extra_xy_px), banner=result.banner(),
+        pixel_m=result.pixel_m,
+    )  # fmt: skip
 
 
 @dataclass

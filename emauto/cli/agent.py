@@ -131,7 +131,7 @@ def add_commands(commands: Any) -> None:
     ctl.set_defaults(handler=_ctl)
 
     replay = commands.add_parser("replay", help="re-run a policy on a recorded session")
-    replay.add_argument("session", type=Path)
+    replay.add_argument("session", type=Path, help="the session folder")
     replay.add_argument("--policy", choices=METHODS, help="default: the recorded one")
     replay.add_argument(
         "--policy-path",
@@ -141,7 +141,7 @@ def add_commands(commands: Any) -> None:
     replay.set_defaults(handler=_replay)
 
     report = commands.add_parser("report", help="write a session's PNG and HTML summary")
-    report.add_argument("session", type=Path)
+    report.add_argument("session", type=Path, help="the session folder")
     report.add_argument("--out", type=Path, help="folder (default: the session folder)")
     report.add_argument(
         "--repair",
@@ -152,8 +152,8 @@ def add_commands(commands: Any) -> None:
     report.set_defaults(handler=_report)
 
     export = commands.add_parser("export", help="export a session (HyperSpy, Minari)")
-    export.add_argument("session", type=Path)
-    export.add_argument("--format", choices=EXPORTERS.names(), required=True)
+    export.add_argument("session", type=Path, help="the session folder")
+    export.add_argument("--format", choices=EXPORTERS.names(), required=True, help="file format")
     export.add_argument(
         "--out",
         type=Path,

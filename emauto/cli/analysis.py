@@ -8,15 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from emauto.errors import ConfigError
 from emauto.io.results import add_output_options, emit, save
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from emauto.analysis.analyze import analyze_image
-    from emauto.analysis.overlay import write_overlay
+    from emauto.analysis.analyze import analyze_image, write_result_overlay
     from emauto.io.images import load_image
 
     loaded = load_image(args.image[0])
@@ -30,19 +27,7 @@ def _analyze(args: argparse.Namespace) -> int:
         previous = load_image(args.previous).data if args.previous else None
         result = analyze_image(loaded.data, pixel_m=pixel, previous=previous, dt_s=args.dt)
     overlay = args.overlay or loaded.path.with_name(f"{loaded.path.stem}_overlay.png")
-    banner = None
-    if not result.resolved:
-        banner = f"no resolved atomic columns: {result.evidence.get('reason', '')}"
-    else:
-        counts = ", ".join(f"{s['name']} {s['n_columns']}" for s in result.sublattices)
-        banner = (
-            f"{len(result.atoms_xy_px)} columns ({counts}); {len(result.missing_xy_px)} missing"
-        )
-    write_overlay(
-        loaded.data, np.asarray(result.atoms_xy_px), overlay, sublattice=result.atoms_sublattice,
-        missing_xy_px=np.asarray(result.missing_xy_px),
-        extra_xy_px=np.asarray(result.extra_xy_px), banner=banner,
-    )  # fmt: skip
+    write_result_overlay(loaded.data, result, overlay)
     out = {"image": str(loaded.path), **result.as_dict(), "overlay": str(overlay)}
     emit(out, args.json)
     return 0
@@ -126,7 +111,7 @@ def add_commands(commands: Any) -> None:
         "image",
         type=Path,
         nargs="+",
-        help=".npy, .tif, .dm3, .dm4 or .emd; several frames of one field: registered "
+        help=".npy, .tif, .png, .dm3, .dm4 or .emd; several frames of one field: registered "
         "(drift), averaged, then analysed",
     )
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
@@ -146,12 +131,12 @@ def add_commands(commands: Any) -> None:
     add.add_argument("--label", required=True, help="class name")
     add.add_argument("--electrons-per-pixel", type=float, required=True, help="dose per pixel")
     listing = actions.add_parser("list", help="labels per class")
-    listing.add_argument("--session", type=Path, required=True)
+    listing.add_argument("--session", type=Path, required=True, help="session .npz")
     predict = actions.add_parser("predict", help="classify a grid of patches of an image")
-    predict.add_argument("--session", type=Path, required=True)
-    predict.add_argument("--image", type=Path, required=True)
-    predict.add_argument("--electrons-per-pixel", type=float, required=True)
-    predict.add_argument("--json", action="store_true")
+    predict.add_argument("--session", type=Path, required=True, help="session .npz")
+    predict.add_argument("--image", type=Path, required=True, help="raw-count image")
+    predict.add_argument("--electrons-per-pixel", type=float, required=True, help="dose per pixel")
+    predict.add_argument("--json", action="store_true", help="print one JSON object")
     label.set_defaults(handler=_label)
 
     classifier = commands.add_parser("classifier", help="the patch CNN")
@@ -166,7 +151,9 @@ def add_bench(bench_tasks: Any) -> None:
     """Register `bench fewshot` and `bench analysis`."""
     fewshot = bench_tasks.add_parser("fewshot", help="few-shot accuracy and latency per shot")
     fewshot.add_argument("--shots", default="1,5,10", help="comma list (default: %(default)s)")
-    fewshot.add_argument("--episodes", type=int, default=20)
+    fewshot.add_argument(
+        "--episodes", type=int, default=20, help="episodes per shot (default: %(default)s)"
+    )
     analysis = bench_tasks.add_parser("analysis", help="atom finding against twin ground truth")
     analysis.add_argument("--images", type=int, default=3, help="images per dose")
     add_output_options(fewshot, seed=0)

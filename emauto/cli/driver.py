@@ -122,7 +122,9 @@ def _add_connection(parser: argparse.ArgumentParser) -> None:
 def add_commands(commands: Any) -> None:
     """Register ``serve``, ``keys`` and ``operator`` on the top-level subparsers."""
     serve = commands.add_parser("serve", help="serve a microscope over ZeroMQ (microscope PC)")
-    serve.add_argument("--backend", choices=BACKENDS.names(), default=None)
+    serve.add_argument(
+        "--backend", choices=BACKENDS.names(), default=None, help="the microscope behind the server"
+    )
     serve.add_argument("--bind", default=None, help="default tcp://127.0.0.1:5555 (loopback)")
     serve.add_argument("--config", default=None, help="server YAML (emauto/drivers/zmq/config)")
     serve.add_argument("--keys", default=None, help="CURVE key folder (emauto keys create)")
@@ -133,13 +135,15 @@ def add_commands(commands: Any) -> None:
     keys = commands.add_parser("keys", help="create CURVE keys and the client allow-list")
     key_actions = keys.add_subparsers(dest="action", required=True)
     create = key_actions.add_parser("create", help="server key pair and client keys in DIR")
-    create.add_argument("dir")
+    create.add_argument("dir", help="the key folder (created)")
     create.add_argument("--agent", action="append", help="create an agent key NAME")
     create.add_argument("--operator", action="append", help="create an operator key NAME")
     create.set_defaults(handler=_keys_create)
 
     operator = commands.add_parser("operator", help="operator commands to a running server")
-    operator.add_argument("action", choices=("status", "reset-watchdog", "set-limits"))
+    operator.add_argument(
+        "action", choices=("status", "reset-watchdog", "set-limits"), help="what to ask the server"
+    )
     operator.add_argument(
         "--file", default=None, help="SafetyConfig YAML for set-limits (merged into the server's)"
     )
@@ -176,7 +180,7 @@ def add_bench(bench_tasks: Any) -> None:
     security.add_argument(
         "--big-messages", type=int, default=4, help="12-part messages of 8 MiB parts"
     )
-    security.add_argument("--seed", type=int, default=0)
+    security.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     add_save_option(security)
     security.set_defaults(handler=_bench_security)
 

@@ -76,5 +76,5 @@ def add_save_option(parser: argparse.ArgumentParser, *, keyed: bool = False) -> 
 def add_output_options(parser: argparse.ArgumentParser, *, seed: int, keyed: bool = False) -> None:
     """``--json``, ``--seed`` (default ``seed``) and ``--save`` (see `add_save_option`)."""
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--seed", type=int, default=seed, help="random seed (default: %(default)s)")
     add_save_option(parser, keyed=keyed)

@@ -2,9 +2,12 @@
 
 - ``hdf5``: HyperSpy's HDF5 format (``.hspy``, written by rosettasciio): one signal per
   group of frames of the same kind and shape, stacked along a ``step`` navigation axis, with
-  calibrated signal axes; the session's start document and each frame's step, knobs and dose
+  calibrated signal axes (nm in real space, mrad for a Ronchigram); HyperSpy's metadata
+  (``Acquisition_instrument.TEM``: beam energy in keV, beam current in nA, convergence angle
+  in mrad, stage, detector, exposure or dwell time; ``General.date`` / ``time``, see
+  `instrument_metadata`); the session's start document and each frame's step, knobs and dose
   as JSON text in ``original_metadata`` (``emauto_start_json``, ``emauto_frames_json``).
-  ``hs.load`` opens it.
+  ``hs.load`` opens it (``pip install emauto[hyperspy]``).
 - ``zspy``: the same signals in HyperSpy's Zarr format. rosettasciio's own zspy writer needs
   zarr 2 while abTEM needs zarr 3, so emauto drives rosettasciio's `ZspyWriter` on a group
   opened in Zarr format 2 by zarr 3: the layout on disk is the one HyperSpy reads.
@@ -22,6 +25,7 @@ import tempfile
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,12 +53,13 @@ def _signal(session: Session, name: str, steps: list[Step], frames: list[Frame])
     ]
     if first.data.ndim == 2:
         for calibration, size in zip(first.calibrations, first.data.shape, strict=True):
+            factor, units = _AXIS_UNITS.get(calibration.units, (1.0, calibration.units))
             axes.append(
                 {
                     "name": calibration.name,
-                    "units": calibration.units,
-                    "scale": calibration.scale,
-                    "offset": calibration.offset,
+                    "units": units,
+                    "scale": calibration.scale * factor,
+                    "offset": calibration.offset * factor,
                     "size": int(size),
                     "navigate": False,
                 }
@@ -86,8 +91,13 @@ def _signal(session: Session, name: str, steps: list[Step], frames: list[Frame])
         "data": data,
         "axes": axes,
         "metadata": {
-            "General": {"title": name, "original_filename": session.path.name},
+            "General": {
+                "title": name,
+                "original_filename": session.path.name,
+                **_date_time(first.timestamp),
+            },
             "Signal": {"signal_type": "", "quantity": "Counts"},
+            "Acquisition_instrument": {"TEM": instrument_metadata(session, first)},
         },
         # JSON text: lists inside metadata would become one tiny dataset per entry
         "original_metadata": {
@@ -100,6 +110,55 @@ def _signal(session: Session, name: str, steps: list[Step], frames: list[Frame])
         "learning_results": {},
         "package_info": {"name": "emauto", "version": __version__},
     }
+
+
+#: HyperSpy axis units of an SI calibration: (factor, unit): nm for m, mrad for rad.
+_AXIS_UNITS = {"m": (1e9, "nm"), "rad": (1e3, "mrad")}
+
+
+def _date_time(timestamp: float) -> dict[str, str]:
+    """HyperSpy's ``General.date`` and ``General.time`` (ISO, UTC) of a Unix time (s)."""
+    when = datetime.fromtimestamp(timestamp, tz=UTC)
+    return {"date": when.date().isoformat(), "time": when.time().isoformat(timespec="seconds"),
+            "time_zone": "UTC"}  # fmt: skip
+
+
+def instrument_metadata(session: Session, frame: Frame) -> dict[str, Any]:
+    """HyperSpy's ``Acquisition_instrument.TEM`` node for a frame, in HyperSpy's units:
+    beam energy (keV), beam current (nA), convergence angle (mrad, the knob's value when the
+    frame was taken), stage x, y (mm), the detector (name, kind; collection angles in mrad)
+    and the camera exposure or the scan's dwell time (s)."""
+    description = session.description
+    knobs = frame.state.knobs
+    tem: dict[str, Any] = {
+        "microscope": description.backend,
+        "acquisition_mode": "STEM",
+        "beam_energy": description.energy_eV / 1e3,
+        "beam_current": description.beam_current_A * 1e9,
+    }
+    if "convergence_angle" in knobs:
+        tem["convergence_angle"] = knobs["convergence_angle"] * 1e3
+    stage = {axis: knobs[f"stage_{axis}"] * 1e3 for axis in ("x", "y") if f"stage_{axis}" in knobs}
+    if stage:
+        tem["Stage"] = stage
+    detector: dict[str, Any] = {"name": frame.detector}
+    spec = description.detectors.get(frame.detector)
+    if spec is not None:
+        detector["kind"] = spec.kind
+        for field in ("pixel_angle", "inner_angle", "outer_angle"):
+            value = getattr(spec, f"{field}_rad")
+            if value is not None:
+                detector[field] = value * 1e3  # mrad
+    tem["Detector"] = detector
+    if frame.kind == "ronchigram":
+        tem["Camera"] = {"name": frame.detector, "exposure": frame.exposure_s}
+    else:
+        dwell = getattr(frame.request, "dwell_s", None)
+        if dwell is None:
+            dwell = knobs.get("scan_dwell")
+        if dwell is not None:
+            tem["dwell_time"] = float(dwell)
+    return tem
 
 
 def frame_groups(session: Session) -> dict[str, tuple[list[Step], list[Frame]]]:

@@ -90,7 +90,9 @@ def test_hyperspy_exports_read_back(recorded_session: Path, tmp_path: Path, fmt:
     steps = [s for s in session.acquisitions() if s.action["acquire"]["kind"] == "ronchigram"]
     assert signal["data"].shape[0] == len(steps)
     assert np.array_equal(signal["data"][-1], session.frame(steps[-1]).data)
-    assert signal["axes"][1]["units"] == "rad"
+    assert signal["axes"][1]["units"] == "mrad"  # HyperSpy's units: mrad, nm
+    calibration = session.frame(steps[-1]).calibrations[0]
+    assert signal["axes"][1]["scale"] == pytest.approx(calibration.scale * 1e3)
 
 
 def test_minari_export_replays_the_episode(recorded_session: Path, tmp_path: Path) -> None:

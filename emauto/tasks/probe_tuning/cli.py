@@ -180,13 +180,15 @@ def add_commands(commands: Any) -> None:
             "ronchigram-estimator",
         ],
         default="probe-tuning",
-        help="what to train (probe-tuning-belief: the learned stop of rl_belief)",
+        help="what to train (default: %(default)s; probe-tuning-belief: the learned stop "
+        "of rl_belief)",
     )
     train.add_argument("--algo", choices=["ppo", "sac"], help="RL algorithm (probe-tuning)")
     train.add_argument(
         "--config",
         type=Path,
-        help="RLTrainingConfig / DeciderTrainingConfig / EstimatorTrainingConfig YAML",
+        help="RLTrainingConfig / DeciderTrainingConfig / BeliefTrainingConfig / "
+        "EstimatorTrainingConfig YAML",
     )
     train.add_argument("--out", type=Path, required=True, help="output folder or .pt file")
     train.add_argument(
@@ -221,8 +223,8 @@ def add_commands(commands: Any) -> None:
 
 
 def _add_episode_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--microscope", default="sim://", help="microscope URI")
     parser.add_argument("--budget", type=int, default=30, help="Ronchigrams after the first")
     parser.add_argument("--record", type=Path, help="record each method's session under DIR")

@@ -37,15 +37,19 @@ def add_commands(commands: Any) -> None:
     r_actions = region.add_subparsers(dest="region_command", required=True)
     r_train = r_actions.add_parser("train", help="train PPO on emauto/RegionSearch-v0")
     r_train.add_argument("--out", type=Path, required=True, help="output folder")
-    r_train.add_argument("--timesteps", type=int, default=4096)
-    r_train.add_argument("--seed", type=int, default=0)
+    r_train.add_argument(
+        "--timesteps", type=int, default=4096, help="training steps (default: %(default)s)"
+    )
+    r_train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     region.set_defaults(handler=_region_train)
 
 
 def add_bench(bench_tasks: Any) -> None:
     """Register `bench region-search`."""
     region = bench_tasks.add_parser("region-search", help="targets found against area and dose")
-    region.add_argument("--method", choices=[*POLICIES, "all"], default="all")
+    region.add_argument(
+        "--method", choices=[*POLICIES, "all"], default="all", help="policy (default: %(default)s)"
+    )
     region.add_argument("--episodes", type=int, default=3, help="held-out fields")
     region.add_argument("--max-area", type=float, default=0.5, help="stop at this area fraction")
     region.add_argument("--policy", help="RL policy folder (default: the shipped one)")
