@@ -141,8 +141,44 @@ def _bench_recorder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_console(args: argparse.Namespace) -> int:
+    from emauto.agent.console.bench import run_console_benchmark
+
+    figures = run_console_benchmark(
+        microscope=args.microscope,
+        frames=args.frames,
+        rate_hz=args.rate,
+        chromium=args.chromium,
+        seed=args.seed,
+        source=args.source,
+    )
+    save(figures, args.save)
+    emit(figures, args.json)
+    return 0
+
+
 def add_bench(bench_tasks: Any) -> None:
-    """Register `bench recorder`."""
+    """Register `bench recorder` and `bench console`."""
+    console = bench_tasks.add_parser(
+        "console",
+        help="the web console: latency from an acquisition to its pixels in headless Chromium",
+    )
+    add_output_options(console, seed=0)
+    console.add_argument("--microscope", default="sim://", help="the twin (default: %(default)s)")
+    console.add_argument("--frames", type=int, default=60, help="frames acquired")
+    console.add_argument("--rate", type=float, default=10.0, help="frames per second")
+    console.add_argument(
+        "--chromium", default="/usr/bin/chromium", help="the browser (default: %(default)s)"
+    )
+    console.add_argument(
+        "--source",
+        choices=("replay", "live"),
+        default="replay",
+        help="replay: twin frames acquired first, delivered at the rate (as a microscope PC "
+        "would); live: acquired in the loop (the twin competes for the CPU)",
+    )
+    console.set_defaults(handler=_bench_console)
+
     bench = bench_tasks.add_parser(
         "recorder", help="fsync cost per step, kill -9 trials, simulated power cuts"
     )

@@ -86,7 +86,10 @@ class ConsoleServer:
         token = check_security(self.config)
         backend: ConsoleBackend = daemon
         secure = self.config.tls_cert is not None
-        app = create_app(backend, daemon.config.sessions, token=token, secure=secure)
+        self._closing = threading.Event()
+        app = create_app(
+            backend, daemon.config.sessions, token=token, secure=secure, closing=self._closing
+        )
         family = socket.AF_INET6 if ":" in self.config.host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -127,6 +130,8 @@ class ConsoleServer:
 
     def close(self) -> None:
         """Stop serving (open WebSockets are closed)."""
+        self._closing.set()
+        time.sleep(2 * 0.02)  # the WebSocket loops see it and close
         self._server.should_exit = True
         self._thread.join(timeout=5.0)
         self._socket.close()

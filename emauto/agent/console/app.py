@@ -203,9 +203,16 @@ def _exit_status(log: Path) -> str | None:
 
 
 def create_app(
-    backend: ConsoleBackend, sessions: Path, *, token: str | None = None, secure: bool = False
+    backend: ConsoleBackend,
+    sessions: Path,
+    *,
+    token: str | None = None,
+    secure: bool = False,
+    closing: threading.Event | None = None,
 ) -> ASGIApp:
-    """The console for ``backend`` (the daemon), its sessions under ``sessions``."""
+    """The console for ``backend`` (the daemon), its sessions under ``sessions``; WebSockets
+    end once ``closing`` is set."""
+    closing = closing or threading.Event()
     frames = FrameCache(backend.live)
 
     async def index(request: Request) -> Response:
@@ -307,7 +314,7 @@ def create_app(
         generation, steps, knobs, lines, version, frame_id = -1, 0, 0, 0, -1, 0
         last_status = ""
         try:
-            while True:
+            while not closing.is_set():
                 live = backend.live
                 status = backend.status()
                 status_text = json.dumps(status, allow_nan=False, sort_keys=True)
@@ -330,6 +337,7 @@ def create_app(
                 knobs = news["knobs"][-1]["n"] if news["knobs"] else knobs
                 lines = news["log"][-1]["n"] if news["log"] else lines
                 await socket.send_text(json.dumps(message, allow_nan=False))
+            await socket.close(1001)
         except (WebSocketDisconnect, RuntimeError, ConnectionError):
             return
 
