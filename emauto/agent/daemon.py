@@ -37,11 +37,11 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from emauto.agent.live import LiveMicroscope, LiveState
 from emauto.agent.plans import DaemonConfig, PlanRequest, Task
-from emauto.agent.state import State, StateMachine
+from emauto.agent.state import CHOICES, State, StateMachine
 from emauto.errors import AbortedError, AgentStateError, ConfigError
 from emauto.microscope import Microscope
 from emauto.sessions.recorder import ExitStatus, SessionRecorder
@@ -52,9 +52,6 @@ from emauto.wrappers.recording import RecordingMicroscope
 
 log = logging.getLogger("emauto.agent")
 
-#: What the operator may answer to a hand-off.
-Choice = Literal["approve", "take_over", "abort"]
-CHOICES: tuple[str, ...] = ("approve", "take_over", "abort")
 #: Refused measurements (in a row) after which a task needs the operator.
 REFUSALS_FOR_OPERATOR = 2
 #: Plans kept in ``status()["history"]``; plans that may wait in the queue.

@@ -23,6 +23,9 @@ from enum import StrEnum
 
 from emauto.errors import AbortedError, AgentStateError
 
+#: What the operator may answer when the daemon hands over (`emauto.agent.daemon`).
+CHOICES: tuple[str, ...] = ("approve", "take_over", "abort")
+
 
 class State(StrEnum):
     IDLE = "idle"

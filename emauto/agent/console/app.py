@@ -38,6 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from emauto.agent.console.render import render_frame_png
 from emauto.agent.live import LiveState
+from emauto.agent.state import CHOICES
 from emauto.errors import EmautoError
 
 STATIC = Path(__file__).parent / "static"
@@ -222,7 +223,6 @@ def create_app(
         return JSONResponse(backend.status())
 
     async def registries(request: Request) -> Response:
-        from emauto.agent.daemon import CHOICES
         from emauto.agent.plans import STEP_KINDS
         from emauto.tasks.probe_tuning.policies.registry import METHODS
 
