@@ -461,6 +461,9 @@ class Daemon:
             "asked": time.time(),
         }
         log.warning("hand-off %d: %s", question_id, text)
+        timeout = self.config.handoff_timeout_s
+        deadline = None if timeout is None else time.monotonic() + timeout
+        who = "operator"
         with self._lock:
             while self._answer is None:
                 state = self.machine.state
@@ -468,14 +471,16 @@ class Daemon:
                     self._answer = "abort"
                 elif state == State.TRIPPED:
                     break
+                elif deadline is not None and time.monotonic() > deadline:
+                    self._answer, who = "abort", f"daemon (no answer within {timeout:g} s)"
                 else:
                     self._lock.wait(0.1)
             choice = self._answer
             self.question = None
         if choice is None:  # tripped while asking (a lost link)
-            recorder.record_operator("answer", question_id, "daemon", "abort")
+            recorder.record_operator("answer", question_id, "daemon (tripped)", "abort")
             raise AbortedError("the daemon tripped while asking its operator")
-        recorder.record_operator("answer", question_id, "operator", choice)
+        recorder.record_operator("answer", question_id, who, choice)
         log.warning("hand-off %d answered: %s", question_id, choice)
         if choice == "approve":
             self.machine.to(State.RUNNING, "operator approved", only_from=(State.PAUSED,))

@@ -29,6 +29,8 @@ from emauto.version import __version__
 
 DEMO_SPECIMEN = "au_on_carbon"
 SERVER_START_TIMEOUT_S = 300.0
+#: A hand-off question nobody answers in the console is answered 'abort' after this (s).
+HANDOFF_TIMEOUT_S = 120.0
 
 
 def _say(message: str) -> None:
@@ -120,6 +122,7 @@ def run_demo(
             control=f"tcp://127.0.0.1:{_free_port()}",
             sessions=out,
             console=ConsoleConfig(port=console_port),
+            handoff_timeout_s=HANDOFF_TIMEOUT_S,  # no one may be watching: do not wait forever
         )
         _say(
             f"daemon: align the probe (BO on probe-shift measurements), then a survey; control on "

@@ -95,6 +95,12 @@ class DaemonConfig(StrictModel):
         "this long, or whose connection drops, trips the daemon",
     )
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    handoff_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="a hand-off question no one answers within this long is answered 'abort' "
+        "by the daemon (None: wait for the operator)",
+    )
     policy_folders: dict[Annotated[str, StringConstraints(pattern=POLICY_FOLDER_NAME)], Path] = (
         Field(
             default_factory=dict,

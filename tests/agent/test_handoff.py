@@ -135,3 +135,14 @@ def test_replay_of_a_session_with_a_hand_off_lists_it(
     assert main(["replay", str(tmp_path / "s")]) == 0
     shown = json.loads(capsys.readouterr().out)["operator"]
     assert [e["kind"] for e in shown] == ["question", "answer"] and shown[1]["choice"] == "approve"
+
+
+@pytest.mark.usefixtures("gives_up")
+def test_a_question_nobody_answers_is_aborted_after_the_timeout(
+    tmp_path: Path, tiny_sim_uri: str
+) -> None:
+    config = short_plan(tiny_sim_uri).model_copy(update={"handoff_timeout_s": 0.3})
+    result = Daemon(config, session=tmp_path / "s", progress=False).run()
+    assert result.exit_status == "abort" and result.safe and len(result.tasks) == 1
+    answer = Session(tmp_path / "s").operator[-1]
+    assert answer["choice"] == "abort" and answer["text"].startswith("daemon (no answer")
