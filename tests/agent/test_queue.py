@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import short_plan
+from agent_helpers import short_plan
 from test_daemon import free_address
 
 from emauto.agent.control import send_command
@@ -154,10 +154,10 @@ def test_the_long_running_daemon_takes_plans_from_ctl_submit(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
-    def status() -> dict[str, Any]:
+    def status(timeout_s: float = 0.5) -> dict[str, Any]:
         try:
-            return dict(send_command(control, "status", timeout_s=0.5)["status"])
-        except DeadlineExceededError:
+            return dict(send_command(control, "status", timeout_s=timeout_s)["status"])
+        except DeadlineExceededError:  # not listening yet
             return {}
 
     try:
@@ -167,10 +167,11 @@ def test_the_long_running_daemon_takes_plans_from_ctl_submit(
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         assert done.returncode == 0 and json.loads(done.stdout)["ok"], done.stderr
-        wait_until(lambda: status()["history"], 120)
-        history = status()["history"]
+        wait_until(lambda: status().get("history"), 120)
+        now = status(timeout_s=10)
+        history = now["history"]
         assert history[0]["name"] == "from-ctl" and history[0]["exit_status"] == "success"
-        assert status()["state"] == "idle"  # still up, waiting for plans
+        assert now["state"] == "idle" and daemon.poll() is None  # still up, waiting for plans
         assert send_command(control, "shutdown")["ok"]
         out, err = daemon.communicate(timeout=60)
     finally:

@@ -6,41 +6,16 @@ The browser is the distribution's (``apt-get install chromium``), launched by pa
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from console_helpers import CHROMIUM, CHROMIUM_ARGS, SURVEY, VIEWPORT, free_address
 
 from emauto.agent.daemon import Daemon, _Services
 from emauto.agent.plans import DaemonConfig
-
-CHROMIUM = Path(os.environ.get("EMAUTO_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
-SURVEY = {"kind": "acquire_image", "name": "survey", "shape": [16, 16], "fov_m": 1e-9}
-
-
-def free_address() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
-
-
-def align(frames: int, **extra: Any) -> dict[str, Any]:
-    """A probe-alignment step (the shift policy) on the detuned tiny twin."""
-    return {"kind": "align_probe", "detune": True, "seed": 5, "max_acquisitions": frames, **extra}
 
 
 @pytest.fixture

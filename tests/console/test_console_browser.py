@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SURVEY, VIEWPORT, align
+from console_helpers import SURVEY, VIEWPORT, align
 from PIL import Image
 
 from emauto.agent.daemon import Daemon
