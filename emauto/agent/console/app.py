@@ -332,6 +332,8 @@ def create_app(
                         "published": latest.published,
                         "kind": latest.frame.kind,
                     }
+                if news["generation"] != generation:  # a new plan: its counts start at 1
+                    steps = knobs = 0
                 generation = news["generation"]
                 steps = news["steps"][-1]["n"] if news["steps"] else steps
                 knobs = news["knobs"][-1]["n"] if news["knobs"] else knobs

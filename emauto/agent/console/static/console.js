@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
                 "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
 const data = { generation: -1, steps: [], knobs: [], units: {} };
+window.__console = data;  // what the plots show: read by tests
 // [frame id, time its pixels were handed to the screen (ms since the epoch)]: read by tests
 window.__painted = [];
 let shownFrame = 0;
@@ -162,23 +163,29 @@ function drawPlots() {
     const values = data.knobs.map((p) => p.knobs[name]).filter((v) => v !== null);
     return values.length && Math.max(...values) !== Math.min(...values);
   }).slice(0, COLORS.length);
-  const series = moving.map((name, i) => {
-    const [factor] = scaled(data.units[name]);
-    return { name, color: COLORS[i], points: data.knobs.filter((p) => p.knobs[name] !== null)
-      .map((p) => [p.n, p.knobs[name] * factor]) };
+  const holder = $("knob-plots");
+  const canvases = moving.map((name, i) => {
+    let canvas = holder.querySelector(`canvas[data-knob="${name}"]`);
+    if (!canvas) {
+      canvas = document.createElement("canvas");
+      canvas.width = 420;
+      canvas.height = 70;
+      canvas.dataset.knob = name;
+    }
+    const [factor, unit] = scaled(data.units[name]);
+    const points = data.knobs.filter((p) => p.knobs[name] !== null)
+      .map((p) => [p.n, p.knobs[name] * factor]);
+    plot(canvas, [{ points, color: COLORS[i] }], `${name} (${unit})`);
+    return canvas;
   });
-  plot($("plot-knobs"), series, "knob setpoints per command (nm, mrad, SI)");
-  $("knob-legend").replaceChildren(...series.map((s) => {
-    const span = document.createElement("span");
-    span.style.color = s.color;
-    span.textContent = `${s.name} (${scaled(data.units[s.name])[1]})`;
-    return span;
-  }));
+  holder.replaceChildren(...canvases);
+  $("knob-legend").textContent = moving.length ? "" : "no knob has moved in this plan yet";
 }
 
 // ------------------------------------------------------------------ status and updates
 
 function showStatus(status) {
+  if (lastStatus && lastStatus.history.length !== status.history.length) loadSessions();
   lastStatus = status;
   $("state").textContent = status.state;
   $("state").dataset.state = status.state;
