@@ -445,6 +445,8 @@ class Daemon:
 
     def _ask(self, recorder: SessionRecorder, scope: Microscope, task: str, reason: str) -> str:
         """Blank the beam, pause, ask the operator; record both; act on the answer."""
+        if self.machine.state in (State.ABORTING, State.TRIPPED):  # nothing left to ask
+            raise AbortedError(f"the plan ends ({self.machine.state.value}) before its hand-off")
         with self._lock:
             self._questions += 1
             question_id = self._questions
@@ -452,7 +454,8 @@ class Daemon:
         text = f"{task}: {reason}. Approve and go on, take the microscope over, or abort?"
         recorder.record_operator("question", question_id, text)
         scope.safe()
-        self.machine.to(State.PAUSED, f"hand-off: {reason}", only_from=(State.RUNNING,))
+        if self.machine.state != State.PAUSED:  # (the operator may have paused just now)
+            self.machine.to(State.PAUSED, f"hand-off: {reason}", only_from=(State.RUNNING,))
         self.question = {
             "id": question_id,
             "task": task,
