@@ -189,3 +189,13 @@ class OutcomeUnknownError(TransportError):
 
 class AddressInUseError(ConfigError):
     """The server's bind address is already taken (another server is listening there)."""
+
+
+class ConsoleSecurityError(ConfigError):
+    """The web console would listen beyond loopback without TLS (a certificate and its key)
+    and an operator token: it refuses to start."""
+
+
+class LinkLostError(TransportError):
+    """The daemon's link to the microscope is gone (the server stopped answering heartbeats
+    within the bound, or its connection dropped)."""

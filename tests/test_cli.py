@@ -50,6 +50,9 @@ def test_demo_runs_the_whole_loop(tmp_path: Path, specimen_cache: Path) -> None:
     assert summary["exit_status"] == "success" and summary["microscope_left_safe"] is True
     assert summary["strehl_start"] < 0.1  # detuned by random aberrations
     assert isinstance(summary["aligned"], bool) and summary["ronchigrams"] >= 2
+    # the live console's address, printed while the daemon runs the plan
+    assert summary["console"].startswith("http://127.0.0.1:")
+    assert f"live console: {summary['console']}" in result.stderr
     for name in ("report.png", "ronchigram_start.png", "ronchigram_end.png", "survey_adf.png"):
         data = (tmp_path / "demo" / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000

@@ -1,7 +1,9 @@
-"""The daemon's control socket: ``status``, ``pause``, ``resume``, ``abort``, ``reset``.
+"""The daemon's control socket: ``status``, ``pause``, ``resume``, ``abort``, ``reset``,
+``submit`` (a plan for the queue), ``answer`` (to a hand-off question) and ``shutdown``.
 
 A ZeroMQ ROUTER socket on loopback (or ipc://), spoken to by REQ clients. A request is one
-single-part JSON object ``{"command": NAME}``; the reply is ``{"ok": true, "status": {...}}``
+single-part JSON object ``{"command": NAME}`` (``submit`` adds ``"name"`` and ``"plan"``,
+``answer`` adds ``"choice"``); the reply is ``{"ok": true, "status": {...}}``
 or ``{"ok": false, "error": {"type": ..., "message": ...}}``. Malformed requests (several
 parts, bad JSON, unknown commands) get an error reply and change nothing. A ROUTER socket has
 no send/receive state machine, so no message can wedge it (a REP socket raised EFSM on a
@@ -18,12 +20,12 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import zmq
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emauto.errors import DeadlineExceededError, EmautoError, ProtocolError
 
-Command = Literal["status", "pause", "resume", "abort", "reset"]
-MAX_REQUEST_BYTES = 4096
+Command = Literal["status", "pause", "resume", "abort", "reset", "submit", "answer", "shutdown"]
+MAX_REQUEST_BYTES = 256 * 1024  # a submitted plan
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +33,20 @@ log = logging.getLogger(__name__)
 class ControlRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     command: Command
+    name: str | None = Field(default=None, max_length=64)
+    plan: list[dict[str, Any]] | None = Field(default=None, max_length=64)
+    choice: str | None = Field(default=None, max_length=32)
+
+    def payload(self) -> dict[str, Any]:
+        """The arguments given (none for the plain commands)."""
+        return self.model_dump(exclude={"command"}, exclude_none=True)
 
 
 class ControlServer:
-    """Serve ``handler(command) -> status`` on ``address`` from a background thread."""
+    """Serve ``handler(command[, payload]) -> status`` on ``address`` from a background
+    thread (the payload only when the request carries arguments)."""
 
-    def __init__(self, address: str, handler: Callable[[str], dict[str, Any]]) -> None:
+    def __init__(self, address: str, handler: Callable[..., dict[str, Any]]) -> None:
         self.address = address
         self._handler = handler
         self._context = zmq.Context.instance()
@@ -87,6 +97,9 @@ class ControlServer:
     def _reply(self, raw: bytes) -> dict[str, Any]:
         try:
             request = ControlRequest.model_validate_json(raw)
+            payload = request.payload()
+            if payload:
+                return {"ok": True, "status": self._handler(request.command, payload)}
             return {"ok": True, "status": self._handler(request.command)}
         except ValidationError as exc:
             return _error(
@@ -110,14 +123,19 @@ def _error(error: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": {"type": type(error).__name__, "message": str(error)[:1000]}}
 
 
-def send_command(address: str, command: str, timeout_s: float = 5.0) -> dict[str, Any]:
-    """Send one command to a daemon's control socket; return its reply."""
+def send_command(
+    address: str,
+    command: str,
+    timeout_s: float = 5.0,
+    payload: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Send one command (with ``payload``'s arguments) to a daemon; return its reply."""
     context = zmq.Context.instance()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
     try:
         socket.connect(address)
-        socket.send(json.dumps({"command": command}).encode())
+        socket.send(json.dumps({"command": command, **(payload or {})}).encode())
         if not socket.poll(int(timeout_s * 1000)):
             raise DeadlineExceededError(
                 f"no daemon answered on {address} within {timeout_s:g} s; is it running?"

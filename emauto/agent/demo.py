@@ -4,6 +4,9 @@
    with its safety layer and watchdog, as a microscope PC would run it.
 2. Run the daemon's default plan over the wire: detune the probe by random aberrations
    (seeded), align it by BO on probe-shift measurements (`bo`), then acquire a survey image.
+   The daemon's web console listens on loopback meanwhile; its address
+   (``http://127.0.0.1:PORT``) is printed as soon as it listens (``open_console`` opens it
+   in the default browser).
 3. Record the session (event-model JSON Lines + Zarr frames), write its report (PNG + HTML)
    and pictures of the first and last Ronchigram and of the survey.
 4. Stop the server (the beam is blanked on every exit path) and print a short summary.
@@ -26,6 +29,8 @@ from emauto.version import __version__
 
 DEMO_SPECIMEN = "au_on_carbon"
 SERVER_START_TIMEOUT_S = 300.0
+#: A hand-off question nobody answers in the console is answered 'abort' after this (s).
+HANDOFF_TIMEOUT_S = 120.0
 
 
 def _say(message: str) -> None:
@@ -87,9 +92,14 @@ def _pictures(session_path: Path, out: Path) -> list[str]:
     return files
 
 
-def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
-    """Run the demo into ``out_dir``; return (and write as ``summary.json``) its summary."""
+def run_demo(
+    out_dir: str | Path, seed: int = 0, console_port: int = 0, open_console: bool = False
+) -> dict[str, Any]:
+    """Run the demo into ``out_dir``; return (and write as ``summary.json``) its summary.
+
+    ``console_port``: the live console's port on 127.0.0.1 (0: a free one; printed)."""
     from emauto.agent.daemon import run_daemon
+    from emauto.agent.plans import ConsoleConfig
     from emauto.sessions.reader import Session
     from emauto.sessions.report import write_report
 
@@ -110,12 +120,25 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
                 SurveyTask(fov_m=16e-9, dwell_s=8e-6),
             ),
             control=f"tcp://127.0.0.1:{_free_port()}",
+            sessions=out,
+            console=ConsoleConfig(port=console_port),
+            handoff_timeout_s=HANDOFF_TIMEOUT_S,  # no one may be watching: do not wait forever
         )
         _say(
             f"daemon: align the probe (BO on probe-shift measurements), then a survey; control on "
             f"{config.control}"
         )
-        result = run_daemon(config, session=session_path)
+        consoles: list[str] = []
+
+        def on_console(url: str) -> None:
+            consoles.append(url)
+            _say(f"live console: {url}  (open it in a browser while the plan runs)")
+            if open_console:
+                import webbrowser
+
+                webbrowser.open(url)
+
+        result = run_daemon(config, session=session_path, on_console=on_console)
     finally:
         code = _stop_server(server)
         _say(f"server stopped (exit {code})")
@@ -133,6 +156,7 @@ def run_demo(out_dir: str | Path, seed: int = 0) -> dict[str, Any]:
         "strehl_end": align.get("final_strehl"),
         "ronchigrams": align.get("acquisitions"),
         "session": str(session_path),
+        "console": consoles[0] if consoles else None,
         "files": files,
         "wall_s": round(time.perf_counter() - started, 1),
     }

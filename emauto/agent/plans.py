@@ -34,7 +34,47 @@ else:  # one model per registered kind, told apart by ``kind``
         Field(discriminator="kind"),
     ]
 
-__all__ = ["STEP_KINDS", "AlignProbeTask", "DaemonConfig", "SurveyTask", "Task"]
+__all__ = [
+    "STEP_KINDS",
+    "AlignProbeTask",
+    "ConsoleConfig",
+    "DaemonConfig",
+    "PlanRequest",
+    "SurveyTask",
+    "Task",
+]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class ConsoleConfig(StrictModel):
+    """The daemon's web console (`emauto.agent.console`).
+
+    Loopback by default. Any other ``host`` needs ``tls_cert`` and ``tls_key`` (HTTPS) and
+    an operator token (``token_file``, or the ``EMAUTO_CONSOLE_TOKEN`` environment variable):
+    without them the console refuses to start (`ConsoleSecurityError`).
+    """
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535, description="0: any free port (printed)")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    token_file: Path | None = Field(
+        default=None, description="a file holding the operator token (never the token itself)"
+    )
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the console listens on this machine only."""
+        return self.host in LOOPBACK_HOSTS
+
+
+class PlanRequest(StrictModel):
+    """A plan submitted to a running daemon (`emauto ctl submit FILE`, the console)."""
+
+    name: str = Field(default="plan", min_length=1, max_length=64)
+    plan: tuple[Task, ...] = Field(min_length=1, max_length=64)
 
 
 class DaemonConfig(StrictModel):
@@ -47,6 +87,20 @@ class DaemonConfig(StrictModel):
         default="tcp://127.0.0.1:5580", description="the control socket (loopback only)"
     )
     heartbeat_s: float | None = Field(default=0.5, gt=0, description="tcp:// heartbeat")
+    link_timeout_s: float = Field(
+        default=1.5,
+        gt=0,
+        le=2.0,
+        description="tcp://: a link with no heartbeat reply (and no command in flight) for "
+        "this long, or whose connection drops, trips the daemon",
+    )
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    handoff_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="a hand-off question no one answers within this long is answered 'abort' "
+        "by the daemon (None: wait for the operator)",
+    )
     policy_folders: dict[Annotated[str, StringConstraints(pattern=POLICY_FOLDER_NAME)], Path] = (
         Field(
             default_factory=dict,
@@ -64,6 +118,11 @@ class DaemonConfig(StrictModel):
             raise ValueError(
                 f"control must be a loopback tcp://127.0.0.1:PORT or ipc:// address, "
                 f"got {self.control!r}"
+            )
+        if self.heartbeat_s is not None and self.heartbeat_s >= self.link_timeout_s:
+            raise ValueError(
+                f"heartbeat_s ({self.heartbeat_s} s) must be below link_timeout_s "
+                f"({self.link_timeout_s} s)"
             )
         for task in self.plan:  # each policy folder a step names is one this config lists
             if isinstance(task, AlignProbeTask):

@@ -23,6 +23,9 @@ from enum import StrEnum
 
 from emauto.errors import AbortedError, AgentStateError
 
+#: What the operator may answer when the daemon hands over (`emauto.agent.daemon`).
+CHOICES: tuple[str, ...] = ("approve", "take_over", "abort")
+
 
 class State(StrEnum):
     IDLE = "idle"
@@ -74,12 +77,16 @@ class StateMachine:
             self._changed.notify_all()
 
     def checkpoint(self) -> None:
-        """Block while paused; raise `AbortedError` when aborting (called by the worker)."""
+        """Block while paused; raise `AbortedError` when aborting or tripped (a lost link
+        trips the daemon from another thread; called by the worker)."""
         with self._changed:
             while self._state == State.PAUSED:
                 self._changed.wait(0.1)
             if self._state == State.ABORTING:
                 raise AbortedError("the operator aborted the plan")
+            if self._state == State.TRIPPED:
+                reason = self.history[-1][2] if self.history else "tripped"
+                raise AbortedError(f"the daemon tripped: {reason}")
 
     def wait_for(self, *states: State, timeout_s: float | None = None) -> bool:
         """Wait until the state is one of ``states``; False on timeout."""

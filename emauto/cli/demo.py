@@ -13,7 +13,10 @@ from emauto.io.results import add_output_options, print_result, save
 def _demo(args: argparse.Namespace) -> int:
     from emauto.agent.demo import run_demo
 
-    print(json.dumps(run_demo(args.out, seed=args.seed), indent=2))
+    summary = run_demo(
+        args.out, seed=args.seed, console_port=args.console_port, open_console=args.open
+    )
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -33,6 +36,15 @@ def add_commands(commands: Any) -> None:
     )
     demo.add_argument("--out", default="emauto-demo", help="output folder (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--console-port",
+        type=int,
+        default=0,
+        help="the live console's port on 127.0.0.1 (default: a free one; its address is printed)",
+    )
+    demo.add_argument(
+        "--open", action="store_true", help="open the live console in the default browser"
+    )
     demo.set_defaults(handler=_demo)
 
 

@@ -62,6 +62,9 @@ class EpisodeStep:
 #: The kinds of a primary event and the exit statuses of a stop document.
 STEP_KINDS = ("set", "acquire", "safe", "rejected")
 EXIT_STATUSES = ("success", "abort", "fail")
+#: The event streams a session may hold (``operator``: the daemon's hand-offs).
+STREAMS = ("primary", "episode", "operator")
+OPERATOR_KEYS = ("task", "kind", "question_id", "text", "choice")
 _MAX_ACTION_LENGTH = 256  # numbers in an episode step's action
 
 
@@ -108,14 +111,16 @@ class Session:
         streams: dict[str, str] = {}
         self.steps: list[Step] = []
         self.episode: list[EpisodeStep] = []
+        #: the daemon's questions to its operator and the answers (hand-offs), in order
+        self.operator: list[dict[str, Any]] = []
         for number, (name, doc) in enumerate(documents[1:], start=2):
             try:
                 if self.stop is not None:
                     raise ValueError("a document after the stop document")
                 if name == "descriptor":
                     uid, stream = doc.get("uid"), doc.get("name")
-                    if not isinstance(uid, str) or stream not in ("primary", "episode"):
-                        raise ValueError("expected a uid and the name 'primary' or 'episode'")
+                    if not isinstance(uid, str) or stream not in STREAMS:
+                        raise ValueError(f"expected a uid and a name in {list(STREAMS)}")
                     streams[uid] = stream
                 elif name == "event":
                     descriptor, data = doc.get("descriptor"), doc.get("data")
@@ -141,6 +146,14 @@ class Session:
     def _add_event(self, stream: str, data: dict[str, Any]) -> None:
         if stream == "primary":
             self.steps.append(self._step(data))
+        elif stream == "operator":
+            if data.get("kind") not in ("question", "answer"):
+                raise ValueError("an operator event is a 'question' or an 'answer'")
+            if not all(isinstance(data.get(k), str) for k in ("task", "text", "choice")):
+                raise ValueError("an operator event's task, text and choice are text")
+            if not isinstance(data.get("question_id"), int):
+                raise ValueError("an operator event's question_id is an integer")
+            self.operator.append({k: data[k] for k in OPERATOR_KEYS})
         else:
             action = data["action"]
             if not isinstance(action, list) or not 1 <= len(action) <= _MAX_ACTION_LENGTH:

@@ -12,7 +12,12 @@ replay) and hands each call to a `SessionRecorder`, which writes:
 - an **episode** descriptor and one event per environment step (normalised action, reward,
   termination), written by whoever runs a policy (`record_episode_step`), for replay and
   offline RL;
+- an **operator** descriptor and one event per question the daemon asks its operator and per
+  answer (`record_operator`: a hand-off);
 - a **stop** document with the exit status.
+
+``listeners`` are called with ``(stream, data)`` after each event is written (the daemon's live
+console).
 
 Every event is fsync'd before the call returns (`emauto.sessions.store`), and so is the
 session folder's name in its parent; ``write_s`` keeps the time each step spent writing, for
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,7 +95,10 @@ class SessionRecorder:
         )
         self._log.append("descriptor", dict(self._primary.descriptor_doc))
         self._episode: Any = None
+        self._operator: Any = None
         self.steps = 0
+        #: called with (stream, data) after each event is written
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
 
     def _primary_keys(self, description: MicroscopeDescription) -> dict[str, Any]:
         keys = {
@@ -155,6 +163,7 @@ class SessionRecorder:
         self.write_s.append(time.perf_counter() - started)
         self.write_kinds.append(kind)
         self.steps += 1
+        self._tell("primary", data)
         return self.steps - 1
 
     def record_episode_step(
@@ -188,6 +197,40 @@ class SessionRecorder:
         }
         event = self._episode.compose_event(data=data, timestamps=dict.fromkeys(data, time.time()))
         self._log.append("event", dict(event))
+        self._tell("episode", data)
+
+    def record_operator(
+        self, kind: Literal["question", "answer"], question_id: int, text: str, choice: str = ""
+    ) -> None:
+        """Write a question the daemon asked its operator, or the operator's answer."""
+        self._check_open()
+        if self._operator is None:
+            keys = {
+                "task": _key("string", "emauto"),
+                "kind": _key("string", "emauto", description="question | answer"),
+                "question_id": _key("integer", "emauto"),
+                "text": _key("string", "emauto", description="the question, or who answered"),
+                "choice": _key("string", "operator", description="the answer ('' for a question)"),
+            }
+            self._operator = self._run.compose_descriptor(name="operator", data_keys=keys)
+            self._log.append("descriptor", dict(self._operator.descriptor_doc))
+        data = {
+            "task": self.task,
+            "kind": kind,
+            "question_id": int(question_id),
+            "text": str(text)[:2000],
+            "choice": str(choice)[:200],
+        }
+        event = self._operator.compose_event(data=data, timestamps=dict.fromkeys(data, time.time()))
+        self._log.append("event", dict(event))
+        self._tell("operator", data)
+
+    def _tell(self, stream: str, data: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(stream, data)
+            except Exception as exc:  # a listener (the live console) never stops the record
+                print(f"emauto recorder: a listener failed: {exc}", file=sys.stderr)
 
     def close(self, exit_status: ExitStatus = "success", reason: str = "") -> None:
         """Write the stop document; later calls do nothing.

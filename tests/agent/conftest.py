@@ -5,19 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from agent_helpers import short_plan
 
 from emauto.agent.daemon import Daemon, RunResult
-from emauto.agent.plans import AlignProbeTask, DaemonConfig, SurveyTask
-
-
-def short_plan(uri: str, **align: object) -> DaemonConfig:
-    """Detune, align with the probe-shift policy for at most 13 frames, take a small image."""
-    task = AlignProbeTask.model_validate(
-        {"detune": True, "seed": 5, "max_acquisitions": 13, **align}
-    )
-    return DaemonConfig(
-        microscope=uri, plan=(task, SurveyTask(shape=(32, 32), fov_m=2e-9)), heartbeat_s=None
-    )
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ def test_daemon_command_runs_a_plan_from_yaml(tmp_path: Path, tiny_sim_uri: str)
         )
     )
     result = subprocess.run(
-        [sys.executable, "-m", "emauto", "daemon", "--config", str(config),
+        [sys.executable, "-m", "emauto", "daemon", "--once", "--config", str(config),
          "--session", str(tmp_path / "s")],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
@@ -86,7 +86,7 @@ def test_sigterm_aborts_the_daemon_and_it_ends_safe(tmp_path: Path, tiny_sim_uri
         )
     )
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "emauto", "daemon", "--config", str(config),
+        [sys.executable, "-m", "emauto", "daemon", "--once", "--config", str(config),
          "--session", str(tmp_path / "s")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import short_plan
+from agent_helpers import short_plan
 
 import emauto
 from emauto.agent.control import ControlServer, send_command
