@@ -18,7 +18,7 @@ from emauto.tasks.sparse_scan.strategies import make_plan
 from emauto.tasks.sparse_scan.validation import (
     MIN_SAMPLES,
     VALIDATION_CANDIDATES,
-    holdout_mask,
+    holdout_folds,
     validate,
 )
 
@@ -112,20 +112,24 @@ def test_the_choice_uses_no_ground_truth() -> None:
     assert va["true_error_pct"] != vb["true_error_pct"]  # the truth did change
 
 
-def test_holdout_is_seeded_about_a_tenth_and_inside_the_samples() -> None:
-    for name in ("jittered", "raster_lines", "spiral"):
+def test_holdout_folds_are_seeded_disjoint_tenths_inside_the_samples() -> None:
+    for name in ("jittered", "raster_lines", "spiral", "random"):
         mask = make_plan(name, (64, 64), 0.1, seed=0).mask()
-        held = holdout_mask(mask, 0.1, seed=3)
-        assert not (held & ~mask).any()
-        assert 0.1 <= held.sum() / mask.sum() < 0.2, name
-        assert np.array_equal(held, holdout_mask(mask, 0.1, seed=3))
-        assert not np.array_equal(held, holdout_mask(mask, 0.1, seed=4))
-    # along a line, whole runs are held out (not every other pixel)
+        folds = holdout_folds(mask, 0.1, 3, seed=3)
+        assert len(folds) == 3
+        for held in folds:
+            assert not (held & ~mask).any()
+            assert 0.1 <= held.sum() / mask.sum() < 0.2, name
+        assert not (folds[0] & folds[1]).any() and not (folds[1] & folds[2]).any()
+        assert not (folds[0] & folds[2]).any()
+        again = holdout_folds(mask, 0.1, 3, seed=3)
+        assert all(np.array_equal(a, b) for a, b in zip(folds, again, strict=True))
+        assert not np.array_equal(folds[0], holdout_folds(mask, 0.1, 3, seed=4)[0])
+    # along a line, whole runs are held out (not every other pixel); isolated points alone
     mask = make_plan("raster_lines", (64, 64), 0.1, seed=0).mask()
-    held = holdout_mask(mask, 0.1, seed=0)
+    held = holdout_folds(mask, 0.1, 1, seed=0)[0]
     inner = held[:, 1:-1]
-    beside = held[:, 2:] | held[:, :-2]
-    assert beside[inner].mean() > 0.6
+    assert (held[:, 2:] | held[:, :-2])[inner].mean() > 0.8
 
 
 def test_too_few_samples_or_bad_candidates_are_refused(smooth_image: np.ndarray) -> None:
@@ -137,7 +141,9 @@ def test_too_few_samples_or_bad_candidates_are_refused(smooth_image: np.ndarray)
     with pytest.raises(ConfigError, match="other than 'validated'"):
         validate(smooth_image, mask, candidates=("linear", "validated"))
     with pytest.raises(ConfigError, match="held-out fraction"):
-        holdout_mask(mask, 1.0)
+        holdout_folds(mask, 1.0)
+    with pytest.raises(ConfigError, match="folds must be"):
+        holdout_folds(mask, 0.3, 4)
 
 
 def test_bench_headline_is_validated_and_reports_pick_and_timings(
@@ -158,7 +164,7 @@ def test_bench_headline_is_validated_and_reports_pick_and_timings(
     assert validation["true_error_pct"] == pytest.approx(by_method[validation["method"]], abs=1e-3)
     assert image["rms_error_pct"] == pytest.approx(validation["true_error_pct"], abs=1e-3)
     assert set(validation["validation_errors_pct"]) == set(VALIDATION_CANDIDATES)
-    assert validation["held_out"] >= 0.1 * image["positions"]
+    assert validation["held_out"] >= 0.3 * image["positions"]  # 3 folds of a tenth
     assert set(figures["reconstruction_s"]) == {*VALIDATION_CANDIDATES, "validated"}
     assert all(s > 0 for s in figures["reconstruction_s"].values())
     assert figures["reconstruction_s"]["validated"] > figures["reconstruction_s"]["linear"]
