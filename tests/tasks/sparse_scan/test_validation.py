@@ -170,6 +170,7 @@ def test_bench_headline_is_validated_and_reports_pick_and_timings(
     assert figures["reconstruction_s"]["validated"] > figures["reconstruction_s"]["linear"]
 
 
+@pytest.mark.slow  # the twin scan: about 20 s on a loaded core
 def test_scan_names_the_method_it_chose(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "scan"
     uri = "sim://?specimen=amorphous_carbon&effects=none"
