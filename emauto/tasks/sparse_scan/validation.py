@@ -17,10 +17,9 @@ copies its neighbour along the path does not win. Groups are hidden in one seede
 order until each fold holds ``fraction`` of the samples. Measured on 2 x 8 scans (every
 strategy but ``rl``) of two 256x256 images (a twin Au-on-carbon image, scikit-image's
 camera) at 1/20 and again at 1/100, this chose a method whose true error was 1.8 % above
-the truly best one's on average (1/20: 1.9 %, 12 of 16 the best itself; 1/100: 1.8 %,
-6 of 16),
-against 2.7 % hiding single samples once, 2.3 % with cells twice the mean gap and 2.1 %
-with cells that ignore the runs.
+the truly best one's on average (1/20: 1.9 %, 12 of 16 the best itself; 1/100: 1.8 %, 6
+of 16), against 2.7 % hiding single samples once, 2.3 % with cells twice the mean gap and
+2.1 % with cells that ignore the runs.
 
 The validation error ranks the methods; it is not an estimate of the true error: with
 noisy samples it includes the noise (the same for every candidate), held-out pieces of a
