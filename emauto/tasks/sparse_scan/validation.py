@@ -2,11 +2,16 @@
 
 `validate` hides a tenth of the measured samples (``fraction``), reconstructs the image
 from the rest with every candidate method and scores each on the hidden samples; it does so
-for ``folds`` (3) disjoint tenths and pools the squared errors: the RMS of
+for ``folds`` (3) disjoint tenths and pools the squared errors: the weighted RMS of
 (reconstruction - measured value) over the hidden samples, in % of the samples' units (the
-benchmark's [0, 1] range: the same normalisation as its RMS error). The best-scoring
-candidate then reconstructs the image from ALL the samples (`validated`, registered as
-``validated``). Nothing but the samples and their positions is used: no ground truth.
+benchmark's [0, 1] range: the same normalisation as its RMS error). Each squared error is
+weighted by the area the sample stands for (the pixels nearer to it than to any other
+sample, `sample_areas`), so the score estimates the error over the image rather than at
+the samples: an adaptive scan puts many samples where the image is hardest, and unweighted
+they would rank the methods by how well each predicts the hardest pixels, which are
+measured anyway. The best-scoring candidate then reconstructs the image from ALL the
+samples (`validated`, registered as ``validated``). Nothing but the samples and their
+positions is used: no ground truth.
 
 Samples are hidden in groups, not one by one, so that a hidden sample is about as far
 from the samples kept as an unsampled pixel is from the samples measured: a group is a
@@ -47,6 +52,7 @@ __all__ = [
     "VALIDATION_CANDIDATES",
     "Validation",
     "holdout_folds",
+    "sample_areas",
     "validate",
     "validated",
 ]
@@ -103,6 +109,14 @@ def _groups(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     key += (points[:, 0] // cell) * columns + points[:, 1] // cell
     _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     return points, inverse.ravel(), counts
+
+
+def sample_areas(mask: np.ndarray) -> np.ndarray:
+    """Pixels nearest to each sample (its Voronoi cell's area, px), at the samples; 0
+    elsewhere. The weight of a held-out sample's squared error (see module)."""
+    _, (rows, cols) = ndimage.distance_transform_edt(~mask, return_indices=True)
+    counts = np.bincount((rows * mask.shape[1] + cols).ravel(), minlength=mask.size)
+    return counts.reshape(mask.shape).astype(np.float64)
 
 
 def _fold_masks(
@@ -185,6 +199,8 @@ def validate(
     squares = dict.fromkeys(candidates, 0.0)
     seconds: dict[str, float] = {}
     held_out = 0
+    weight = sample_areas(mask)
+    total_weight = 0.0
     for held in holdout_folds(mask, fraction, folds, seed):
         train = mask & ~held
         train_values = np.where(train, values, 0.0)
@@ -195,9 +211,10 @@ def validate(
             clock = time.perf_counter()
             image = reconstruct(method, train_values, train, base=base)
             seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - clock
-            squares[method] += float(np.sum((image[held] - values[held]) ** 2))
+            squares[method] += float(np.sum(weight[held] * (image[held] - values[held]) ** 2))
         held_out += int(held.sum())
-    errors = {m: 100.0 * float(np.sqrt(squares[m] / held_out)) for m in candidates}
+        total_weight += float(weight[held].sum())
+    errors = {m: 100.0 * float(np.sqrt(squares[m] / total_weight)) for m in candidates}
     best = min(candidates, key=lambda m: (errors[m], candidates.index(m)))
     return Validation(
         method=best,

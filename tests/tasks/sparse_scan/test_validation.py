@@ -19,6 +19,7 @@ from emauto.tasks.sparse_scan.validation import (
     MIN_SAMPLES,
     VALIDATION_CANDIDATES,
     holdout_folds,
+    sample_areas,
     validate,
 )
 
@@ -182,3 +183,12 @@ def test_scan_names_the_method_it_chose(tmp_path: Path, capsys: pytest.CaptureFi
     assert summary["reconstructed_with"] == summary["validation"]["method"]
     assert summary["reconstructed_with"] in VALIDATION_CANDIDATES
     assert np.load(out / "reconstruction.npy").shape == (64, 64)
+
+
+def test_sample_areas_cover_the_image_and_shrink_where_samples_crowd() -> None:
+    mask = make_plan("jittered", (64, 64), 0.05, seed=0).mask()
+    mask[30:34, 30:34] = True  # a crowd, as an adaptive scan makes where the image is hard
+    areas = sample_areas(mask)
+    assert areas.sum() == mask.size
+    assert (areas[mask] >= 1).all() and not areas[~mask].any()
+    assert areas[31, 31] < 0.1 * np.median(areas[mask])
