@@ -4,7 +4,9 @@ The plan's positions (or line segments) go to the backend as one acquisition per
 (static strategies: one acquisition; adaptive ones: one per batch), over a ``size x size``
 raster of the field of view (``--fov`` or the backend's ``scan_fov`` knob). The samples are
 min-max normalised (by the samples' own range) for the reconstruction and scaled back to
-detector counts afterwards. Written to ``out``: ``reconstruction.npy`` (counts),
+detector counts afterwards. The default reconstruction, ``validated``, chooses the method
+from held-out samples (`validation`); the summary names it and its validation error (% of
+the samples' range). Written to ``out``: ``reconstruction.npy`` (counts),
 ``reconstruction.png``, ``mask.npy``, ``samples.npy`` and ``summary.json``.
 """
 
@@ -22,7 +24,12 @@ from emauto.microscope import Microscope
 from emauto.tasks.sparse_scan.adaptive import Measure
 from emauto.tasks.sparse_scan.pictures import save_image_png
 from emauto.tasks.sparse_scan.reconstruct import reconstruct
-from emauto.tasks.sparse_scan.registry import ADAPTIVE_STRATEGIES, STATIC_STRATEGIES
+from emauto.tasks.sparse_scan.registry import (
+    ADAPTIVE_STRATEGIES,
+    CHOOSING_RECONSTRUCTIONS,
+    DEFAULT_RECONSTRUCTION,
+    STATIC_STRATEGIES,
+)
 from emauto.tasks.sparse_scan.strategies import (
     ScanPlan,
     check_coverage,
@@ -31,6 +38,7 @@ from emauto.tasks.sparse_scan.strategies import (
     scan_cost,
     to_request,
 )
+from emauto.tasks.sparse_scan.validation import validate
 
 __all__ = ["microscope_measure", "run_scan"]
 
@@ -78,7 +86,7 @@ def run_scan(
     shape: tuple[int, int] = (256, 256),
     fov_m: float | None = None,
     dwell_s: float | None = None,
-    reconstruction: str = "completion",
+    reconstruction: str = DEFAULT_RECONSTRUCTION,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Scan, reconstruct, write the files; return the summary."""
@@ -107,7 +115,11 @@ def run_scan(
     low, high = float(values[mask].min()), float(values[mask].max())
     span = high - low if high > low else 1.0
     normalised = np.where(mask, (values - low) / span, 0.0)
-    image = reconstruct(reconstruction, normalised, mask) * span + low
+    method, validation = reconstruction, None
+    if reconstruction in CHOOSING_RECONSTRUCTIONS:
+        choice = validate(normalised, mask, seed=seed)
+        method, validation = choice.method, choice.summary()
+    image = reconstruct(method, normalised, mask) * span + low
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "reconstruction.npy", image.astype(np.float32))
@@ -116,7 +128,7 @@ def run_scan(
     save_image_png(
         image,
         folder / "reconstruction.png",
-        f"{strategy}, coverage {coverage:g}, {reconstruction} ({fov * 1e9:.3g} nm)",
+        f"{strategy}, coverage {coverage:g}, {method} ({fov * 1e9:.3g} nm)",
     )
     dwell = dwell_s if dwell_s is not None else state.knobs.get("scan_dwell", 1e-6)
     cost = scan_cost(plan, description.scan, dwell, description.beam_current_A)
@@ -135,6 +147,8 @@ def run_scan(
         "dose_fraction": cost.dose_fraction,
         "time_fraction": cost.time_fraction,
         "reconstruction": reconstruction,
+        "reconstructed_with": method,
+        **({"validation": validation} if validation is not None else {}),
         "files": sorted({*(str(p) for p in folder.iterdir()), str(folder / "summary.json")}),
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))

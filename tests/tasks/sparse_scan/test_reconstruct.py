@@ -97,3 +97,49 @@ def test_completion_network_file_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"not a torch file")
     with pytest.raises(ModelFileError, match="not a readable torch file"):
         load_completion(bad)
+
+
+def _reference_tv(values: np.ndarray, mask: np.ndarray, iterations: int = 150) -> np.ndarray:
+    """The float64 Chambolle-Pock TV this module had before it ran in place on float32
+    (commit 557e684), kept to pin the fast version to it."""
+    from emauto.tasks.sparse_scan.reconstruct import linear
+
+    def grad(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        gx, gy = np.zeros_like(u), np.zeros_like(u)
+        gx[:, :-1] = u[:, 1:] - u[:, :-1]
+        gy[:-1, :] = u[1:, :] - u[:-1, :]
+        return gx, gy
+
+    def div(px: np.ndarray, py: np.ndarray) -> np.ndarray:
+        dx, dy = np.zeros_like(px), np.zeros_like(py)
+        dx[:, 0], dx[:, 1:-1], dx[:, -1] = px[:, 0], px[:, 1:-1] - px[:, :-2], -px[:, -2]
+        dy[0, :], dy[1:-1, :], dy[-1, :] = py[0, :], py[1:-1, :] - py[:-2, :], -py[-2, :]
+        return dx + dy
+
+    u = linear(values, mask)
+    target = np.where(mask, values, u)
+    ubar, px, py = u.copy(), np.zeros_like(u), np.zeros_like(u)
+    tau = sigma = 1.0 / np.sqrt(8.0)
+    weight = np.where(mask, 50.0, 5.0)
+    for _ in range(iterations):
+        gx, gy = grad(ubar)
+        px, py = px + sigma * gx, py + sigma * gy
+        norm = np.maximum(1.0, np.hypot(px, py))
+        px, py = px / norm, py / norm
+        previous = u
+        u = (u + tau * div(px, py) + tau * weight * target) / (1.0 + tau * weight)
+        ubar = 2 * u - previous
+    return u
+
+
+def test_fast_tv_matches_the_float64_reference() -> None:
+    """The in-place float32 TV gives the float64 one's image to float32 rounding."""
+    from skimage.data import camera
+
+    truth = normalise(camera()[::4, ::4].astype(np.float64))
+    for name, seed in (("jittered", 0), ("spiral", 1)):
+        plan = make_plan(name, truth.shape, 0.05, seed=seed)
+        values, mask = sparse_image(plan, truth, 500.0, seed=seed)
+        fast, reference = reconstruct("tv", values, mask), _reference_tv(values, mask)
+        assert fast.dtype == np.float64
+        assert np.max(np.abs(fast - reference)) < 2e-4, name
