@@ -26,11 +26,14 @@ def _bench_sparse_scan(args: argparse.Namespace) -> int:
     if args.image:
         from emauto.io.images import load_image
 
-        images = {Path(args.image).name: load_image(args.image).data}
+        loaded = load_image(args.image)
+        images = {Path(args.image).name: loaded.data}
+        pixel_m: dict[str, float | None] = {Path(args.image).name: loaded.pixel_m}
     else:
-        from emauto.tasks.sparse_scan.twin_images import benchmark_images
+        from emauto.tasks.sparse_scan.twin_images import BENCH_FOV_M, benchmark_images
 
         images = benchmark_images((args.size, args.size))
+        pixel_m = {name: BENCH_FOV_M[name] / args.size for name in images}
     keep: dict[str, Any] | None = {} if args.out else None
     result = run_sparse_scan_benchmark(
         images,
@@ -46,7 +49,7 @@ def _bench_sparse_scan(args: argparse.Namespace) -> int:
     if args.out and keep is not None:
         from emauto.tasks.sparse_scan.pictures import save_reconstructions
 
-        save_reconstructions(keep, images, Path(args.out), args.coverage)
+        save_reconstructions(keep, images, Path(args.out), args.coverage, pixel_m)
     if args.save is not None:  # keyed by the command as typed (`emauto.cli.main`)
         save(result, args.save, key=command_line(getattr(args, "command_argv", sys.argv[1:])))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))

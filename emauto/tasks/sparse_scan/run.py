@@ -129,6 +129,7 @@ def run_scan(
         image,
         folder / "reconstruction.png",
         f"{strategy}, coverage {coverage:g}, {method} ({fov * 1e9:.3g} nm)",
+        pixel_m=fov / image.shape[1],
     )
     dwell = dwell_s if dwell_s is not None else state.knobs.get("scan_dwell", 1e-6)
     cost = scan_cost(plan, description.scan, dwell, description.beam_current_A)
