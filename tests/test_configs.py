@@ -12,6 +12,7 @@ from emauto.agent.plans import DaemonConfig
 from emauto.drivers.sim.config import SimConfig
 from emauto.drivers.sim.specimens import load_recipe
 from emauto.models.config import CompletionTrainingConfig, EstimatorTrainingConfig
+from emauto.tasks.probe_tuning.belief_training import BeliefTrainingConfig
 from emauto.tasks.probe_tuning.config import (
     EstimatorDataConfig,
     ProbeTuningConfig,
@@ -31,6 +32,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "estimator_training.yaml": EstimatorTrainingConfig,
     "estimator_training_gpu.yaml": EstimatorTrainingConfig,
     "conditions/tenth_dose.yaml": ProbeTuningConfig,
+    "probe_tuning_belief.yaml": BeliefTrainingConfig,
     "probe_tuning_decider.yaml": DeciderTrainingConfig,
     "probe_tuning_ppo.yaml": RLTrainingConfig,
     "sparse_scan_completion.yaml": CompletionTrainingConfig,

@@ -58,6 +58,7 @@ PROBE_TUNING = (
     "probe-tuning-tenth_dose-bo-latest.json",
     "probe-tuning-multislice-learned-stop-latest.json",
     "probe-tuning-multislice-hand-built-latest.json",
+    "probe-tuning-multislice-bo-latest.json",
     "probe-tuning-unseen-thick_carbon-learned-stop-latest.json",
     "probe-tuning-unseen-noisy_camera-learned-stop-latest.json",
     "probe-tuning-unseen-srtio3_thin-learned-stop-latest.json",
