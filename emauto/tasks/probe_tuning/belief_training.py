@@ -276,7 +276,7 @@ class StopReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 "privileged": spaces.Box(-1.0, 1.0, (PRIVILEGED_SIZE,), np.float32),
             }
         )
-        self.action_space = spaces.Discrete(len(Choice))  # type: ignore[assignment]
+        self.action_space = spaces.Discrete(len(Choice))
         self._episode = self.episodes[0]
         self._t = 0
 
@@ -466,10 +466,12 @@ def train_on_episodes(
         verbose=1 if progress else 0,
         device="cpu",
     )
-    copy_actor_into(model.policy, actor)
+    policy = model.policy
+    assert isinstance(policy, AsymmetricActorCritic)
+    copy_actor_into(policy, actor)
     if config.timesteps:
         model.learn(total_timesteps=config.timesteps, progress_bar=False)
-    copy_actor_from(model.policy, actor)
+    copy_actor_from(policy, actor)
     return actor.eval(), agreement
 
 
