@@ -27,8 +27,6 @@ PENDING = {
     ("emauto scan", "--seed"),
     ("emauto train-scan", "model"),
     ("emauto bench sparse-scan", "--strategies"),
-    ("emauto bench sparse-scan", "--reconstruction"),
-    ("emauto bench sparse-scan", "--reconstructions"),
 }
 
 

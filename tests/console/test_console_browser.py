@@ -97,6 +97,9 @@ def test_pause_resume_and_abort_from_the_buttons(console_daemon: Daemon, page: A
     wait_state(page, "running")
     page.click("#abort")
     wait_state(page, "idle")
+    page.wait_for_function(  # the finished-plan list follows the state over the WebSocket
+        "document.querySelector('#history-list').innerText.includes('abort')", timeout=TIMEOUT_MS
+    )
     assert "abort" in page.inner_text("#history-list")
     session = Session(console_daemon.history[-1]["session"])
     assert session.exit_status == "abort"
