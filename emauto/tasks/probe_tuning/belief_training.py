@@ -277,7 +277,7 @@ class StopReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
                 "privileged": spaces.Box(-1.0, 1.0, (PRIVILEGED_SIZE,), np.float32),
             }
         )
-        self.action_space = spaces.Discrete(len(Choice))  # type: ignore[assignment]
+        self.action_space = spaces.Discrete(len(Choice))
         self._episode = self.episodes[0]
         self._t = 0
 
@@ -478,7 +478,9 @@ def train_on_episodes(
         device=config.device,
         tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
     )
-    copy_actor_into(model.policy, actor)
+    policy = model.policy
+    assert isinstance(policy, AsymmetricActorCritic)
+    copy_actor_into(policy, actor)
     done: dict[str, Any] = {"total_timesteps": config.timesteps, "timesteps_done": 0,
                             "interrupted": False}  # fmt: skip
     if config.timesteps:
@@ -488,7 +490,7 @@ def train_on_episodes(
         )
     if notes is not None:
         notes.update(done)
-    copy_actor_from(model.policy, actor)
+    copy_actor_from(policy, actor)
     return actor.eval(), agreement
 
 
