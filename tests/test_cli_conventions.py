@@ -26,8 +26,6 @@ PENDING = {
     ("emauto scan", "--reconstruction"),
     ("emauto scan", "--seed"),
     ("emauto bench sparse-scan", "--strategies"),
-    ("emauto bench sparse-scan", "--reconstruction"),
-    ("emauto bench sparse-scan", "--reconstructions"),
 }
 
 

@@ -73,7 +73,7 @@ def add_bench(bench_tasks: Any) -> None:
         default=["all"],
         help="one or more perturbations (configs/robustness/NAME.yaml); 'none' is the reference",
     )
-    bench.add_argument("--episodes", type=int, default=20)
+    bench.add_argument("--episodes", type=int, default=20, help="episodes (default: %(default)s)")
     bench.add_argument("--budget", type=int, default=30, help="Ronchigrams after the first")
     bench.add_argument("--policy", help="RL policy folder (default: the shipped one)")
     bench.add_argument("--config", type=Path, help="ProbeTuningConfig YAML (e.g. a lower dose)")
