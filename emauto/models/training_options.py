@@ -83,6 +83,15 @@ def tensorboard_log(out: str | Path, flag: bool | None) -> Path | None:
     return (out.parent if out.suffix else out) / TENSORBOARD_DIR
 
 
+def tensorboard_field(config: BaseModel, flag: bool | None) -> dict[str, bool]:
+    """For a config with a ``tensorboard`` field: the override ``--tensorboard`` /
+    ``--no-tensorboard`` asks for, else on when installed unless the config file set the
+    field itself (``{}``: leave it as the file has it)."""
+    if flag is None and "tensorboard" in config.model_fields_set:
+        return {}
+    return {"tensorboard": tensorboard_wanted(flag)}
+
+
 def parse_hyperparams(items: Sequence[str]) -> dict[str, Any]:
     """``["a=1", "env.b=[2, 3]"]`` -> ``{"a": 1, "env.b": [2, 3]}`` (values read as YAML;
     one that is not YAML stays a string). `ConfigError` for an item without ``=``."""

@@ -19,6 +19,7 @@ from emauto.models.training_options import (
     add_training_options,
     apply_overrides,
     parse_hyperparams,
+    tensorboard_field,
     tensorboard_installed,
     tensorboard_log,
     tensorboard_wanted,
@@ -168,3 +169,11 @@ def test_evaluations_and_training_episodes_are_printed_on_stderr(
     assert len(episodes.lines) == 3 and episodes.lines[-1].startswith("[train] 96 steps: ")
     assert "mean episode reward" in episodes.lines[-1]
     assert "(8 episodes), success rate" in episodes.lines[-1]  # 32 steps of 4-step episodes
+
+
+def test_a_config_file_that_sets_tensorboard_is_kept_unless_a_flag_says_otherwise() -> None:
+    unset, off = RLTrainingConfig(), RLTrainingConfig(tensorboard=False)
+    assert tensorboard_field(unset, None) == {"tensorboard": True}  # installed: on
+    assert tensorboard_field(off, None) == {}  # the file said false
+    assert tensorboard_field(off, True) == {"tensorboard": True}
+    assert tensorboard_field(unset, False) == {"tensorboard": False}

@@ -173,3 +173,57 @@ def test_ctrl_c_in_region_search_train_saves_the_policy_marked_interrupted(
     assert notes["interrupted"] is True
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
     load_region_policy(out)
+
+
+@pytest.mark.slow  # about 20 s: tiny PPO on the twin, with evaluations
+def test_emauto_train_prints_evaluations_and_logs_to_tensorboard(
+    tmp_path: Path,
+    tiny_carbon: Path,
+    specimen_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`emauto train` (probe tuning): the overrides land in the policy's config.yaml, one
+    ``[eval]`` line per evaluation on stderr, TensorBoard events in OUT/tensorboard."""
+    import yaml
+
+    monkeypatch.setenv("EMAUTO_CACHE_DIR", str(specimen_cache))
+    config = tmp_path / "rl.yaml"
+    config.write_text(yaml.safe_dump({
+        "total_timesteps": 48, "n_steps": 12, "batch_size": 12, "eval_freq": 24,
+        "eval_episodes": 1, "checkpoint_freq": 1000,
+        "microscope": f"sim://?specimen={tiny_carbon}", "net_arch": [16],
+    }))  # fmt: skip
+    out = tmp_path / "policy"
+    argv = [
+        "train", "--config", str(config), "--out", str(out), "--seed", "4", "--n-envs", "1",
+        "--device", "cpu", "--hyperparams", "env.max_steps=3", "--hyperparams", "gamma=0.9",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    evaluations = [line for line in err.splitlines() if line.startswith("[eval] ")]
+    assert [line.split(":")[0] for line in evaluations] == ["[eval] 24 steps", "[eval] 48 steps"]
+    assert "mean reward" in evaluations[0] and "success rate" in evaluations[0]
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["seed"], saved["n_envs"], saved["device"], saved["gamma"]) == (4, 1, "cpu", 0.9)
+    assert saved["env"]["max_steps"] == 3 and saved["tensorboard"] is True
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow  # about 30 s: the twin images of the scan env are slow to draw
+def test_train_scan_rl_takes_the_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    out = tmp_path / "scan"
+    argv = [
+        "train-scan", "rl", "--out", str(out), "--timesteps", "64", "--seed", "2",
+        "--n-envs", "1", "--device", "cpu", "--hyperparams", "images_per_specimen=1",
+        "--hyperparams", "n_steps=32", "--no-tensorboard",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    assert "[train] 64 steps: mean episode reward" in capsys.readouterr().err
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert (saved["seed"], saved["n_envs"], saved["n_steps"], saved["device"]) == (2, 1, 32, "cpu")
+    assert saved["images_per_specimen"] == 1 and not (out / "tensorboard").exists()

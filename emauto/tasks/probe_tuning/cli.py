@@ -43,8 +43,8 @@ def _train(args: argparse.Namespace) -> int:
     from emauto.models.config import EstimatorTrainingConfig
     from emauto.models.training_options import (
         apply_overrides,
+        tensorboard_field,
         tensorboard_log,
-        tensorboard_wanted,
     )
     from emauto.tasks.probe_tuning.config import RLTrainingConfig
     from emauto.units import load_yaml
@@ -126,9 +126,7 @@ def _train(args: argparse.Namespace) -> int:
         extra["total_timesteps"] = args.timesteps
     if args.record:
         extra["record_dir"] = str(args.record)
-    # TensorBoard: the flag, else the config file's explicit choice, else on when installed
-    if args.tensorboard is not None or "tensorboard" not in rl_config.model_fields_set:
-        extra["tensorboard"] = tensorboard_wanted(args.tensorboard)
+    extra.update(tensorboard_field(rl_config, args.tensorboard))
     rl_config = apply_overrides(rl_config, extra=extra, **_overrides(args))
     out = train_policy(rl_config, args.out, estimator_path=args.estimator)
     print(f"wrote the {rl_config.algo} policy to {out}")
