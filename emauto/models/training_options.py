@@ -92,6 +92,12 @@ def tensorboard_field(config: BaseModel, flag: bool | None) -> dict[str, bool]:
     return {"tensorboard": tensorboard_wanted(flag)}
 
 
+def no_tensorboard(flag: bool | None, what: str) -> None:
+    """`ConfigError` for ``--tensorboard`` on a training that does not log there (``what``)."""
+    if flag:
+        raise ConfigError(f"--tensorboard: {what} does not log to TensorBoard")
+
+
 def parse_hyperparams(items: Sequence[str]) -> dict[str, Any]:
     """``["a=1", "env.b=[2, 3]"]`` -> ``{"a": 1, "env.b": [2, 3]}`` (values read as YAML;
     one that is not YAML stays a string). `ConfigError` for an item without ``=``."""

@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[2]
         (["region-search", "train", "--hyperparams", "learning_rate=fast"], "learning_rate"),
         (["train-scan", "rl", "--hyperparams", "n_stepz=64"], "'n_stepz'"),
         (["train-scan", "completion", "--device", "cuda"], "--device"),
+        (["train-scan", "completion", "--tensorboard"], "--tensorboard"),
+        (["train", "--task", "ronchigram-estimator", "--data", "x.npz", "--tensorboard"],
+         "does not log to TensorBoard"),
     ],
 )  # fmt: skip
 def test_a_bad_override_fails_before_anything_trains(

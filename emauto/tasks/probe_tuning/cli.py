@@ -43,6 +43,7 @@ def _train(args: argparse.Namespace) -> int:
     from emauto.models.config import EstimatorTrainingConfig
     from emauto.models.training_options import (
         apply_overrides,
+        no_tensorboard,
         tensorboard_field,
         tensorboard_log,
     )
@@ -103,6 +104,7 @@ def _train(args: argparse.Namespace) -> int:
             else EstimatorTrainingConfig()
         )
         config = apply_overrides(config, **_overrides(args))
+        no_tensorboard(args.tensorboard, "the estimator's training")
         if args.data:
             estimator = train_from_files(args.data, args.out, config)
         else:

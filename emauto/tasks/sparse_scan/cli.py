@@ -77,7 +77,7 @@ def _scan(args: argparse.Namespace) -> int:
 
 def _train_scan(args: argparse.Namespace) -> int:
     from emauto.models.config import CompletionTrainingConfig
-    from emauto.models.training_options import apply_overrides, tensorboard_log
+    from emauto.models.training_options import apply_overrides, no_tensorboard, tensorboard_log
     from emauto.tasks.sparse_scan.config import ScanRLConfig
     from emauto.units import load_yaml
 
@@ -96,6 +96,7 @@ def _train_scan(args: argparse.Namespace) -> int:
             else CompletionTrainingConfig()
         )
         config = apply_overrides(config, **overrides)
+        no_tensorboard(args.tensorboard, "the completion network's training")
         model = train(config, args.out)
         print(json.dumps({"out": str(args.out), **model.metadata}, indent=2))
         return 0
