@@ -101,6 +101,7 @@ def test_belief_training_takes_the_overrides_prints_rewards_and_logs_to_tensorbo
     lines = [line for line in captured.err.splitlines() if line.startswith("[train] ")]
     assert len(lines) == 4, captured.err  # one per rollout of 2 x 32 steps
     assert lines[0].startswith("[train] 64 steps: mean episode reward ")
+    assert "success rate n/a" not in lines[0]  # the replay env reports is_success
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))  # on by default
     StopActor.load(out / "actor.pt")
 

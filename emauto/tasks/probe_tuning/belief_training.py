@@ -301,9 +301,12 @@ class StopReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self.false_done_penalty,
         )
         reward, ended = outcome
-        if not ended:
+        info: dict[str, Any] = {}
+        if ended:  # as `replay_policy` scores it: the state left aligned
+            info["is_success"] = bool(self._episode["strehl"][self._t] >= self.success_strehl)
+        else:
             self._t += 1
-        return self._observation(), reward, ended, False, {}
+        return self._observation(), reward, ended, False, info
 
     def _observation(self) -> dict[str, np.ndarray]:
         strehl = self._episode["strehl"]
