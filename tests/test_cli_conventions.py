@@ -25,7 +25,6 @@ PENDING = {
     ("emauto scan", "--strategy"),
     ("emauto scan", "--reconstruction"),
     ("emauto scan", "--seed"),
-    ("emauto train-scan", "model"),
     ("emauto bench sparse-scan", "--strategies"),
 }
 

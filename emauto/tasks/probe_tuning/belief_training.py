@@ -96,6 +96,7 @@ class BeliefTrainingConfig(StrictModel):
     gamma: float = Field(default=1.0, gt=0, le=1.0)
     workers: int = Field(default=2, ge=1, le=256)
     torch_threads: int = Field(default=1, ge=1, le=256)
+    device: str = Field(default="cpu", description="torch device of PPO: cpu, cuda, auto")
 
 
 # ------------------------------------------------------------------ recording
@@ -300,9 +301,12 @@ class StopReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
             self.false_done_penalty,
         )
         reward, ended = outcome
-        if not ended:
+        info: dict[str, Any] = {}
+        if ended:  # as `replay_policy` scores it: the state left aligned
+            info["is_success"] = bool(self._episode["strehl"][self._t] >= self.success_strehl)
+        else:
             self._t += 1
-        return self._observation(), reward, ended, False, {}
+        return self._observation(), reward, ended, False, info
 
     def _observation(self) -> dict[str, np.ndarray]:
         strehl = self._episode["strehl"]
@@ -429,25 +433,35 @@ def train_on_episodes(
     config: BeliefTrainingConfig,
     train: Sequence[dict[str, np.ndarray]],
     progress: bool = True,
+    *,
+    tensorboard_log: str | Path | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> tuple[StopActor, float]:
     """Behaviour cloning of the privileged expert, then PPO with the privileged critic on
     `StopReplayEnv`s of ``train``; the final actor and the clone's agreement with the
-    expert."""
+    expert. With ``progress``, PPO's training episodes (mean reward, success rate) are
+    printed on stderr after each rollout; TensorBoard logs go to ``tensorboard_log`` if
+    given. Ctrl-C during PPO keeps the actor reached so far; ``notes`` (a dict, if given)
+    receives the steps done and whether training was interrupted."""
     from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from emauto.models.sb3_callbacks import EpisodeStatsPrinter
+    from emauto.models.sb3_policy import learn_until_interrupted
 
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.torch_threads)
 
     def make(i: int) -> Any:
-        def build() -> StopReplayEnv:
+        def build() -> Monitor:
             env = StopReplayEnv(
                 train,
                 frame_cost=config.frame_cost,
                 false_done_penalty=config.false_done_penalty,
             )
             env.reset(seed=config.seed * 1000 + i)
-            return env
+            return Monitor(env)  # episode returns for the printed lines; changes nothing else
 
         return build
 
@@ -463,14 +477,22 @@ def train_on_episodes(
         gamma=config.gamma,
         policy_kwargs={"hidden": config.hidden},
         seed=config.seed,
-        verbose=1 if progress else 0,
-        device="cpu",
+        verbose=0,  # SB3's tables would go to stdout: the stderr lines below instead
+        device=config.device,
+        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
     )
     policy = model.policy
     assert isinstance(policy, AsymmetricActorCritic)
     copy_actor_into(policy, actor)
+    done: dict[str, Any] = {"total_timesteps": config.timesteps, "timesteps_done": 0,
+                            "interrupted": False}  # fmt: skip
     if config.timesteps:
-        model.learn(total_timesteps=config.timesteps, progress_bar=False)
+        printer = [EpisodeStatsPrinter(every=config.n_steps * config.n_envs)] if progress else []
+        done = dict(
+            learn_until_interrupted(model, config.timesteps, callback=printer, progress_bar=False)
+        )
+    if notes is not None:
+        notes.update(done)
     copy_actor_from(policy, actor)
     return actor.eval(), agreement
 
@@ -507,9 +529,12 @@ def train_belief_stop(
     scheduler_address: str | None = None,
     folder: str | Path | None = None,
     progress: bool = True,
+    tensorboard_log: str | Path | None = None,
 ) -> dict[str, Any]:
     """Record (into ``folder``, resuming what is there), train, save ``out/actor.pt`` and
-    ``out/training.json``; the training record."""
+    ``out/training.json``; the training record. Ctrl-C during PPO saves the actor reached
+    so far, ``interrupted`` in the record; TensorBoard logs in ``tensorboard_log`` if
+    given."""
     out = Path(out)
     started = time.perf_counter()
     total = config.episodes + config.validation
@@ -519,13 +544,18 @@ def train_belief_stop(
     )
     recording_s = time.perf_counter() - started
     train, validation = recorded[: config.episodes], recorded[config.episodes : total]
-    actor, agreement = train_on_episodes(config, train, progress=progress)
+    notes: dict[str, Any] = {}
+    actor, agreement = train_on_episodes(
+        config, train, progress=progress, tensorboard_log=tensorboard_log, notes=notes
+    )
     out.mkdir(parents=True, exist_ok=True)
     actor.save(out / "actor.pt")
     record = {
         "config": config.model_dump(),
         "recording_s": round(recording_s, 1),
         "chunks_read_from_the_folder": present,
+        "ppo_timesteps": notes.get("timesteps_done", 0),
+        "interrupted": bool(notes.get("interrupted", False)),
         "training_s": round(time.perf_counter() - started - recording_s, 1),
         "counterfactual_error": counterfactual_error(recorded),
         "bo_to_the_budget_success_rate": float(

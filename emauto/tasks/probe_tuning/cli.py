@@ -10,6 +10,7 @@ from typing import Any
 
 from emauto.errors import ConfigError
 from emauto.io.results import save
+from emauto.models.training_options import add_training_options
 from emauto.tasks.probe_tuning.policies.registry import METHODS
 
 
@@ -28,8 +29,24 @@ def _dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The shared training options (`emauto.models.training_options`) as keyword arguments."""
+    return {
+        "seed": args.seed,
+        "n_envs": args.n_envs,
+        "device": args.device,
+        "hyperparams": args.hyperparams,
+    }
+
+
 def _train(args: argparse.Namespace) -> int:
     from emauto.models.config import EstimatorTrainingConfig
+    from emauto.models.training_options import (
+        apply_overrides,
+        no_tensorboard,
+        tensorboard_field,
+        tensorboard_log,
+    )
     from emauto.tasks.probe_tuning.config import RLTrainingConfig
     from emauto.units import load_yaml
 
@@ -44,7 +61,10 @@ def _train(args: argparse.Namespace) -> int:
             if args.config
             else DeciderTrainingConfig()
         )
-        report = train_decider(decider_config, args.out)
+        decider_config = apply_overrides(decider_config, **_overrides(args))
+        report = train_decider(
+            decider_config, args.out, tensorboard_log=tensorboard_log(args.out, args.tensorboard)
+        )
         print(json.dumps({"out": str(args.out), **report}, indent=2))
         return 0
     if args.task == "probe-tuning-belief":
@@ -56,8 +76,13 @@ def _train(args: argparse.Namespace) -> int:
         belief_config = (
             load_yaml(args.config, BeliefTrainingConfig) if args.config else BeliefTrainingConfig()
         )
+        belief_config = apply_overrides(belief_config, **_overrides(args))
         report = train_belief_stop(
-            belief_config, args.out, scheduler_address=args.scheduler, folder=args.data
+            belief_config,
+            args.out,
+            scheduler_address=args.scheduler,
+            folder=args.data,
+            tensorboard_log=tensorboard_log(args.out, args.tensorboard),
         )
         print(json.dumps({"out": str(args.out), **report}, indent=2))
         return 0
@@ -78,6 +103,8 @@ def _train(args: argparse.Namespace) -> int:
             if args.config
             else EstimatorTrainingConfig()
         )
+        config = apply_overrides(config, **_overrides(args))
+        no_tensorboard(args.tensorboard, "the estimator's training")
         if args.data:
             estimator = train_from_files(args.data, args.out, config)
         else:
@@ -94,12 +121,15 @@ def _train(args: argparse.Namespace) -> int:
     from emauto.tasks.probe_tuning.policies.rl import train_policy
 
     rl_config = load_yaml(args.config, RLTrainingConfig) if args.config else RLTrainingConfig()
+    extra: dict[str, Any] = {}
     if args.algo:
-        rl_config = rl_config.model_copy(update={"algo": args.algo})
+        extra["algo"] = args.algo
     if args.timesteps:
-        rl_config = rl_config.model_copy(update={"total_timesteps": args.timesteps})
+        extra["total_timesteps"] = args.timesteps
     if args.record:
-        rl_config = rl_config.model_copy(update={"record_dir": args.record})
+        extra["record_dir"] = str(args.record)
+    extra.update(tensorboard_field(rl_config, args.tensorboard))
+    rl_config = apply_overrides(rl_config, extra=extra, **_overrides(args))
     out = train_policy(rl_config, args.out, estimator_path=args.estimator)
     print(f"wrote the {rl_config.algo} policy to {out}")
     return 0
@@ -211,6 +241,7 @@ def add_commands(commands: Any) -> None:
     train.add_argument("--estimator", type=Path, help="estimator .pt for RL features")
     train.add_argument("--timesteps", type=int, help="override total_timesteps")
     train.add_argument("--record", type=Path, help="record every env's session under DIR")
+    add_training_options(train)
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a policy on probe tuning")

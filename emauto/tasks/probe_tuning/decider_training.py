@@ -40,6 +40,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 
+from emauto.models.sb3_callbacks import EpisodeStatsPrinter
+from emauto.models.sb3_policy import learn_until_interrupted
 from emauto.tasks.probe_tuning.decisions import (
     ACTION_NVEC,
     OBSERVATION_SIZE,
@@ -78,6 +80,7 @@ class DeciderTrainingConfig(StrictModel):
     clip_range: float = Field(default=0.1, gt=0, lt=1)
     ent_coef: float = Field(default=0.0, ge=0)
     torch_threads: int = Field(default=1, ge=1, le=64)
+    device: str = Field(default="cpu", description="torch device of PPO: cpu, cuda, auto")
 
 
 # ------------------------------------------------------------------ imitation
@@ -264,10 +267,18 @@ def _make_env(config: DeciderTrainingConfig) -> MeasureCorrectEnv:
     )
 
 
-def train_decider(config: DeciderTrainingConfig, out: str | Path) -> dict[str, Any]:
+def train_decider(
+    config: DeciderTrainingConfig,
+    out: str | Path,
+    *,
+    tensorboard_log: str | Path | None = None,
+) -> dict[str, Any]:
     """Imitation, critic warm-up and PPO; writes ``out/actor.pt`` and ``out/training.json``
-    (the config and what each stage measured on its own training episodes). Ctrl-C during
-    PPO saves the actor reached so far (marked ``interrupted``)."""
+    (the config and what each stage measured on its own training episodes). PPO prints its
+    training episodes' mean reward and success rate on stderr after each rollout, and logs
+    to TensorBoard in ``tensorboard_log`` if given. Ctrl-C during PPO saves the actor reached
+    so far (marked ``interrupted``)."""
+
     out = Path(out)
     torch.set_num_threads(config.torch_threads)
     started = time.perf_counter()
@@ -340,7 +351,8 @@ def train_decider(config: DeciderTrainingConfig, out: str | Path) -> dict[str, A
             ent_coef=config.ent_coef,
             policy_kwargs={"hidden": config.hidden},
             seed=config.seed,
-            device="cpu",
+            device=config.device,
+            tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
             verbose=0,
         )
         policy = model.policy
@@ -348,11 +360,13 @@ def train_decider(config: DeciderTrainingConfig, out: str | Path) -> dict[str, A
         copy_actor_into(policy, actor)
         if len(last_round):
             report["critic_warm_up_loss"] = warm_up_critic(policy, last_round, config.gamma)
-        try:
-            model.learn(config.ppo_timesteps, progress_bar=True)
-        except KeyboardInterrupt:
-            interrupted = True
-            print("interrupted: saving the actor trained so far", file=sys.stderr)
+        notes = learn_until_interrupted(
+            model,
+            config.ppo_timesteps,
+            callback=EpisodeStatsPrinter(every=config.n_steps * config.n_envs),
+            progress_bar=True,
+        )
+        interrupted = bool(notes["interrupted"])
         copy_actor_from(policy, actor)
         report["ppo_timesteps"] = int(model.num_timesteps)
         recent = [float(e["r"]) for e in model.ep_info_buffer] if model.ep_info_buffer else []

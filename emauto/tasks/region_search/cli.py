@@ -7,13 +7,29 @@ from pathlib import Path
 from typing import Any
 
 from emauto.io.results import add_output_options, emit, save
+from emauto.models.training_options import add_training_options
 from emauto.tasks.region_search.policies import POLICIES
 
 
 def _region_train(args: argparse.Namespace) -> int:
-    from emauto.tasks.region_search.policies.rl import train_region_policy
+    from emauto.models.training_options import apply_overrides, tensorboard_log
+    from emauto.tasks.region_search.policies.rl import RegionTrainingConfig, train_region_policy
+    from emauto.units import load_yaml
 
-    out = train_region_policy(args.out, timesteps=args.timesteps, seed=args.seed)
+    training = (
+        load_yaml(args.config, RegionTrainingConfig) if args.config else RegionTrainingConfig()
+    )
+    training = apply_overrides(
+        training,
+        seed=args.seed,
+        n_envs=args.n_envs,
+        device=args.device,
+        hyperparams=args.hyperparams,
+        extra={"total_timesteps": args.timesteps} if args.timesteps else None,
+    )
+    out = train_region_policy(
+        args.out, training=training, tensorboard_log=tensorboard_log(args.out, args.tensorboard)
+    )
     print(f"wrote the region-search policy to {out}")
     return 0
 
@@ -37,10 +53,9 @@ def add_commands(commands: Any) -> None:
     r_actions = region.add_subparsers(dest="region_command", required=True)
     r_train = r_actions.add_parser("train", help="train PPO on emauto/RegionSearch-v0")
     r_train.add_argument("--out", type=Path, required=True, help="output folder")
-    r_train.add_argument(
-        "--timesteps", type=int, default=4096, help="training steps (default: %(default)s)"
-    )
-    r_train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    r_train.add_argument("--config", type=Path, help="RegionTrainingConfig YAML")
+    r_train.add_argument("--timesteps", type=int, help="override total_timesteps (default: 4096)")
+    add_training_options(r_train)
     region.set_defaults(handler=_region_train)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from emauto.errors import ConfigError
 from emauto.io.results import add_output_options, command_line, save
+from emauto.models.training_options import add_training_options
 from emauto.tasks.sparse_scan.registry import (
     DEFAULT_RECONSTRUCTION,
     RECONSTRUCTIONS,
@@ -76,9 +77,16 @@ def _scan(args: argparse.Namespace) -> int:
 
 def _train_scan(args: argparse.Namespace) -> int:
     from emauto.models.config import CompletionTrainingConfig
+    from emauto.models.training_options import apply_overrides, no_tensorboard, tensorboard_log
     from emauto.tasks.sparse_scan.config import ScanRLConfig
     from emauto.units import load_yaml
 
+    overrides: dict[str, Any] = {
+        "seed": args.seed,
+        "n_envs": args.n_envs,
+        "device": args.device,
+        "hyperparams": args.hyperparams,
+    }
     if args.model == "completion":
         from emauto.tasks.sparse_scan.completion_training import train
 
@@ -87,15 +95,20 @@ def _train_scan(args: argparse.Namespace) -> int:
             if args.config
             else CompletionTrainingConfig()
         )
+        config = apply_overrides(config, **overrides)
+        no_tensorboard(args.tensorboard, "the completion network's training")
         model = train(config, args.out)
         print(json.dumps({"out": str(args.out), **model.metadata}, indent=2))
         return 0
     from emauto.tasks.sparse_scan.policies.rl import train_scan_policy
 
     rl = load_yaml(args.config, ScanRLConfig) if args.config else ScanRLConfig()
-    if args.timesteps:
-        rl = rl.model_copy(update={"total_timesteps": args.timesteps})
-    print(f"wrote the scan policy to {train_scan_policy(rl, args.out)}")
+    extra = {"total_timesteps": args.timesteps} if args.timesteps else None
+    rl = apply_overrides(rl, extra=extra, **overrides)
+    folder = train_scan_policy(
+        rl, args.out, tensorboard_log=tensorboard_log(args.out, args.tensorboard)
+    )
+    print(f"wrote the scan policy to {folder}")
     return 0
 
 
@@ -174,8 +187,13 @@ def add_commands(commands: Any) -> None:
     train = commands.add_parser(
         "train-scan", help="train the completion network or the RL scan policy"
     )
-    train.add_argument("model", choices=["completion", "rl"])
+    train.add_argument(
+        "model",
+        choices=["completion", "rl"],
+        help="completion: the completion network; rl: the PPO scan policy",
+    )
     train.add_argument("--config", type=Path, help="CompletionTrainingConfig / ScanRLConfig")
     train.add_argument("--out", type=Path, required=True, help=".pt file or policy folder")
     train.add_argument("--timesteps", type=int, help="override total_timesteps (rl)")
+    add_training_options(train)
     train.set_defaults(handler=_train_scan)

@@ -18,3 +18,4 @@ class ScanRLConfig(StrictModel):
     learning_rate: float = Field(default=3e-4, gt=0, le=1)
     seed: int = Field(default=0, ge=0)
     images_per_specimen: int = Field(default=24, ge=1, le=10_000)
+    device: str = Field(default="cpu", description="torch device: cpu, cuda, auto")

@@ -6,11 +6,13 @@ its aberration means and log-variances, both frames' flatness and the action his
 a vector observation (`EstimatorObservation`, a Gymnasium wrapper: the estimator runs once
 per env step, not in every gradient step) for SB3's MLP policy. ``features: cnn`` learns
 SB3's NatureCNN on the raw observation instead. Training uses vectorised envs, evaluation
-and checkpoint callbacks and a progress bar; TensorBoard logs on request; Ctrl-C ends training
-early and saves the policy reached so far. A trained policy is a folder: ``policy.pt`` (the
-SB3 policy's tensors and description, `emauto.models.sb3_policy`: loaded without
-unpickling), ``config.yaml`` (the `RLTrainingConfig`), ``normalization.json`` (reward
-normalisation statistics; observations are not normalised) and, for estimator features,
+and checkpoint callbacks (each evaluation printed on stderr: steps, mean reward, success rate)
+and a progress bar; TensorBoard logs on request (``emauto train`` asks for them when
+tensorboard is installed); Ctrl-C ends training early and saves the policy reached so far.
+A trained policy is a folder: ``policy.pt`` (the SB3 policy's tensors and description,
+`emauto.models.sb3_policy`: loaded without unpickling), ``config.yaml`` (the
+`RLTrainingConfig`), ``normalization.json`` (reward normalisation statistics; observations
+are not normalised) and, for estimator features,
 ``estimator.json`` (the estimator file's name and SHA-256: the policy is loaded with that
 very estimator or not at all). The best policy of the evaluations and the periodic
 checkpoints are policy folders too (``best/``, ``checkpoints/<algo>_<steps>_steps/``).
@@ -236,9 +238,11 @@ def train_policy(
 
     Ctrl-C during training stops it and writes the policy reached so far (its ``policy.pt``
     notes ``interrupted`` and the steps done)."""
-    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+
+    from emauto.models.sb3_callbacks import EpisodeStatsPrinter, PrintedEvalCallback
 
     root = Path(out)
     estimator = None
@@ -302,7 +306,7 @@ def train_policy(
     model = _algorithm(config.algo)(network, env, **common)
     per_env = max(1, config.n_envs)
     callbacks = [
-        EvalCallback(
+        PrintedEvalCallback(
             eval_env,
             n_eval_episodes=config.eval_episodes,
             eval_freq=max(1, config.eval_freq // per_env),
@@ -312,6 +316,7 @@ def train_policy(
             verbose=0,
         ),
         Checkpoint(max(1, config.checkpoint_freq // per_env)),
+        EpisodeStatsPrinter(every=config.n_steps * per_env),
     ]
     try:
         notes = learn_until_interrupted(

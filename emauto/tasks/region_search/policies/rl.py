@@ -6,6 +6,9 @@ tensors and description, `emauto.models.sb3_policy`: no pickle) and ``config.jso
 config and the training settings).
 
     emauto region-search train --out emauto/models/weights/region_search_ppo --timesteps 4096
+
+(``--seed``, ``--n-envs``, ``--device`` and ``--hyperparams KEY=VALUE`` override fields of
+`RegionTrainingConfig`.)
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
 from emauto.errors import ModelFileError
 from emauto.models.sb3_policy import (
@@ -26,10 +30,29 @@ from emauto.models.sb3_policy import (
 )
 from emauto.models.weights import shipped_path
 from emauto.tasks.region_search.env import RegionSearchConfig, RegionSearchEnv
+from emauto.units import StrictModel
 
 DEFAULT_POLICY = shipped_path("region_search_ppo")
 #: Training episodes are shorter than benchmark ones (fewer steps per field).
 TRAIN_MAX_STEPS = 48
+
+
+class RegionTrainingConfig(StrictModel):
+    """`emauto region-search train`: PPO on `emauto/RegionSearch-v0` (its env config in
+    ``env``: training episodes of `TRAIN_MAX_STEPS` steps)."""
+
+    total_timesteps: int = Field(default=4096, ge=1, le=100_000_000)
+    seed: int = Field(default=0, ge=0)
+    n_envs: int = Field(default=1, ge=1, le=64, description="envs stepped in turn (dummy)")
+    device: str = Field(default="auto", description="torch device: cpu, cuda, auto")
+    n_steps: int = Field(default=256, ge=2, description="steps per env per PPO update")
+    batch_size: int = Field(default=64, ge=2)
+    n_epochs: int = Field(default=4, ge=1, le=1000)
+    learning_rate: float = Field(default=3e-4, gt=0, le=1)
+    gamma: float = Field(default=0.95, gt=0, le=1)
+    features_dim: int = Field(default=64, ge=1, le=4096, description="NatureCNN features")
+    net_arch: tuple[int, ...] = (64,)
+    env: RegionSearchConfig = RegionSearchConfig(max_steps=TRAIN_MAX_STEPS)
 
 
 def train_region_policy(
@@ -39,28 +62,54 @@ def train_region_policy(
     seed: int = 0,
     config: RegionSearchConfig | None = None,
     progress: bool = True,
+    training: RegionTrainingConfig | None = None,
+    tensorboard_log: str | Path | None = None,
 ) -> Path:
-    """Train PPO on fields drawn from ``config.field_seeds`` and save it to ``out``."""
+    """Train PPO on fields drawn from the env config's ``field_seeds`` and save it to
+    ``out``. ``training`` (default: ``timesteps``, ``seed`` and ``config`` as the env) holds
+    every setting. The training episodes' mean reward is printed on stderr after each
+    rollout; TensorBoard logs go to ``tensorboard_log`` if given; Ctrl-C saves the policy
+    reached so far (``interrupted`` in ``config.json`` and in the policy's notes)."""
     import torch
     from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from emauto.models.sb3_callbacks import EpisodeStatsPrinter
 
     torch.set_num_threads(1)  # small batches: one thread is fastest and leaves a core free
-    config = config or RegionSearchConfig(max_steps=TRAIN_MAX_STEPS)
-    env = RegionSearchEnv(config)
+    if training is None:
+        env_config = config or RegionSearchConfig(max_steps=TRAIN_MAX_STEPS)
+        training = RegionTrainingConfig(total_timesteps=timesteps, seed=seed, env=env_config)
+    config = training.env
+    seed = training.seed
+    env: Any = RegionSearchEnv(config)
+    if training.n_envs > 1:
+        env.close()
+        env = make_vec_env(
+            RegionSearchEnv, n_envs=training.n_envs, seed=seed, env_kwargs={"config": config}
+        )
     model = PPO(
         "CnnPolicy",
         env,
-        n_steps=256,
-        batch_size=64,
-        n_epochs=4,
-        learning_rate=3e-4,
-        gamma=0.95,
+        n_steps=training.n_steps,
+        batch_size=training.batch_size,
+        n_epochs=training.n_epochs,
+        learning_rate=training.learning_rate,
+        gamma=training.gamma,
         seed=seed,
-        policy_kwargs={"features_extractor_kwargs": {"features_dim": 64}, "net_arch": [64]},
+        device=training.device,
+        policy_kwargs={
+            "features_extractor_kwargs": {"features_dim": training.features_dim},
+            "net_arch": list(training.net_arch),
+        },
+        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
         verbose=0,
     )
     start = time.perf_counter()
-    notes = learn_until_interrupted(model, timesteps, progress_bar=progress)  # rich bar on stderr
+    printer = EpisodeStatsPrinter(every=training.n_steps * training.n_envs)
+    notes = learn_until_interrupted(  # rich bar on stderr
+        model, training.total_timesteps, callback=printer, progress_bar=progress
+    )
     folder = Path(out)
     save_policy_file(model, folder / POLICY_FILE, training=notes)
     meta = {
@@ -69,6 +118,7 @@ def train_region_policy(
         "interrupted": notes["interrupted"],
         "seed": seed,
         "train_s": round(time.perf_counter() - start, 1),
+        "training": training.model_dump(mode="json"),
     }
     (folder / "config.json").write_text(json.dumps(meta, indent=2))
     env.close()

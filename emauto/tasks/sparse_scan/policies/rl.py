@@ -130,11 +130,17 @@ def rl_scan(
     return patch_scan(shape, coverage, measure, chooser, seed=seed)
 
 
-def train_scan_policy(config: ScanRLConfig, out: str | Path) -> Path:
-    """Train PPO on `emauto/SparseScan-v0` (seed-1 twin images) and save it to ``out``."""
+def train_scan_policy(
+    config: ScanRLConfig, out: str | Path, *, tensorboard_log: str | Path | None = None
+) -> Path:
+    """Train PPO on `emauto/SparseScan-v0` (seed-1 twin images) and save it to ``out``.
+    The training episodes' mean reward is printed on stderr after each rollout; TensorBoard
+    logs go to ``tensorboard_log`` if given; Ctrl-C saves the policy reached so far (its
+    notes say ``interrupted``)."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
 
+    from emauto.models.sb3_callbacks import EpisodeStatsPrinter
     from emauto.tasks.sparse_scan.env import SparseScanEnv
 
     torch.set_num_threads(2)
@@ -153,11 +159,15 @@ def train_scan_policy(config: ScanRLConfig, out: str | Path) -> Path:
         gamma=0.95,
         ent_coef=0.01,
         seed=config.seed,
-        device="cpu",
+        device=config.device,
         policy_kwargs=POLICY_KWARGS,
+        tensorboard_log=None if tensorboard_log is None else str(tensorboard_log),
         verbose=0,
     )
-    notes = learn_until_interrupted(model, config.total_timesteps, progress_bar=True)
+    printer = EpisodeStatsPrinter(every=config.n_steps * config.n_envs)
+    notes = learn_until_interrupted(
+        model, config.total_timesteps, callback=printer, progress_bar=True
+    )
     folder = Path(out)
     save_policy_file(model, folder / POLICY_FILE, extractors=SCAN_EXTRACTORS, training=notes)
     (folder / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
