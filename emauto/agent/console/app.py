@@ -316,7 +316,11 @@ def create_app(
         try:
             while not closing.is_set():
                 live = backend.live
-                status = backend.status()
+                try:  # the daemon's threads change what status() reads while it reads it
+                    status = backend.status()
+                except RuntimeError:  # (a deque or dict changed size): read again
+                    await asyncio.sleep(PUSH_INTERVAL_S)
+                    continue
                 status_text = json.dumps(status, allow_nan=False, sort_keys=True)
                 if live.version == version and status_text == last_status:
                     await asyncio.sleep(PUSH_INTERVAL_S)
