@@ -217,7 +217,7 @@ def add_commands(commands: Any) -> None:
     daemon.set_defaults(handler=_daemon)
 
     ctl = commands.add_parser("ctl", help="control a running daemon")
-    ctl.add_argument("command", choices=CONTROL_COMMANDS)
+    ctl.add_argument("command", choices=CONTROL_COMMANDS, help="what to ask the daemon")
     ctl.add_argument(
         "argument",
         nargs="?",

@@ -35,7 +35,7 @@ def add_commands(commands: Any) -> None:
         "demo", help="drive the built-in simulated microscope end to end and write PNGs"
     )
     demo.add_argument("--out", default="emauto-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=0, help="seed of the twin and the episodes")
     demo.add_argument(
         "--console-port",
         type=int,

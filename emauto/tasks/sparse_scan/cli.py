@@ -142,7 +142,9 @@ def add_bench(bench_tasks: Any) -> None:
     bench.add_argument(
         "--dose", type=_positive, help="electrons at full intensity per position (default: none)"
     )
-    bench.add_argument("--strategies", nargs="+", choices=STRATEGIES.names())
+    bench.add_argument(
+        "--strategies", nargs="+", choices=STRATEGIES.names(), help="strategies (default: all)"
+    )
     bench.add_argument(
         "--reconstruction",
         choices=RECONSTRUCTIONS.names(),
@@ -172,16 +174,26 @@ def add_commands(commands: Any) -> None:
     """Register `scan` and `train-scan`."""
     scan = commands.add_parser("scan", help="a sparse scan on any microscope, reconstructed")
     scan.add_argument("--microscope", default="sim://", help="microscope URI")
-    scan.add_argument("--coverage", type=_coverage, required=True)
-    scan.add_argument("--strategy", choices=STRATEGIES.names(), default="jittered")
+    scan.add_argument(
+        "--coverage", type=_coverage, required=True, help="fraction of the raster's pixels"
+    )
+    scan.add_argument(
+        "--strategy",
+        choices=STRATEGIES.names(),
+        default="jittered",
+        help="sampling strategy (default: %(default)s)",
+    )
     scan.add_argument("--out", type=Path, required=True, help="output folder")
     scan.add_argument("--size", type=int, default=256, help="raster pixels per side")
     scan.add_argument("--fov", type=_positive, help="field of view, m (default: scan_fov knob)")
     scan.add_argument("--dwell", type=_positive, help="dwell per position, s (default: knob)")
     scan.add_argument(
-        "--reconstruction", choices=RECONSTRUCTIONS.names(), default=DEFAULT_RECONSTRUCTION
+        "--reconstruction",
+        choices=RECONSTRUCTIONS.names(),
+        default=DEFAULT_RECONSTRUCTION,
+        help="reconstruction (default: %(default)s, chosen per image on held-out samples)",
     )
-    scan.add_argument("--seed", type=int, default=0)
+    scan.add_argument("--seed", type=int, default=0, help="seed of the sampling pattern")
     scan.set_defaults(handler=_scan)
 
     train = commands.add_parser(
