@@ -245,11 +245,29 @@ function scheduleDraw() {
   setTimeout(() => { drawScheduled = false; drawPlots(); }, 200);
 }
 
+// The WebSocket carries every change; should a message be lost or the socket stall, the
+// state is read over HTTP once the socket has been quiet for STATUS_POLL_MS.
+const STATUS_POLL_MS = 2000;
+let lastMessageAt = 0;
+
+async function pollStatus() {
+  if (Date.now() - lastMessageAt < STATUS_POLL_MS) return;
+  try {
+    const response = await fetch("/api/status", { cache: "no-store" });
+    if (response.ok) showStatus(await response.json());
+  } catch (error) {
+    // the daemon is away: the socket's own retry says so
+  }
+}
+
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws`);
   socket.onopen = () => { $("connection").textContent = "live"; };
-  socket.onmessage = (event) => onMessage(JSON.parse(event.data));
+  socket.onmessage = (event) => {
+    lastMessageAt = Date.now();
+    onMessage(JSON.parse(event.data));
+  };
   socket.onclose = () => {
     $("connection").textContent = "offline (retrying)";
     setTimeout(connect, 1000);
@@ -259,3 +277,4 @@ function connect() {
 loadRegistries();
 loadSessions();
 connect();
+setInterval(pollStatus, STATUS_POLL_MS);
