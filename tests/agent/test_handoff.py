@@ -7,41 +7,15 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 from agent_helpers import short_plan
+from handoff_policy_helper import GivesUp
 
 from emauto.agent.daemon import Daemon, RunResult
 from emauto.agent.state import State
 from emauto.errors import AgentStateError
 from emauto.sessions import Session
-from emauto.tasks.probe_tuning.policies.base import RunsToTheBudget, StopDecision
-
-
-class GivesUp(RunsToTheBudget):
-    """Suggests nothing twice, then stops without declaring the probe aligned."""
-
-    name = "gives_up"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def reset(self, observation: Any, info: Any) -> None:
-        self.calls = 0
-
-    def stop(self) -> StopDecision | None:
-        if self.calls >= 2:
-            return StopDecision(aligned=False, confidence=0.1, reason="cannot make progress")
-        return None
-
-    def suggest(self) -> np.ndarray:
-        self.calls += 1
-        return np.zeros(7, dtype=np.float32)
-
-    def ingest(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

@@ -109,7 +109,7 @@ def test_pause_resume_and_abort_from_the_buttons(console_daemon: Daemon, page: A
 def test_a_hand_off_is_answered_in_the_browser(
     console_daemon: Daemon, page: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests_handoff_policy import GivesUp
+    from handoff_policy_helper import GivesUp
 
     import emauto.tasks.probe_tuning.policies.registry as registry
 
