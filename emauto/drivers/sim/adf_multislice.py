@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from emauto import optics
-from emauto.drivers.sim.probe import ProbeOptics
+from emauto.drivers.sim.probe import ProbeOptics, stack_mid_depth_m
 from emauto.drivers.sim.specimens import Specimen
 
 #: Fraction of the grid's Nyquist angle that abTEM keeps after anti-aliasing.
@@ -62,6 +62,7 @@ class MultisliceADFEngine:
             projection="infinite",
             parametrization="lobato",
         )
+        self._mid_depth_m = stack_mid_depth_m([t * 1e-10 for t in self.potential.slice_thickness])
 
     def signal(self, probe: ProbeOptics, positions_m: np.ndarray) -> np.ndarray:
         """Fraction of beam electrons reaching the detector at each (x, y) position (N,)."""
@@ -73,7 +74,8 @@ class MultisliceADFEngine:
             energy=self.energy_eV,
             semiangle_cutoff=probe.convergence_rad * 1e3,
             soft=False,
-            aberrations=optics.to_abtem_polar(probe.aberrations()),
+            # aberrations at the mid-plane, the probe built at the entrance (`probe` module)
+            aberrations=optics.to_abtem_polar(probe.at_depth(-self._mid_depth_m).aberrations()),
         )
         abtem_probe.grid.match(self.potential)
         detector = abtem.AnnularDetector(

@@ -41,7 +41,7 @@ from emauto.drivers.sim.fast import (
     fresnel_propagator,
     grid_chi_basis,
 )
-from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid
+from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid, stack_mid_depth_m
 from emauto.drivers.sim.specimens import Specimen
 from emauto.errors import ConfigError, InvalidRequestError
 
@@ -362,7 +362,11 @@ class BatchedRonchigramEngine:
         n = self.grid.gpts
         aperture = self._aperture(probes[0])
         scale = 2 * math.pi / self.grid.wavelength_m
-        coefficients = np.array([p.coefficients_m for p in probes], dtype=np.float64) * scale
+        # each probe described at its specimen's first screen (`probe` module: reference plane)
+        depth = stack_mid_depth_m([transmissions[0].slab_thickness_m] * transmissions[0].n_slabs)
+        coefficients = (
+            np.array([p.at_depth(-depth).coefficients_m for p in probes], dtype=np.float64) * scale
+        )
         located = [
             t.locate((float(x), float(y)), n)
             for t, (x, y) in zip(transmissions, positions, strict=True)

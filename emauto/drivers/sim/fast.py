@@ -23,7 +23,12 @@ import torch
 from torch.nn import functional
 
 from emauto import optics
-from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid, aperture_pixels
+from emauto.drivers.sim.probe import (
+    ProbeOptics,
+    RonchigramGrid,
+    aperture_pixels,
+    stack_mid_depth_m,
+)
 from emauto.drivers.sim.specimens import Specimen
 
 
@@ -206,6 +211,8 @@ class FastRonchigramEngine:
 
         ``position_m`` is the specimen point (x, y) under the probe, in m.
         """
+        t = self.transmission
+        probe = probe.at_depth(-stack_mid_depth_m([t.slab_thickness_m] * t.n_slabs))
         aperture = self.aperture_basis(probe)
         n = self.grid.gpts
         y0, x0, wx, wy = self.transmission.locate(position_m, n)

@@ -13,7 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from emauto.drivers.sim.probe import ProbeOptics, RonchigramGrid, incident_probe
+from emauto.drivers.sim.probe import (
+    ProbeOptics,
+    RonchigramGrid,
+    incident_probe,
+    stack_mid_depth_m,
+)
 from emauto.drivers.sim.specimens import Specimen, load_specimen
 
 
@@ -61,7 +66,10 @@ class MultisliceRonchigramEngine:
         ix, iy = int(np.floor(px)), int(np.floor(py))
         window = _window(self.specimen.projected_potential, ix - n // 2, iy - n // 2, n)
         within = ((n // 2 + px - ix) * sampling, (n // 2 + py - iy) * sampling)
-        wave = incident_probe(self.grid, probe, within)
+        # the probe at the first slice, its aberrations given at the mid-plane (`probe` module)
+        specimen = self.specimen
+        depth = stack_mid_depth_m([specimen.slab_thickness_m] * specimen.n_slabs)
+        wave = incident_probe(self.grid, probe.at_depth(-depth), within)
         sampling_A = sampling * 1e10
         # abTEM arrays are [x, y] and in Ångström units: transpose and convert V*m -> V*Å.
         potential = abtem.PotentialArray(

@@ -4,11 +4,21 @@ The incident probe in the aperture plane is ``A(alpha - tilt) * exp(-i chi(alpha
 illumination tilt moves the probe-forming aperture in angle space while the aberration
 function stays centred on the optic axis (so a tilt induces off-axis aberrations, as on a
 real column). ``chi`` is `emauto.optics.chi` (Krivanek Cartesian, abTEM sign).
+
+Reference plane: the twin's aberrations (its knobs and its ground truth) describe the probe
+at the specimen's *mid-plane*, the middle of its stack of phase screens. An engine that
+propagates through several screens starts the wave at the first screen with the probe
+described there (`probe_at_depth` with ``-stack_mid_depth_m``); a one-screen engine (the
+fast twin's default) puts the whole specimen in that plane. Without this, a 3 nm film in
+15 multislice screens would be focused 1.4 nm above its middle at C1 = 0, while every
+Ronchigram-based measurement focuses the probe near the middle (measured: the fast twin's
+error against multislice falls from 5.8 % to 2.7 % on near-aligned probes with it).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,6 +28,18 @@ from emauto import optics
 from emauto.drivers.sim.config import RonchigramCameraConfig
 
 ArrayT = TypeVar("ArrayT", bound=Any)
+
+_C1_INDEX = optics.ABERRATION_NAMES.index("C10")
+
+
+def stack_mid_depth_m(slice_thicknesses_m: Sequence[float]) -> float:
+    """Depth (m) below the first phase screen of the middle of a stack of screens, one at
+    the top of each slice (transmit, then propagate by the slice's thickness): the twin's
+    reference plane. 0 for a single screen."""
+    thicknesses = [float(t) for t in slice_thicknesses_m]
+    if not thicknesses or min(thicknesses) < 0:
+        raise ValueError(f"need >= 1 slice of thickness >= 0 m, got {thicknesses}")
+    return 0.5 * sum(thicknesses[:-1])
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,17 @@ class ProbeOptics:
         return optics.Aberrations.from_mapping(
             dict(zip(optics.ABERRATION_NAMES, self.coefficients_m, strict=True))
         )
+
+    def at_depth(self, depth_m: float) -> ProbeOptics:
+        """The same beam described in a plane ``depth_m`` further along the beam (m;
+        negative = upstream). Free-space propagation by ``dz`` multiplies the spectrum by
+        ``exp(-i pi lambda dz k^2)``, which is ``chi``'s C1 term with C1 = dz: only C1
+        changes, by ``+depth_m`` (Krivanek: positive C1 = overfocus)."""
+        if depth_m == 0.0:
+            return self
+        coefficients = list(self.coefficients_m)
+        coefficients[_C1_INDEX] += depth_m
+        return ProbeOptics(tuple(coefficients), self.convergence_rad, self.tilt_rad)
 
 
 @dataclass(frozen=True)
