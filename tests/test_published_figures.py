@@ -71,6 +71,7 @@ SCRIPTS = (
     "probe-shift-accuracy-latest.json",
     "estimator-rounds-latest.json",
     "batched-twin-latest.json",
+    "reference-plane-latest.json",
 )
 
 

@@ -11,8 +11,10 @@ propagates through several screens starts the wave at the first screen with the 
 described there (`probe_at_depth` with ``-stack_mid_depth_m``); a one-screen engine (the
 fast twin's default) puts the whole specimen in that plane. Without this, a 3 nm film in
 15 multislice screens would be focused 1.4 nm above its middle at C1 = 0, while every
-Ronchigram-based measurement focuses the probe near the middle (measured: the fast twin's
-error against multislice falls from 5.8 % to 2.7 % on near-aligned probes with it).
+Ronchigram-based measurement focuses the probe near the middle (near focus, the fast
+twin's error against multislice is smallest with the multislice probe described at the
+middle: 2.7 % against 5.8 % at the entrance and at the bottom;
+`benchmarks/experiments/reference_plane.py`).
 """
 
 from __future__ import annotations
