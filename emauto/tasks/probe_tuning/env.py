@@ -49,6 +49,12 @@ if TYPE_CHECKING:
     from emauto.wrappers.recording import RecordingMicroscope
 
 Observation = dict[str, np.ndarray]
+#: The state an episode leaves is scored this long (s) after the last command: settled
+#: lenses. The default twin's lenses settle in 0.1 s (5 time constants, the frames' wait);
+#: the robustness suite's slow lens (0.2 s) would otherwise be scored halfway through the
+#: last move, a state no policy left.
+SCORE_AFTER_S = 10.0
+
 #: Predicts the Strehl ratio from the observation's Ronchigram pair (uint8 (2, S, S)) and the
 #: knob change (m) made between its two frames.
 StrehlFromImage = Callable[[np.ndarray, Mapping[str, float]], float]
@@ -237,12 +243,12 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
 
     def true_strehl(self) -> float | None:
         """The twin's true Strehl ratio of the state the knobs are left in, once the lenses
-        have settled (``config.lens_wait_s``, as before any frame), for scoring once an
-        episode is over; None without ground truth (a real microscope). A twin that cannot
-        look ahead (over the wire, a replay) is read as it is now."""
+        have settled (`SCORE_AFTER_S` after the last command), for scoring once an episode
+        is over; None without ground truth (a real microscope). A twin that cannot look
+        ahead (over the wire, a replay) is read as it is now."""
         twin = unwrap(self.microscope)
         if isinstance(twin, SettlingGroundTruth):
-            return float(twin.strehl_ratio_after(self.config.lens_wait_s))
+            return float(twin.strehl_ratio_after(SCORE_AFTER_S))
         return None if self._ground_truth is None else float(self._ground_truth())
 
     def true_phase_variance(self) -> float | None:
@@ -251,7 +257,7 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         twin = unwrap(self.microscope)
         if not isinstance(twin, SettlingGroundTruth):
             return None
-        aberrations = twin.aberrations_after(self.config.lens_wait_s)
+        aberrations = twin.aberrations_after(SCORE_AFTER_S)
         return optics.phase_variance(aberrations, self._wavelength, self.config.convergence_rad)
 
     def render(self) -> np.ndarray | None:

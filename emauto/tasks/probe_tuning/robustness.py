@@ -38,6 +38,7 @@ from emauto.tasks.probe_tuning.bench import DEFAULT_BUDGET_STEPS, summarise
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.policies.registry import METHODS
 from emauto.wrappers.base import MicroscopeWrapper
+from emauto.wrappers.calibrated import CalibratedMicroscope, InstrumentCalibration
 
 __all__ = ["ExcursionTracker", "run_robustness_suite"]
 
@@ -111,9 +112,12 @@ def run_method(
     config: ProbeTuningConfig | None = None,
     progress: Progress | None = None,
     label: str = "",
+    calibration: InstrumentCalibration | None = None,
 ) -> dict[str, Any]:
     """One method on the twin of ``sim_config``, episodes ``seeds``: the bench's figures
-    (`bench.summarise`, without the curve) and ``knob_excursion_m``."""
+    (`bench.summarise`, without the curve) and ``knob_excursion_m``. ``calibration``: the
+    method sees the twin through `CalibratedMicroscope` (what a calibration session of
+    that twin measured)."""
     from emauto.drivers import connect
     from emauto.tasks.probe_tuning.env import ProbeTuningEnv
     from emauto.tasks.probe_tuning.policies.base import run_episode
@@ -121,7 +125,10 @@ def run_method(
     from emauto.wrappers.counting import CountingMicroscope
 
     tuning = (config or ProbeTuningConfig()).model_copy(update={"max_steps": budget_steps})
-    tracker = ExcursionTracker(connect("sim://", config=sim_config))
+    twin = connect("sim://", config=sim_config)
+    if calibration is not None:
+        twin = CalibratedMicroscope(twin, calibration)
+    tracker = ExcursionTracker(twin)
     counter = CountingMicroscope(tracker)
     env = ProbeTuningEnv(counter, tuning)
     results = []
@@ -165,11 +172,13 @@ def run_robustness_suite(
     base: SimConfig | None = None,
     directory: str | Path | None = None,
     progress: Progress | None = _stderr,
+    calibrations: Mapping[str, InstrumentCalibration] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """``{perturbation: {method: figures}}``: each method on each perturbed twin (over
     ``base``, default `SimConfig()`), the same ``episodes`` seeded episodes everywhere
     (``seed * 100_000 + i``, as `emauto bench probe-tuning`). ``progress`` is told one line
-    per episode (default: stderr; None: silent)."""
+    per episode (default: stderr; None: silent). ``calibrations``: perturbation name ->
+    the calibration its twin is seen through (`run_method`); others are seen bare."""
     if episodes < 1:
         raise ConfigError(f"episodes must be >= 1, got {episodes}")
     if budget_steps < 1:
@@ -198,5 +207,6 @@ def run_robustness_suite(
                 config=config,
                 progress=progress,
                 label=f"{name}: ",
+                calibration=(calibrations or {}).get(name),
             )
     return suite

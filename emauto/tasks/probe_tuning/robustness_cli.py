@@ -22,6 +22,7 @@ def _bench_robustness(args: argparse.Namespace) -> int:
     chosen = list(PERTURBATIONS) if "all" in args.perturbation else args.perturbation
     perturbations = list(dict.fromkeys(chosen))
     config = load_yaml(args.config, ProbeTuningConfig) if args.config else None
+    calibrations = _calibrations(args.calibrations, perturbations)
     suite = run_robustness_suite(
         methods,
         perturbations,
@@ -31,6 +32,7 @@ def _bench_robustness(args: argparse.Namespace) -> int:
         policy_path=args.policy,
         config=config,
         directory=args.config_dir,
+        calibrations=calibrations,
     )
     if args.save is not None:
         save(
@@ -45,12 +47,36 @@ def _bench_robustness(args: argparse.Namespace) -> int:
                     }
                     for name in perturbations
                 },
+                "calibrations": {
+                    name: calibration.model_dump(mode="json")
+                    for name, calibration in calibrations.items()
+                },
                 "results": suite,
             },
             args.save,
         )
     emit(suite, args.json)
     return 0
+
+
+def _calibrations(folder: Path | None, perturbations: list[str]) -> dict[str, Any]:
+    """``FOLDER/NAME.yaml`` (an `InstrumentCalibration`) for each perturbation that has one."""
+    from emauto.errors import ConfigError
+    from emauto.units import load_yaml
+    from emauto.wrappers.calibrated import InstrumentCalibration
+
+    if folder is None:
+        return {}
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder of calibrations")
+    found = {
+        name: load_yaml(folder / f"{name}.yaml", InstrumentCalibration)
+        for name in perturbations
+        if (folder / f"{name}.yaml").is_file()
+    }
+    if not found:
+        raise ConfigError(f"{folder}: no NAME.yaml for any of {perturbations}")
+    return found
 
 
 def add_commands(commands: Any) -> None:
@@ -83,6 +109,14 @@ def add_bench(bench_tasks: Any) -> None:
         "--config-dir",
         type=Path,
         help="folder of the perturbation files (default: configs/robustness of the checkout)",
+    )
+    bench.add_argument(
+        "--calibrations",
+        type=Path,
+        help=(
+            "folder of InstrumentCalibration YAML files, NAME.yaml per perturbation: its "
+            "twin is seen through emauto.wrappers.calibrated.CalibratedMicroscope"
+        ),
     )
     add_output_options(bench, seed=0)
     bench.set_defaults(handler=_bench_robustness)

@@ -88,7 +88,7 @@ import pytest
 
 import emauto
 from emauto import optics
-from emauto.drivers.sim.config import EffectsConfig
+from emauto.drivers.sim.config import EffectsConfig, SimConfig
 from emauto.drivers.sim.twin import SimulatedMicroscope
 from emauto.microscope import RonchigramRequest
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
@@ -413,6 +413,22 @@ def test_the_final_move_is_scored_once_the_lenses_settle(carbon: SimulatedMicros
     assert result.ended_by == "policy"
     assert settled_strehl(carbon) >= 0.8  # what the episode left
     assert result.final_strehl == pytest.approx(settled_strehl(carbon), abs=0.02)
+    assert result.success
+
+
+def test_a_slow_lens_is_scored_settled(carbon_uri: str, specimen_cache: Path) -> None:
+    """With a 0.2 s lens time constant (the robustness suite's slow lens) the frames' 0.1 s
+    wait leaves the final move 60 % undone; the state the episode leaves is the settled
+    one, and it is aligned."""
+    twin = SimulatedMicroscope(
+        SimConfig(seed=7, cache_dir=specimen_cache, effects=EffectsConfig(lens_tau_s=0.2))
+    )
+    counter = CountingMicroscope(twin)
+    env = ProbeTuningEnv(counter, ProbeTuningConfig(max_steps=50))
+    policy = _StopsAndCorrects(c1_action=30e-9 / float(env.step_limits[0]))
+    result = run_episode(env, policy, 3, counter, BUDGET, options=_defocused(env, -30e-9))
+    assert twin.strehl_ratio_after(ProbeTuningConfig().lens_wait_s) < 0.1  # mid-transition
+    assert result.final_strehl == pytest.approx(twin.strehl_ratio_after(10.0), abs=1e-6)
     assert result.success
 
 

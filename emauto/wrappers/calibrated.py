@@ -1,0 +1,122 @@
+"""A microscope seen through a calibration: what a calibration session found wrong in the
+driver's own description, put right at the Microscope boundary.
+
+A real instrument's driver can report a Ronchigram camera's angular pixel 10 % off, have a
+corrector axis wired with the wrong sign in its calibration, or lenses that settle slower
+than the frames' wait. `emauto calibrate` measures such things from a short session; this
+wrapper applies them, so that every policy, unchanged, sees an instrument whose reported
+units are true:
+
+- ``camera_pixel_scale``: true / reported angular pixel of the Ronchigram camera; each
+  Ronchigram's ``rad`` calibrations (scale and offset) and `describe`'s
+  ``pixel_angle_rad`` are multiplied by it.
+- ``flipped_knobs``: knobs whose optics follow minus the setpoint; `set` sends ``-value``
+  and every reported state (``read``, ``set``'s answer, each frame's state) says ``+value``.
+- ``lens_settle_s``: the least wait (s) before a Ronchigram's exposure (the request's
+  ``wait_s`` is raised to it): a slow lens is measured settled. It costs time, no dose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from pydantic import Field, field_validator
+
+from emauto.errors import ConfigError
+from emauto.microscope import (
+    Frame,
+    ImageRequest,
+    Microscope,
+    MicroscopeDescription,
+    MicroscopeState,
+    RonchigramRequest,
+)
+from emauto.units import StrictModel
+from emauto.wrappers.base import MicroscopeWrapper
+
+__all__ = ["CalibratedMicroscope", "InstrumentCalibration"]
+
+
+class InstrumentCalibration(StrictModel):
+    """What a calibration measured that the driver's description does not say (SI)."""
+
+    camera_pixel_scale: float = Field(
+        default=1.0, gt=0.5, lt=2.0, description="true / reported Ronchigram angular pixel"
+    )
+    flipped_knobs: tuple[str, ...] = Field(
+        default=(), description="knobs whose optics follow minus the setpoint"
+    )
+    lens_settle_s: float = Field(
+        default=0.0, ge=0.0, le=60.0, description="least wait before a Ronchigram (s)"
+    )
+
+    @field_validator("flipped_knobs")
+    @classmethod
+    def _distinct(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"a knob is listed twice: {list(value)}")
+        return value
+
+
+class CalibratedMicroscope(MicroscopeWrapper):
+    """``microscope`` with ``calibration`` applied at the boundary (see the module)."""
+
+    def __init__(self, microscope: Microscope, calibration: InstrumentCalibration) -> None:
+        super().__init__(microscope)
+        unknown = set(calibration.flipped_knobs) - set(microscope.describe().knobs)
+        if unknown:
+            raise ConfigError(
+                f"the calibration flips knobs the microscope lacks: {sorted(unknown)}"
+            )
+        self.calibration = calibration
+        self._flipped = frozenset(calibration.flipped_knobs)
+
+    def describe(self) -> MicroscopeDescription:
+        """The inner description with the Ronchigram camera's angular pixel corrected."""
+        description = self.microscope.describe()
+        scale = self.calibration.camera_pixel_scale
+        if scale == 1.0:
+            return description
+        detectors = {
+            name: (
+                spec.model_copy(update={"pixel_angle_rad": spec.pixel_angle_rad * scale})
+                if spec.kind == "camera" and spec.pixel_angle_rad is not None
+                else spec
+            )
+            for name, spec in description.detectors.items()
+        }
+        return description.model_copy(update={"detectors": detectors})
+
+    def read(self) -> MicroscopeState:
+        """The state with flipped knobs reported as the optics follow them."""
+        return self._unflip(self.microscope.read())
+
+    def set(self, setpoints: Mapping[str, float]) -> MicroscopeState:
+        """Set, sending minus the value for each flipped knob; the state after."""
+        sent = {k: (-v if k in self._flipped else v) for k, v in setpoints.items()}
+        return self._unflip(self.microscope.set(sent))
+
+    def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
+        """Acquire; a Ronchigram waits at least ``lens_settle_s`` and comes back with its
+        angular calibration corrected."""
+        if isinstance(request, RonchigramRequest):
+            wait = max(request.wait_s, self.calibration.lens_settle_s)
+            if wait != request.wait_s:
+                request = request.model_copy(update={"wait_s": wait})
+        frame = self.microscope.acquire(request)
+        update: dict[str, object] = {"state": self._unflip(frame.state)}
+        scale = self.calibration.camera_pixel_scale
+        if frame.kind == "ronchigram" and scale != 1.0:
+            update["calibrations"] = tuple(
+                c.model_copy(update={"scale": c.scale * scale, "offset": c.offset * scale})
+                if c.units == "rad"
+                else c
+                for c in frame.calibrations
+            )
+        return frame.model_copy(update=update)
+
+    def _unflip(self, state: MicroscopeState) -> MicroscopeState:
+        if not self._flipped:
+            return state
+        knobs = {k: (-v if k in self._flipped else v) for k, v in state.knobs.items()}
+        return state.model_copy(update={"knobs": knobs})
