@@ -12,8 +12,10 @@ units are true:
   ``pixel_angle_rad`` are multiplied by it.
 - ``flipped_knobs``: knobs whose optics follow minus the setpoint; `set` sends ``-value``
   and every reported state (``read``, ``set``'s answer, each frame's state) says ``+value``.
-- ``lens_settle_s``: the least wait (s) before a Ronchigram's exposure (the request's
-  ``wait_s`` is raised to it): a slow lens is measured settled. It costs time, no dose.
+- ``lens_settle_s``: the least wait (s) before the first Ronchigram after a knob change
+  (the request's ``wait_s`` is raised to it): a slow lens is measured settled. Frames
+  without a change between them (a probe-shift measurement's) are not delayed, so the
+  specimen does not drift between them. It costs time, no dose.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class CalibratedMicroscope(MicroscopeWrapper):
             )
         self.calibration = calibration
         self._flipped = frozenset(calibration.flipped_knobs)
+        self._settle_pending = False
 
     def describe(self) -> MicroscopeDescription:
         """The inner description with the Ronchigram camera's angular pixel corrected."""
@@ -94,16 +97,20 @@ class CalibratedMicroscope(MicroscopeWrapper):
     def set(self, setpoints: Mapping[str, float]) -> MicroscopeState:
         """Set, sending minus the value for each flipped knob; the state after."""
         sent = {k: (-v if k in self._flipped else v) for k, v in setpoints.items()}
-        return self._unflip(self.microscope.set(sent))
+        state = self.microscope.set(sent)
+        self._settle_pending = True
+        return self._unflip(state)
 
     def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
-        """Acquire; a Ronchigram waits at least ``lens_settle_s`` and comes back with its
-        angular calibration corrected."""
-        if isinstance(request, RonchigramRequest):
+        """Acquire; the first Ronchigram after a knob change waits at least
+        ``lens_settle_s``; a Ronchigram comes back with its angular calibration corrected."""
+        if isinstance(request, RonchigramRequest) and self._settle_pending:
             wait = max(request.wait_s, self.calibration.lens_settle_s)
             if wait != request.wait_s:
                 request = request.model_copy(update={"wait_s": wait})
         frame = self.microscope.acquire(request)
+        if isinstance(request, RonchigramRequest):
+            self._settle_pending = False
         update: dict[str, object] = {"state": self._unflip(frame.state)}
         scale = self.calibration.camera_pixel_scale
         if frame.kind == "ronchigram" and scale != 1.0:

@@ -65,6 +65,9 @@ def test_a_slow_lens_is_measured_settled(tiny_carbon: Path, specimen_cache: Path
     # 1 s = 5 time constants: the lens is within 1 % of its 20 nm step (at 0.1 s: 40 %)
     lag = twin.read().knobs["C10"] - twin.true_aberrations().C10
     assert 0 < lag < 0.2e-9
+    # the next frame, with no knob changed since, is not delayed (no drift between them)
+    again = scope.acquire(RonchigramRequest(exposure_s=1e-3, probe_position_m=(3e-10, 0.0)))
+    assert again.request.wait_s == 0.0
 
 
 def test_bad_calibrations_are_refused(tiny_carbon: Path, specimen_cache: Path) -> None:

@@ -65,6 +65,16 @@ class ProbeTuningConfig(StrictModel):
     exposure_s: tuple[float, float] = Field(
         default=(2e-3, 2e-2), description="exposure range (s), log-uniform: randomised dose"
     )
+    max_measurement_exposure_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=10.0,
+        description=(
+            "auto-exposure of the measuring optimisers' probe-shift measurements (bo, "
+            "simplex, rl_belief): frames too noisy to measure on are retaken up to this "
+            "exposure (s), more dose; None: the episode's exposure (matched dose)"
+        ),
+    )
     lens_wait_s: float = Field(
         default=0.1, ge=0, le=60, description="wait after moving the knobs, before exposing"
     )

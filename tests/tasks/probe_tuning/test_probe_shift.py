@@ -12,11 +12,13 @@ from emauto.drivers.sim.config import RonchigramCameraConfig
 from emauto.microscope import ImageRequest, RasterScan, RonchigramRequest
 from emauto.tasks.probe_tuning.policies.probe_shift import (
     DEFAULT_DELTA_M,
+    MIN_SPECKLE_SNR,
     _basis_hessians,
     fit_aberrations,
     measure,
     patch_shift,
     shift_jacobians,
+    speckle_snr,
 )
 
 NAMES = ("C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b")
@@ -142,3 +144,50 @@ def test_fit_rejects_patches_that_locked_onto_the_wrong_peak() -> None:
     fit, misfit = fit_aberrations(theta, jacobians, names)
     assert np.allclose([fit[k] for k in names], truth, atol=1e-9)
     assert misfit < 1e-10
+
+
+def _faint_carbon(specimen_cache: Path, contrast: float) -> emauto.microscope.Microscope:
+    scope = emauto.connect(
+        "sim://?seed=7",
+        cache_dir=specimen_cache,
+        ronchigram=RonchigramCameraConfig(contrast_scale=contrast),
+    )
+    scope.set({"C10": 40e-9})
+    return scope
+
+
+def test_speckle_snr_grows_with_exposure_and_falls_with_contrast(
+    carbon_uri: str, specimen_cache: Path
+) -> None:
+    """About linear in exposure (shot noise); a tenth of the contrast needs far longer."""
+    bright, faint = _faint_carbon(specimen_cache, 1.0), _faint_carbon(specimen_cache, 0.1)
+
+    def snr(scope: emauto.microscope.Microscope, exposure_s: float) -> float:
+        frame = scope.acquire(RonchigramRequest(exposure_s=exposure_s, wait_s=0.3))
+        return speckle_snr(frame, 0.03)
+
+    short, long = snr(bright, 2e-3), snr(bright, 10e-3)
+    assert MIN_SPECKLE_SNR <= short < long
+    assert 3.0 < long / short < 7.0  # 5x the exposure
+    assert snr(faint, 2e-3) < 0.3 < MIN_SPECKLE_SNR
+    assert snr(faint, 50e-3) > 2 * snr(faint, 2e-3)
+
+
+def test_auto_exposure_measures_a_faint_ronchigram(carbon_uri: str, specimen_cache: Path) -> None:
+    """A tenth of the contrast at 2 ms: refused at the env's exposure; with auto-exposure
+    the meter retakes its frames longer (one frame more) and reads C1 within 2 nm."""
+    from emauto.errors import MeasurementRefusedError
+    from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
+
+    scope = _faint_carbon(specimen_cache, 0.1)
+    env_frame = scope.acquire(RonchigramRequest(exposure_s=2e-3, wait_s=0.3))
+    with pytest.raises(MeasurementRefusedError):
+        measure(scope, (0.0, 0.0), exposure_s=2e-3, reference=env_frame)
+    plain = AberrationMeter(NAMES, scope, last_frame=lambda: env_frame)
+    auto = AberrationMeter(NAMES, scope, last_frame=lambda: env_frame, max_exposure_s=1.0)
+    assert (plain.evaluation_frames(), auto.evaluation_frames()) == (3, 4)
+    assert plain.measure() is None
+    reading = auto.measure()
+    assert reading is not None
+    truth = scope.true_aberrations()  # type: ignore[attr-defined]
+    assert reading[0] == pytest.approx(truth.C10, abs=2e-9)

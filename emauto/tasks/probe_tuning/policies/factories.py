@@ -132,6 +132,7 @@ def _meter(env: ProbeTuningEnv) -> AberrationMeter:
         env.microscope,
         last_frame=lambda: env.last_frame,
         aperture_rad=env.config.convergence_rad,
+        max_exposure_s=env.config.max_measurement_exposure_s,
     )
 
 

@@ -37,7 +37,13 @@ from emauto import optics
 from emauto.errors import MeasurementRefusedError
 from emauto.microscope import Frame, Microscope
 from emauto.tasks.probe_tuning.policies.base import Observation, StopDecision
-from emauto.tasks.probe_tuning.policies.probe_shift import DEFAULT_DELTA_M, measure
+from emauto.tasks.probe_tuning.policies.probe_shift import (
+    DEFAULT_DELTA_M,
+    MIN_SPECKLE_SNR,
+    TARGET_SPECKLE_SNR,
+    measure,
+    speckle_snr,
+)
 from emauto.tasks.probe_tuning.policies.shift_correct import RELOCATE_M
 from emauto.wrappers.counting import CountingMicroscope
 
@@ -61,6 +67,11 @@ class AberrationMeter:
     ``microscope``: the one the env acquires through (a `CountingMicroscope` for an honest
     count; its ``limit`` is the episode's budget, read by `frames_left`). ``last_frame``:
     the env's latest frame (the reference, and the exposure of the episode's dose).
+    ``max_exposure_s``: auto-exposure. When the env's frame is too noisy for a measurement
+    (`speckle_snr` below `MIN_SPECKLE_SNR`: a faint or low-contrast Ronchigram), the
+    measurement takes its own frames, exposed longer by the factor that brings the SNR to
+    `TARGET_SPECKLE_SNR` (it grows about linearly with exposure), up to this; one frame
+    more (its own reference) and more dose. None: always the env's exposure (matched dose).
     """
 
     def __init__(
@@ -72,8 +83,14 @@ class AberrationMeter:
         wavelength_m: float | None = None,
         delta_m: float = DEFAULT_DELTA_M,
         exposure_s: float = 1e-2,
+        max_exposure_s: float | None = None,
     ) -> None:
+        if max_exposure_s is not None and not (
+            math.isfinite(max_exposure_s) and max_exposure_s > 0
+        ):
+            raise ValueError(f"max_exposure_s must be a positive time (s), got {max_exposure_s}")
         self.knobs = tuple(knobs)
+        self.max_exposure_s = max_exposure_s
         self.microscope = microscope
         self.last_frame = last_frame
         self.aperture_rad = aperture_rad
@@ -101,8 +118,27 @@ class AberrationMeter:
         return None
 
     def evaluation_frames(self) -> int:
-        """Frames the next evaluation takes: three, five at a relocated probe."""
-        return EVALUATION_FRAMES + (2 if self.position != self.env_position else 0)
+        """Frames the next evaluation takes: three; five at a relocated probe (its own
+        reference and a drift frame), else four with a longer exposure than the env's (its
+        own reference)."""
+        if self.position != self.env_position:
+            return EVALUATION_FRAMES + 2
+        return EVALUATION_FRAMES + (1 if self._longer_exposure() is not None else 0)
+
+    def _longer_exposure(self) -> float | None:
+        """The exposure (s) auto-exposure asks for when the env's last frame is too noisy
+        to measure on; None when it is good enough (or auto-exposure is off)."""
+        if self.max_exposure_s is None or self.last_frame is None:
+            return None
+        frame = self.last_frame()
+        if frame is None:
+            return None
+        snr = speckle_snr(frame, self.aperture_rad)
+        if not snr < MIN_SPECKLE_SNR:  # good enough, or NaN (no calibration to judge by)
+            return None
+        factor = TARGET_SPECKLE_SNR / max(snr, TARGET_SPECKLE_SNR / 1000)
+        longer = min(self.max_exposure_s, frame.exposure_s * factor)
+        return longer if longer > frame.exposure_s else None
 
     def measure(self, relocate: bool = False) -> np.ndarray | None:
         """The aberrations (m, knob order) at the present optics, None when refused.
@@ -111,11 +147,14 @@ class AberrationMeter:
         works). `AcquisitionBudgetError` when the budget refuses a frame.
         """
         exposure = self._exposure()
+        longer = self._longer_exposure()
+        if longer is not None:
+            exposure = longer
         positions = [self.position]
         if relocate and not self.relocated:
             positions.append(self._relocated())
         for position in positions:
-            reference = self._reference(position)
+            reference = None if longer is not None else self._reference(position)
             try:
                 fit, _ = measure(
                     self.microscope,
@@ -124,7 +163,10 @@ class AberrationMeter:
                     self.delta_m,
                     exposure,
                     reference=reference,
-                    drift_frame=reference is None,
+                    # frames of its own at a new position: a drift frame too (auto-exposure's
+                    # at the env's position come after the env's settled frame: none)
+                    drift_frame=(reference is None and longer is None)
+                    or position != self.env_position,
                 )
             except MeasurementRefusedError:
                 continue
