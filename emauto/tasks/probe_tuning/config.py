@@ -70,8 +70,8 @@ class ProbeTuningConfig(StrictModel):
         gt=0,
         le=10.0,
         description=(
-            "auto-exposure of the measuring optimisers' probe-shift measurements (bo, "
-            "simplex, rl_belief): frames too noisy to measure on are retaken up to this "
+            "auto-exposure of the probe-shift measurements of shift, cnn_shift, bo, simplex "
+            "and rl_belief: frames too noisy to measure on are retaken up to this "
             "exposure (s), more dose; None: the episode's exposure (matched dose)"
         ),
     )

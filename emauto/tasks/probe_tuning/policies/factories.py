@@ -27,6 +27,7 @@ def probe_shift(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> Tuni
         env.microscope,
         last_frame=lambda: env.last_frame,
         aperture_rad=env.config.convergence_rad,
+        max_exposure_s=env.config.max_measurement_exposure_s,
     )
 
 

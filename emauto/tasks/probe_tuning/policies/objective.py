@@ -39,10 +39,8 @@ from emauto.microscope import Frame, Microscope
 from emauto.tasks.probe_tuning.policies.base import Observation, StopDecision
 from emauto.tasks.probe_tuning.policies.probe_shift import (
     DEFAULT_DELTA_M,
-    MIN_SPECKLE_SNR,
-    TARGET_SPECKLE_SNR,
+    auto_exposure_s,
     measure,
-    speckle_snr,
 )
 from emauto.tasks.probe_tuning.policies.shift_correct import RELOCATE_M
 from emauto.wrappers.counting import CountingMicroscope
@@ -68,10 +66,9 @@ class AberrationMeter:
     count; its ``limit`` is the episode's budget, read by `frames_left`). ``last_frame``:
     the env's latest frame (the reference, and the exposure of the episode's dose).
     ``max_exposure_s``: auto-exposure. When the env's frame is too noisy for a measurement
-    (`speckle_snr` below `MIN_SPECKLE_SNR`: a faint or low-contrast Ronchigram), the
-    measurement takes its own frames, exposed longer by the factor that brings the SNR to
-    `TARGET_SPECKLE_SNR` (it grows about linearly with exposure), up to this; one frame
-    more (its own reference) and more dose. None: always the env's exposure (matched dose).
+    (`probe_shift.auto_exposure_s`: a faint or low-contrast Ronchigram), the measurement
+    takes its own frames, exposed longer, up to this: one frame more (its own reference)
+    and more dose. None: always the env's exposure (matched dose).
     """
 
     def __init__(
@@ -126,19 +123,9 @@ class AberrationMeter:
         return EVALUATION_FRAMES + (1 if self._longer_exposure() is not None else 0)
 
     def _longer_exposure(self) -> float | None:
-        """The exposure (s) auto-exposure asks for when the env's last frame is too noisy
-        to measure on; None when it is good enough (or auto-exposure is off)."""
-        if self.max_exposure_s is None or self.last_frame is None:
-            return None
-        frame = self.last_frame()
-        if frame is None:
-            return None
-        snr = speckle_snr(frame, self.aperture_rad)
-        if not snr < MIN_SPECKLE_SNR:  # good enough, or NaN (no calibration to judge by)
-            return None
-        factor = TARGET_SPECKLE_SNR / max(snr, TARGET_SPECKLE_SNR / 1000)
-        longer = min(self.max_exposure_s, frame.exposure_s * factor)
-        return longer if longer > frame.exposure_s else None
+        """`probe_shift.auto_exposure_s` for the env's last frame."""
+        frame = self.last_frame() if self.last_frame is not None else None
+        return auto_exposure_s(frame, self.aperture_rad, self.max_exposure_s)
 
     def measure(self, relocate: bool = False) -> np.ndarray | None:
         """The aberrations (m, knob order) at the present optics, None when refused.

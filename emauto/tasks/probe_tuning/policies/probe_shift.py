@@ -88,6 +88,25 @@ def speckle_snr(frame: Frame, aperture_rad: float) -> float:
     return float(detail.var()) / noise_sd**2 - 1.0
 
 
+def auto_exposure_s(
+    frame: Frame | None, aperture_rad: float, max_exposure_s: float | None
+) -> float | None:
+    """Auto-exposure: the exposure (s) a measurement's frames need when ``frame`` (the
+    env's latest, at the episode's exposure) is too noisy to measure on (`speckle_snr`
+    below `MIN_SPECKLE_SNR`): its exposure times the factor that brings the SNR to
+    `TARGET_SPECKLE_SNR` (the SNR grows about linearly with exposure), at most
+    ``max_exposure_s``. None when the frame is good enough, cannot be judged (no frame, no
+    angular calibration) or auto-exposure is off (``max_exposure_s`` None)."""
+    if max_exposure_s is None or frame is None:
+        return None
+    snr = speckle_snr(frame, aperture_rad)
+    if not snr < MIN_SPECKLE_SNR:  # good enough, or NaN
+        return None
+    factor = TARGET_SPECKLE_SNR / max(snr, TARGET_SPECKLE_SNR / 1000)
+    longer = min(max_exposure_s, frame.exposure_s * factor)
+    return longer if longer > frame.exposure_s else None
+
+
 def patch_shift(moved: np.ndarray, reference: np.ndarray, iterations: int = 3) -> np.ndarray:
     """Sub-pixel shift (rows, cols) of ``moved`` relative to ``reference`` (same shape).
 

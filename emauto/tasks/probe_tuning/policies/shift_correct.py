@@ -39,7 +39,7 @@ from emauto import optics
 from emauto.microscope import Frame, Microscope
 from emauto.tasks.probe_tuning.policies.base import Observation, ProbeOffset, StopDecision
 from emauto.tasks.probe_tuning.policies.envelope import MeasurementReport
-from emauto.tasks.probe_tuning.policies.probe_shift import DEFAULT_DELTA_M, measure
+from emauto.tasks.probe_tuning.policies.probe_shift import DEFAULT_DELTA_M, auto_exposure_s, measure
 
 #: How far to move the parked probe after a refused measurement (m), and how often. Chosen on
 #: held-out episodes, `shift` success on carbon / Au on carbon: relocating once, but only
@@ -78,8 +78,10 @@ class ProbeShiftPolicy:
         aperture_rad: float = 0.030,
         stop_strehl: float = STOP_STREHL,
         correct_at_stop: bool = CORRECT_AT_STOP,
+        max_exposure_s: float | None = None,
     ) -> None:
         self.knobs = tuple(knobs)
+        self.max_exposure_s = max_exposure_s
         self.step_limits_m = np.asarray(step_limits_m, dtype=np.float64)
         self.microscope = microscope
         self.probe_defocus_m = probe_defocus_m
@@ -172,18 +174,22 @@ class ProbeShiftPolicy:
             self.measurement, self._predicted = None, None
             return
         exposure = self._exposure()
+        frame = self.last_frame() if self.last_frame is not None else None
+        longer = auto_exposure_s(frame, self.aperture_rad, self.max_exposure_s)
         for attempt in range(1 + (RELOCATIONS if self._measured else 0)):
             position = self._position if attempt == 0 else self._relocated(attempt)
-            reference = self._reference(position)
+            reference = None if longer is not None else self._reference(position)
             try:
                 self.measurement, _ = measure(
                     self.microscope,
                     position,
                     self.knobs,
                     self.delta_m,
-                    exposure,
+                    exposure if longer is None else longer,
                     reference=reference,
-                    drift_frame=reference is None,
+                    # auto-exposure's own frames follow the env's settled frame: no drift frame
+                    drift_frame=(reference is None and longer is None)
+                    or position != self._env_position,
                 )
             except ValueError:  # too few usable patches, or they disagree: move and retry
                 continue
