@@ -200,14 +200,19 @@ class SessionRecorder:
         self._tell("episode", data)
 
     def record_operator(
-        self, kind: Literal["question", "answer"], question_id: int, text: str, choice: str = ""
+        self,
+        kind: Literal["question", "answer", "label"],
+        question_id: int,
+        text: str,
+        choice: str = "",
     ) -> None:
-        """Write a question the daemon asked its operator, or the operator's answer."""
+        """Write a question the daemon asked its operator, the operator's answer, or an
+        operator's label of a patch (``text``: where, as JSON; ``choice``: the class)."""
         self._check_open()
         if self._operator is None:
             keys = {
                 "task": _key("string", "emauto"),
-                "kind": _key("string", "emauto", description="question | answer"),
+                "kind": _key("string", "emauto", description="question | answer | label"),
                 "question_id": _key("integer", "emauto"),
                 "text": _key("string", "emauto", description="the question, or who answered"),
                 "choice": _key("string", "operator", description="the answer ('' for a question)"),
