@@ -23,10 +23,11 @@ stop that says it needs the operator, a stop not declared aligned, two refused m
 the daemon blanks the beam, pauses and asks the operator (approve, take over, abort); the
 question and the answer are events of the session's ``operator`` stream.
 
-Operator labels (`Daemon.label`, control command ``label``): a labelled patch joins the
-support set of the running few-shot classifier at once (`emauto.models.labels.OnlineLabels`,
-kept in ``sessions/labels.npz``) and is written into the running plan's session (the next
-plan's when none runs) as an ``operator`` event of kind ``label``.
+Operator labels (`Daemon.label`, ``handle("label", ...)``; the control socket and the console
+do not send them yet): a labelled patch joins the support set of the running few-shot
+classifier at once (`emauto.models.labels.OnlineLabels`, kept in ``sessions/labels.npz``)
+and is written into the running plan's session (the next plan's when none runs) as an
+``operator`` event of kind ``label``.
 """
 
 from __future__ import annotations

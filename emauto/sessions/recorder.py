@@ -12,8 +12,8 @@ replay) and hands each call to a `SessionRecorder`, which writes:
 - an **episode** descriptor and one event per environment step (normalised action, reward,
   termination), written by whoever runs a policy (`record_episode_step`), for replay and
   offline RL;
-- an **operator** descriptor and one event per question the daemon asks its operator and per
-  answer (`record_operator`: a hand-off);
+- an **operator** descriptor and one event per question the daemon asks its operator, per
+  answer (`record_operator`: a hand-off) and per operator label of a patch;
 - a **stop** document with the exit status.
 
 ``listeners`` are called with ``(stream, data)`` after each event is written (the daemon's live

@@ -22,7 +22,12 @@ from emauto.models.classifier import (
     PatchClassifier,
     load_classifier,
 )
-from emauto.models.classifier_training import FewShotHeadConfig, train_fewshot_head
+from emauto.models.classifier_training import (
+    FewShotHeadConfig,
+    PatchTrainingConfig,
+    train_fewshot_head,
+    train_to_file,
+)
 from emauto.models.labels import LabelSession, OnlineLabels
 from emauto.models.patches import (
     LATTICE_FEATURE_NAMES,
@@ -202,3 +207,30 @@ def test_daemon_records_operator_labels_in_the_session(tmp_path: Path, tiny_sim_
         dose
     )
     assert LabelSession(tmp_path / "sessions" / "labels.npz").counts() == {"particle": 1}
+
+
+def test_tiny_training_writes_a_loadable_file_with_its_head(tmp_path: Path) -> None:
+    config = PatchTrainingConfig(
+        train_seeds=(7020,),
+        calibration_seeds=(7021,),
+        per_class=10,
+        epochs=1,
+        batch_size=24,
+        width=4,
+        embedding_dim=8,
+        head=FewShotHeadConfig(hidden=8, dim=4, steps=5, shots=2, queries=3),
+    )
+    trained = train_to_file(config, tmp_path / "full.pt", progress=False)
+    loaded = load_classifier(tmp_path / "full.pt")
+    assert loaded.metadata.fewshot_head is not None and loaded.fewshot_head is not None
+    assert loaded.metadata.fewshot_head.training["steps"] == 5
+    assert "fewshot_5shot_accuracy" in loaded.metadata.validation
+    assert loaded.metadata.fewshot_temperature == trained.metadata.fewshot_temperature
+    # --head-only: the CNN is kept bit for bit, only the head is retrained
+    again = train_to_file(
+        config, tmp_path / "head.pt", progress=False, head_only_from=tmp_path / "full.pt"
+    )
+    for a, b in zip(again.net.state_dict().values(), loaded.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    points = load_classifier(tmp_path / "head.pt").fewshot_embed(np.zeros((1, 32, 32)))
+    assert points.shape == (1, 4)
