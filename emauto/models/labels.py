@@ -122,18 +122,29 @@ class OnlineLabels:
     def __init__(
         self, store: str | Path | None = None, backbone: PatchClassifier | None = None
     ) -> None:
-        self.store = LabelSession(store) if store is not None else None
+        self.store_path = Path(store) if store is not None else None
+        self._store: LabelSession | None = None
         self._backbone = backbone
         self._fewshot: FewShotClassifier | None = None
         self.records = 0
 
     @property
+    def store(self) -> LabelSession | None:
+        """The label file, read on first use (a bad file fails the labels, not the caller's
+        start-up)."""
+        if self._store is None and self.store_path is not None:
+            self._store = LabelSession(self.store_path)
+        return self._store
+
+    @property
     def fewshot(self) -> FewShotClassifier:
         """The running few-shot classifier (with every stored label)."""
         if self._fewshot is None:
-            self._fewshot = FewShotClassifier(self._backbone or load_classifier())
-            if self.store is not None and self.store.labels:
-                self._fewshot.add_labels(self.store.features, self.store.labels)
+            fewshot = FewShotClassifier(self._backbone or load_classifier())
+            store = self.store
+            if store is not None and store.labels:
+                fewshot.add_labels(store.features, store.labels)
+            self._fewshot = fewshot
         return self._fewshot
 
     def add(
@@ -169,11 +180,12 @@ class OnlineLabels:
             )
         features = to_features(array, dose)
         name = label.strip()
-        self.fewshot.add_labels(features[None], [name])
-        if self.store is not None:
-            self.store.features = np.concatenate([self.store.features, features[None]])
-            self.store.labels.append(name)
-            self.store.save()
+        fewshot, store = self.fewshot, self.store  # both read before anything changes
+        fewshot.add_labels(features[None], [name])
+        if store is not None:
+            store.features = np.concatenate([store.features, features[None]])
+            store.labels.append(name)
+            store.save()
         self.records += 1
         entry = {
             "label": name,

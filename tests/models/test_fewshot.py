@@ -176,6 +176,10 @@ def test_online_labels_update_the_head_and_the_store(
     assert restarted.fewshot.counts == {"particle": 1, "support": 2}
     names, confidence = restarted.predict(counts[None], dose)
     assert names == ["particle"] and 0 < confidence[0] <= 1
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    broken = OnlineLabels(tmp_path / "junk.npz", backbone)  # a bad file fails the labels only
+    with pytest.raises(ModelFileError, match="not a label session"):
+        broken.add(counts, dose, "particle")
 
 
 def test_daemon_records_operator_labels_in_the_session(tmp_path: Path, tiny_sim_uri: str) -> None:
