@@ -293,7 +293,16 @@ def _fewshot(d: dict[str, Any]) -> list[tuple[str, str]]:
         *rows,
         ("benchmarks/README.md", f"{d['queries']} queries"),
         ("benchmarks/README.md", f"The CNN itself reaches {fixed(d['cnn_accuracy'], 3)}"),
-        ("benchmarks/README.md", f"**Latency met, accuracy not** ({pct(five['accuracy'])} %)"),
+        (
+            "benchmarks/README.md",
+            # the verdict follows the figures: >= 90 % at < 10 ms a patch
+            "**Goal met**"
+            if five["accuracy"] >= 0.9 and five["latency_ms_per_patch"] < 10
+            else "**Latency met, accuracy not**"
+            if five["latency_ms_per_patch"] < 10
+            else "**Goal not met**",
+        ),
+        ("benchmarks/README.md", f"({pct(five['accuracy'])} %)"),
         (
             "README.md",
             f"5-shot {pct(five['accuracy'])} % at {fixed(five['latency_ms_per_patch'], 1)} ms",

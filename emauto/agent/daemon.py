@@ -22,11 +22,18 @@ Hand-off (`needs_operator`): when a task ends in a way the agent cannot judge (a
 stop that says it needs the operator, a stop not declared aligned, two refused measurements)
 the daemon blanks the beam, pauses and asks the operator (approve, take over, abort); the
 question and the answer are events of the session's ``operator`` stream.
+
+Operator labels (`Daemon.label`, ``handle("label", ...)``; the control socket and the console
+do not send them yet): a labelled patch joins the support set of the running few-shot
+classifier at once (`emauto.models.labels.OnlineLabels`, kept in ``sessions/labels.npz``)
+and is written into the running plan's session (the next plan's when none runs) as an
+``operator`` event of kind ``label``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -44,6 +51,7 @@ from emauto.agent.plans import DaemonConfig, PlanRequest, Task
 from emauto.agent.state import CHOICES, State, StateMachine
 from emauto.errors import AbortedError, AgentStateError, ConfigError
 from emauto.microscope import Microscope
+from emauto.models.labels import OnlineLabels
 from emauto.sessions.recorder import ExitStatus, SessionRecorder
 from emauto.tasks.steps import StepContext
 from emauto.units import validate_model
@@ -153,6 +161,9 @@ class Daemon:
         self._answer: str | None = None
         self._questions = 0
         self._shutdown = threading.Event()
+        self.labels = OnlineLabels(self.config.sessions / "labels.npz")
+        self._label_lock = threading.Lock()
+        self._unrecorded_labels: deque[dict[str, Any]] = deque()
 
     def _session_path(self, plan_id: int) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -223,6 +234,8 @@ class Daemon:
             log.info("plan %d (%s) queued", plan.id, plan.name)
         elif command == "answer":
             self.answer(str(payload.get("choice", "")))
+        elif command == "label":
+            return {**self.status(), "label": self.label(payload)}
         elif command == "shutdown":
             self._shutdown.set()
             if self.machine.state in (State.RUNNING, State.PAUSED):
@@ -265,6 +278,28 @@ class Daemon:
                 raise AgentStateError("no question is waiting for an answer")
             self._answer = choice
             self._lock.notify_all()
+
+    def label(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """An operator's label ``{"counts": 32x32 raw counts, "electrons_per_pixel",
+        "label", "x_m", "y_m"}``: the few-shot classifier updates now; the session records
+        it from the plan's thread (the recorder is not shared between threads)."""
+        with self._label_lock:
+            entry = self.labels.add_payload(payload)
+            self._unrecorded_labels.append(entry)
+        log.info("operator label %r (%s)", entry["label"], entry["counts"])
+        return entry
+
+    def _record_labels(self) -> None:
+        """Write the labels given since the last call into the running session."""
+        recorder = self._recorder
+        if recorder is None:
+            return
+        with self._label_lock:
+            entries = list(self._unrecorded_labels)
+            self._unrecorded_labels.clear()
+        for entry in entries:
+            where = {k: entry[k] for k in ("x_m", "y_m", "electrons_per_pixel")}
+            recorder.record_operator("label", 0, json.dumps(where), entry["label"])
 
     # ------------------------------------------------------------------ running plans
 
@@ -329,6 +364,7 @@ class Daemon:
             for index, task in enumerate(plan.tasks):
                 self._task = (index, task.name)
                 recording.recorder.task = task.name
+                self._record_labels()
                 outcome = self._run_task(task, scope)
                 result.tasks.append(outcome)
                 reason = needs_operator(outcome)
@@ -348,6 +384,8 @@ class Daemon:
                 monitor.close()
             result.safe = self._make_safe(recording or backend)
             if recording is not None:
+                with contextlib.suppress(Exception):  # the stop document matters more
+                    self._record_labels()
                 recording.recorder.close(result.exit_status, result.error)
             try:
                 backend.close()
@@ -504,6 +542,7 @@ class Daemon:
 
         def report(done: int, total: int) -> None:
             self._done = (done, total)
+            self._record_labels()
 
         log.info("task %s (%s) starts", task.name, task.kind)
         context = StepContext(recorder, self.progress, report, self.config.policy_folders)

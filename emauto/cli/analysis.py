@@ -69,7 +69,8 @@ def _classifier_train(args: argparse.Namespace) -> int:
     config = PatchTrainingConfig()
     if args.epochs:
         config = config.model_copy(update={"epochs": args.epochs})
-    classifier = train_to_file(config, args.out)
+    source = (args.head_only_from or args.out) if args.head_only else None
+    classifier = train_to_file(config, args.out, head_only_from=source)
     print(json.dumps({"out": str(args.out), **classifier.metadata.validation}, indent=2))
     return 0
 
@@ -144,6 +145,12 @@ def add_commands(commands: Any) -> None:
     train = c_actions.add_parser("train", help="train on survey-twin patches")
     train.add_argument("--out", type=Path, required=True, help="output .pt")
     train.add_argument("--epochs", type=int, help="override the epochs")
+    train.add_argument(
+        "--head-only",
+        action="store_true",
+        help="keep the CNN of --from (default: --out) and train only the few-shot head",
+    )
+    train.add_argument("--from", dest="head_only_from", type=Path, help="with --head-only")
     classifier.set_defaults(handler=_classifier_train)
 
 

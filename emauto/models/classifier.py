@@ -6,13 +6,20 @@ a linear layer, to logits over `CLASSES`; `PatchClassifier` is the trained CNN w
 temperature that calibrates its softmax.
 
 `FewShotClassifier` is the operator's classifier: N-way K-shot labels arrive during a
-session (any class names, any number per class); each class is the mean embedding of its
-labelled patches (a prototype, updated online as labels arrive, the backbone frozen), and a
-patch's class probabilities are ``softmax(-|e - p_k|^2 / T)`` with the temperature ``T``
-fitted on held-out fields (temperature scaling, minimum NLL).
+session (any class names, any number per class); each class is the mean of its labelled
+patches in the few-shot metric space (a prototype, updated online as labels arrive, the
+networks frozen), and a patch's class probabilities are ``softmax(-|e - p_k|^2 / T)`` with
+the temperature ``T`` fitted on held-out fields (temperature scaling, minimum NLL).
 
-Saved as one ``.pt`` file ``{"format", "metadata" (JSON), "state_dict"}`` read with
-``torch.load(weights_only=True)``: no pickled code.
+The metric space is `FewShotHead`: a small MLP, trained episodically (prototypical loss on
+5-shot episodes of the training fields), on the CNN embedding together with
+`emauto.models.patches.lattice_features` (the fringe-direction statistics that tell a twin
+boundary from a plain zone-axis lattice, which the CNN embedding alone confuses). A file
+without a head (older weights) uses the CNN embedding itself.
+
+Saved as one ``.pt`` file ``{"format", "metadata" (JSON), "state_dict"}`` (plus
+``"fewshot_state_dict"`` when there is a head) read with ``torch.load(weights_only=True)``:
+no pickled code.
 """
 
 from __future__ import annotations
@@ -29,7 +36,12 @@ from torch import nn
 
 from emauto.drivers.sim.survey import CLASSES
 from emauto.errors import AnalysisError, LabelError, ModelFileError
-from emauto.models.patches import PATCH_PIXEL_M, PATCH_PX
+from emauto.models.patches import (
+    LATTICE_FEATURE_NAMES,
+    PATCH_PIXEL_M,
+    PATCH_PX,
+    lattice_features,
+)
 from emauto.models.weights import read_weights_file, shipped_path
 from emauto.units import StrictModel
 
@@ -49,6 +61,46 @@ class PatchClassifierMetadata(StrictModel):
     fewshot_temperature: float = Field(default=1.0, gt=0)
     training: dict[str, Any] = Field(default_factory=dict)
     validation: dict[str, Any] = Field(default_factory=dict)
+    fewshot_head: FewShotHeadMetadata | None = None
+
+
+class FewShotHeadMetadata(StrictModel):
+    """Shape and training of the few-shot metric head."""
+
+    features: tuple[str, ...] = LATTICE_FEATURE_NAMES
+    hidden: int = Field(default=64, ge=2)
+    dim: int = Field(default=32, ge=2)
+    training: dict[str, Any] = Field(default_factory=dict)
+
+
+class FewShotHead(nn.Module):
+    """[standardised CNN embedding (E), standardised lattice features (F)] -> metric (D)."""
+
+    embedding_mean: torch.Tensor
+    embedding_scale: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+
+    def __init__(self, embedding_dim: int, n_features: int, hidden: int = 64, dim: int = 32):
+        super().__init__()
+        self.register_buffer("embedding_mean", torch.zeros(embedding_dim))
+        self.register_buffer("embedding_scale", torch.ones(()))
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_std", torch.ones(n_features))
+        self.net = nn.Sequential(
+            nn.Linear(embedding_dim + n_features, hidden), nn.ReLU(), nn.Linear(hidden, dim)
+        )
+
+    def standardise(self, embedding: torch.Tensor, lattice: torch.Tensor) -> torch.Tensor:
+        e = (embedding - self.embedding_mean) / self.embedding_scale
+        f = (lattice - self.feature_mean) / self.feature_std
+        return torch.cat([e, f], dim=1)
+
+    def forward(self, embedding: torch.Tensor, lattice: torch.Tensor) -> torch.Tensor:
+        return self.net(self.standardise(embedding, lattice))
+
+
+PatchClassifierMetadata.model_rebuild()
 
 
 class PatchNet(nn.Module):
@@ -90,9 +142,12 @@ def _as_batch(features: Any, patch_px: int) -> torch.Tensor:
 class PatchClassifier:
     """The trained CNN: embeddings and calibrated class probabilities of patches."""
 
-    def __init__(self, net: PatchNet, metadata: PatchClassifierMetadata) -> None:
+    def __init__(
+        self, net: PatchNet, metadata: PatchClassifierMetadata, head: FewShotHead | None = None
+    ) -> None:
         self.net = net.eval()
         self.metadata = metadata
+        self.fewshot_head = head.eval() if head is not None else None
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -104,6 +159,17 @@ class PatchClassifier:
         return self.net.embed(_as_batch(features, self.metadata.patch_px)).numpy()
 
     @torch.no_grad()
+    def fewshot_embed(self, features: Any) -> np.ndarray:
+        """Points (N, D) of patch features (N, 32, 32) in the few-shot metric space (the
+        head on the embedding and lattice features; the embedding itself without a head)."""
+        batch = _as_batch(features, self.metadata.patch_px)
+        embedding = self.net.embed(batch)
+        if self.fewshot_head is None:
+            return embedding.numpy()
+        lattice = torch.from_numpy(lattice_features(batch[:, 0].numpy(), self.metadata.pixel_m))
+        return self.fewshot_head(embedding, lattice).numpy()
+
+    @torch.no_grad()
     def predict_proba(self, features: Any) -> np.ndarray:
         """Calibrated class probabilities (N, C), columns in the order of `classes`."""
         logits = self.net(_as_batch(features, self.metadata.patch_px))
@@ -112,14 +178,16 @@ class PatchClassifier:
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {
-                "format": FORMAT,
-                "metadata": self.metadata.model_dump_json(),
-                "state_dict": self.net.state_dict(),
-            },
-            path,
-        )
+        if (self.fewshot_head is None) != (self.metadata.fewshot_head is None):
+            raise ModelFileError("the few-shot head and its metadata must come together")
+        blob: dict[str, Any] = {
+            "format": FORMAT,
+            "metadata": self.metadata.model_dump_json(),
+            "state_dict": self.net.state_dict(),
+        }
+        if self.fewshot_head is not None:
+            blob["fewshot_state_dict"] = self.fewshot_head.state_dict()
+        torch.save(blob, path)
         return path
 
 
@@ -137,7 +205,22 @@ def load_classifier(path: str | Path | None = None) -> PatchClassifier:
         net.load_state_dict(blob["state_dict"])
     except (RuntimeError, KeyError) as exc:
         raise ModelFileError(f"{path}: weights do not match the metadata: {exc}") from exc
-    return PatchClassifier(net, metadata)
+    head = None
+    if metadata.fewshot_head is not None:
+        spec = metadata.fewshot_head
+        head = FewShotHead(metadata.embedding_dim, len(spec.features), spec.hidden, spec.dim)
+        try:
+            head.load_state_dict(blob["fewshot_state_dict"])
+        except (RuntimeError, KeyError) as exc:
+            raise ModelFileError(
+                f"{path}: few-shot head does not match the metadata: {exc}"
+            ) from exc
+        if tuple(spec.features) != LATTICE_FEATURE_NAMES:
+            raise ModelFileError(
+                f"{path}: the few-shot head reads features {list(spec.features)}, "
+                f"this emauto computes {list(LATTICE_FEATURE_NAMES)}"
+            )
+    return PatchClassifier(net, metadata, head)
 
 
 class FewShotClassifier:
@@ -167,7 +250,7 @@ class FewShotClassifier:
         bad = [x for x in labels if not isinstance(x, str) or not x.strip()]
         if bad:
             raise LabelError(f"labels must be non-empty class names, got {bad[:3]!r}")
-        embeddings = self.backbone.embed(features)
+        embeddings = self.backbone.fewshot_embed(features)
         if len(embeddings) != len(labels):
             raise LabelError(
                 f"expected one label per patch: {len(embeddings)} patches, {len(labels)} labels"
@@ -185,7 +268,7 @@ class FewShotClassifier:
         """Calibrated probabilities (N, K) over `classes`; `LabelError` before any label."""
         if not self._sums:
             raise LabelError("no labels yet: add at least one labelled patch per class first")
-        embeddings = self.backbone.embed(features)
+        embeddings = self.backbone.fewshot_embed(features)
         prototypes = self.prototypes()
         d2 = ((embeddings[:, None, :] - prototypes[None]) ** 2).sum(axis=2)
         logits = -d2 / self.temperature

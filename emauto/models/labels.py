@@ -4,13 +4,19 @@ A session is one ``.npz`` file (``features`` (N, 32, 32) float32, ``labels`` (N,
 written atomically; `LabelSession.classifier` builds the `FewShotClassifier` from it.
 Patches are cut from raw count images at (x, y) pixel centres and turned into features
 with the electrons each pixel received (`emauto.models.patches.to_features`).
+
+`OnlineLabels` is the daemon's side: each operator label of a patch goes at once into the
+support set of the running `FewShotClassifier` (its prototype moves), into the label file,
+and, through ``record``, into the recorded session.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -99,3 +105,122 @@ class LabelSession:
         os.close(handle)
         np.savez(tmp, features=self.features, labels=np.array(self.labels, dtype=str))
         os.replace(tmp, self.path)
+
+
+#: Called with each accepted label's record (the daemon writes it into the session).
+LabelRecorder = Callable[[dict[str, Any]], None]
+
+
+class OnlineLabels:
+    """Operator labels arriving while the daemon runs: the few-shot head updates at once.
+
+    ``store`` (optional) keeps every labelled patch (a `LabelSession` file), so that a
+    restarted daemon starts from the labels already given; the backbone is loaded on the
+    first label (default: the shipped weights).
+    """
+
+    def __init__(
+        self, store: str | Path | None = None, backbone: PatchClassifier | None = None
+    ) -> None:
+        self.store_path = Path(store) if store is not None else None
+        self._store: LabelSession | None = None
+        self._backbone = backbone
+        self._fewshot: FewShotClassifier | None = None
+        self.records = 0
+
+    @property
+    def store(self) -> LabelSession | None:
+        """The label file, read on first use (a bad file fails the labels, not the caller's
+        start-up)."""
+        if self._store is None and self.store_path is not None:
+            self._store = LabelSession(self.store_path)
+        return self._store
+
+    @property
+    def fewshot(self) -> FewShotClassifier:
+        """The running few-shot classifier (with every stored label)."""
+        if self._fewshot is None:
+            fewshot = FewShotClassifier(self._backbone or load_classifier())
+            store = self.store
+            if store is not None and store.labels:
+                fewshot.add_labels(store.features, store.labels)
+            self._fewshot = fewshot
+        return self._fewshot
+
+    def add(
+        self,
+        counts: Any,
+        electrons_per_pixel: float,
+        label: str,
+        *,
+        x_m: float = float("nan"),
+        y_m: float = float("nan"),
+        record: LabelRecorder | None = None,
+    ) -> dict[str, Any]:
+        """Label one raw-count patch (32, 32) that received ``electrons_per_pixel`` electrons
+        a pixel, at stage position (``x_m``, ``y_m``) m; returns the record (also given to
+        ``record``). Bad input raises `LabelError` / `AnalysisError` and changes nothing."""
+        if not isinstance(label, str) or not label.strip():
+            raise LabelError(f"expected a non-empty class name, got {label!r}")
+        try:
+            dose = float(electrons_per_pixel)
+        except (TypeError, ValueError) as exc:
+            raise LabelError(
+                f"electrons_per_pixel: expected a number, got {electrons_per_pixel!r}"
+            ) from exc
+        if not dose > 0 or not np.isfinite(dose):
+            raise LabelError(f"electrons_per_pixel: expected > 0, got {electrons_per_pixel!r}")
+        try:
+            array = np.asarray(counts, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise AnalysisError(f"the patch is not an array of counts: {exc}") from exc
+        if array.shape != (PATCH_PX, PATCH_PX) or not np.all(np.isfinite(array)):
+            raise AnalysisError(
+                f"expected a finite {PATCH_PX}x{PATCH_PX} patch of counts, got shape {array.shape}"
+            )
+        features = to_features(array, dose)
+        name = label.strip()
+        fewshot, store = self.fewshot, self.store  # both read before anything changes
+        fewshot.add_labels(features[None], [name])
+        if store is not None:
+            store.features = np.concatenate([store.features, features[None]])
+            store.labels.append(name)
+            store.save()
+        self.records += 1
+        entry = {
+            "label": name,
+            "x_m": float(x_m),
+            "y_m": float(y_m),
+            "electrons_per_pixel": dose,
+            "counts": self.fewshot.counts,
+        }
+        if record is not None:
+            record(entry)
+        return entry
+
+    def add_payload(
+        self, payload: Mapping[str, Any], record: LabelRecorder | None = None
+    ) -> dict[str, Any]:
+        """`add` from a control message ``{"counts": 32x32 raw counts, "electrons_per_pixel",
+        "label", "x_m", "y_m" (optional, m)}``; `LabelError` names a bad field."""
+        if not isinstance(payload, Mapping):
+            raise LabelError(f"expected a label message (a mapping), got {type(payload).__name__}")
+        where = {}
+        for key in ("x_m", "y_m"):
+            value = payload.get(key, float("nan"))
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise LabelError(f"{key}: expected a stage position in m, got {value!r}")
+            where[key] = float(value)
+        return self.add(
+            payload.get("counts"),
+            payload.get("electrons_per_pixel"),  # type: ignore[arg-type]  # checked in add
+            payload.get("label"),  # type: ignore[arg-type]
+            record=record,
+            **where,
+        )
+
+    def predict(self, counts: Any, electrons_per_pixel: float) -> tuple[list[str], np.ndarray]:
+        """Class and confidence of raw-count patches (N, 32, 32) with the labels so far."""
+        if not electrons_per_pixel > 0:
+            raise LabelError(f"electrons_per_pixel: expected > 0, got {electrons_per_pixel}")
+        return self.fewshot.predict(to_features(np.asarray(counts), electrons_per_pixel))

@@ -147,8 +147,8 @@ class Session:
         if stream == "primary":
             self.steps.append(self._step(data))
         elif stream == "operator":
-            if data.get("kind") not in ("question", "answer"):
-                raise ValueError("an operator event is a 'question' or an 'answer'")
+            if data.get("kind") not in ("question", "answer", "label"):
+                raise ValueError("an operator event is a 'question', an 'answer' or a 'label'")
             if not all(isinstance(data.get(k), str) for k in ("task", "text", "choice")):
                 raise ValueError("an operator event's task, text and choice are text")
             if not isinstance(data.get("question_id"), int):

@@ -12,8 +12,8 @@ replay) and hands each call to a `SessionRecorder`, which writes:
 - an **episode** descriptor and one event per environment step (normalised action, reward,
   termination), written by whoever runs a policy (`record_episode_step`), for replay and
   offline RL;
-- an **operator** descriptor and one event per question the daemon asks its operator and per
-  answer (`record_operator`: a hand-off);
+- an **operator** descriptor and one event per question the daemon asks its operator, per
+  answer (`record_operator`: a hand-off) and per operator label of a patch;
 - a **stop** document with the exit status.
 
 ``listeners`` are called with ``(stream, data)`` after each event is written (the daemon's live
@@ -200,14 +200,19 @@ class SessionRecorder:
         self._tell("episode", data)
 
     def record_operator(
-        self, kind: Literal["question", "answer"], question_id: int, text: str, choice: str = ""
+        self,
+        kind: Literal["question", "answer", "label"],
+        question_id: int,
+        text: str,
+        choice: str = "",
     ) -> None:
-        """Write a question the daemon asked its operator, or the operator's answer."""
+        """Write a question the daemon asked its operator, the operator's answer, or an
+        operator's label of a patch (``text``: where, as JSON; ``choice``: the class)."""
         self._check_open()
         if self._operator is None:
             keys = {
                 "task": _key("string", "emauto"),
-                "kind": _key("string", "emauto", description="question | answer"),
+                "kind": _key("string", "emauto", description="question | answer | label"),
                 "question_id": _key("integer", "emauto"),
                 "text": _key("string", "emauto", description="the question, or who answered"),
                 "choice": _key("string", "operator", description="the answer ('' for a question)"),
