@@ -63,6 +63,8 @@ PROBE_TUNING = (
     "probe-tuning-unseen-noisy_camera-learned-stop-latest.json",
     "probe-tuning-unseen-srtio3_thin-learned-stop-latest.json",
 )
+#: Robustness-suite runs (`emauto bench robustness ... --save benchmarks/FILE`).
+ROBUSTNESS = ("robustness-latest.json",)
 #: Runs on the abTEM multislice twin (about 1 s a Ronchigram on 2 cores): 30 episodes.
 MULTISLICE_EPISODES = 30
 #: Files an experiment script prints: ``python benchmarks/experiments/X.py ... > benchmarks/FILE``.
@@ -118,7 +120,7 @@ def named_commands(file: str) -> list[str]:
 
 def test_every_latest_json_is_accounted_for() -> None:
     files = sorted(p.name for p in BENCHMARKS.glob("*-latest.json"))
-    assert files == sorted([*SAVED, *KEYED, *MERGED, *PROBE_TUNING, *SCRIPTS])
+    assert files == sorted([*SAVED, *KEYED, *MERGED, *PROBE_TUNING, *SCRIPTS, *ROBUSTNESS])
 
 
 @pytest.mark.parametrize("file", SAVED)
@@ -481,6 +483,21 @@ def test_each_probe_tuning_run_names_the_command_that_saved_it(file: str) -> Non
     assert list(run["methods"]) == methods
     least = MULTISLICE_EPISODES if "fidelity=multislice" in args.microscope else 100
     assert all(f["episodes"] == args.episodes >= least for f in run["methods"].values())
+
+
+@pytest.mark.parametrize("file", ROBUSTNESS)
+def test_each_robustness_run_names_the_command_that_saved_it(file: str) -> None:
+    commands = named_commands(file)
+    assert len(commands) == 1, f"no (or several) `benchmarks/{file}`, written by `...`"
+    run = latest(file)
+    assert run["command"] == commands[0]
+    args = parse(commands[0])
+    assert args.task == "robustness" and args.save == Path("benchmarks") / file
+    assert run["seeds"] == [args.seed * 100_000, args.seed * 100_000 + args.episodes - 1]
+    assert all(
+        list(methods) == args.methods and all(f["episodes"] == args.episodes for f in methods.values())
+        for methods in run["results"].values()
+    )
 
 
 @pytest.mark.parametrize("file", SCRIPTS)
