@@ -1,0 +1,370 @@
+"""Fit the twin's instrument parameters from a recorded calibration session.
+
+`fit_session` reads a session written by `emauto.calibration.plan.record_calibration` (or
+by the daemon running the same plan), finds each role's frames by their label, runs the
+estimators and returns a `CalibrationResult`: every estimate with its uncertainty, and the
+partial `SimConfig` (`CalibrationResult.sim_config`) that ``sim://?config=FILE`` accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from emauto.calibration import estimators as est
+from emauto.calibration.plan import PLAN_METADATA_KEY, ROLE_PREFIX, CalibrationPlan
+from emauto.errors import CalibrationDataError, ConfigError, MeasurementRefusedError
+from emauto.microscope import Frame, RonchigramRequest
+from emauto.sessions.reader import Session, Step
+from emauto.tasks.probe_tuning.policies.probe_shift import fit_aberrations, shift_jacobians
+from emauto.units import validate_model
+
+#: The aberrations measured to read each corrector axis's sign.
+SIGN_NAMES = ("C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b")
+#: An axis's sign is called only when its measured response is at least this many standard
+#: uncertainties from zero (set from the measurement's stated precision, not from the
+#: validation seeds).
+SIGN_SIGMAS = 3.0
+
+
+@dataclass
+class CalibrationResult:
+    """Every fitted parameter (name -> `Estimate`), the axes' signs, and notes."""
+
+    estimates: dict[str, est.Estimate] = field(default_factory=dict)
+    signs: dict[str, int] = field(default_factory=dict)  # +1, -1, or 0 (undetermined)
+    responses: dict[str, est.Estimate] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    camera_shape: tuple[int, int] = (0, 0)
+    energy_eV: float = 0.0
+
+    def sim_config(self) -> dict[str, Any]:
+        """The partial `SimConfig` (a mapping of the fields fitted, nothing else)."""
+        e = self.estimates
+        camera: dict[str, Any] = {"shape": list(self.camera_shape)}
+        if "camera_pixel_rad" in e:
+            camera["half_angle_rad"] = e["camera_pixel_rad"].value * self.camera_shape[0] / 2
+            camera["pixel_angle_error"] = e["pixel_angle_error"].value
+        for name, key in (
+            ("camera_rotation_rad", "rotation_rad"),
+            ("gain_counts_per_e", "gain_counts_per_e"),
+            ("read_noise_counts", "read_noise_counts"),
+            ("dark_offset_counts", "dark_offset_counts"),
+        ):
+            if name in e:
+                camera[key] = e[name].value
+        if "dark_offset_counts" in e:
+            camera["dark_offset_counts"] = max(e["dark_offset_counts"].value, 0.0)
+        if "contrast_scale" in e:
+            camera["contrast_scale"] = min(max(e["contrast_scale"].value, 1e-6), 1.0)
+        config: dict[str, Any] = {"energy_eV": self.energy_eV, "ronchigram": camera}
+        if "beam_current_A" in e:
+            config["beam_current_A"] = e["beam_current_A"].value
+        if "aperture_offset_x_rad" in e:
+            config["aperture_offset_rad"] = [
+                e["aperture_offset_x_rad"].value,
+                e["aperture_offset_y_rad"].value,
+            ]
+        effects: dict[str, Any] = {}
+        if "lens_tau_s" in e:
+            effects["lens_tau_s"] = e["lens_tau_s"].value
+        if "drift_speed_m_per_s" in e:
+            effects["drift_speed_m_per_s"] = e["drift_speed_m_per_s"].value
+        if effects:
+            config["effects"] = effects
+        config["flipped_knobs"] = sorted(k for k, s in self.signs.items() if s < 0)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON."""
+        return {
+            "estimates": {k: v.to_dict() for k, v in self.estimates.items()},
+            "axis_signs": dict(self.signs),
+            "axis_responses": {k: v.to_dict() for k, v in self.responses.items()},
+            "notes": list(self.notes),
+            "sim_config": self.sim_config(),
+        }
+
+
+def write_sim_config(result: CalibrationResult, path: str | Path) -> Path:
+    """Write the partial `SimConfig` as YAML, after checking that it loads as one (a
+    `ConfigError` naming the bad field, and nothing written, if not)."""
+    from emauto.drivers.sim.config import SimConfig
+
+    config = result.sim_config()
+    validate_model(config, SimConfig, source="the fitted calibration")
+    path = Path(path)
+    header = "# The twin's instrument parameters fitted by `emauto calibrate` (a partial SimConfig).\n"
+    path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------- reading the session
+
+
+class _Frames:
+    """The session's calibration frames and set steps, by role."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.steps: dict[str, list[Step]] = {}
+        for step in session.steps:
+            if step.task.startswith(ROLE_PREFIX) and step.kind in ("acquire", "set"):
+                self.steps.setdefault(step.task[len(ROLE_PREFIX) :], []).append(step)
+        if not any(s.kind == "acquire" for steps in self.steps.values() for s in steps):
+            raise CalibrationDataError(
+                f"{session.path}: no calibration frames (steps labelled {ROLE_PREFIX!r}); "
+                "record the plan with `emauto calibrate SESSION --record URI`"
+            )
+        self._cache: dict[int, Frame] = {}
+
+    def frames(self, role: str, minimum: int = 1) -> list[Frame]:
+        steps = [s for s in self.steps.get(role, []) if s.kind == "acquire"]
+        if len(steps) < minimum:
+            raise CalibrationDataError(
+                f"{self.session.path}: {len(steps)} frame(s) for {role!r}, need {minimum}"
+            )
+        out = []
+        for step in steps:
+            if step.seq not in self._cache:
+                frame = self.session.frame(step)
+                if frame.kind != "ronchigram" or not isinstance(frame.request, RonchigramRequest):
+                    raise CalibrationDataError(f"{role!r}: step {step.seq} is not a Ronchigram")
+                if np.ndim(frame.data) != 2:
+                    raise CalibrationDataError(f"{role!r}: step {step.seq} is not a 2-D frame")
+                self._cache[step.seq] = frame
+            out.append(self._cache[step.seq])
+        return out
+
+    def data(self, role: str, minimum: int = 1) -> list[np.ndarray]:
+        return [np.asarray(f.data, dtype=np.float64) for f in self.frames(role, minimum)]
+
+    def one(self, role: str) -> np.ndarray:
+        return self.data(role)[0]
+
+    def set_time(self, role: str) -> float:
+        steps = [s for s in self.steps.get(role, []) if s.kind == "set"]
+        if not steps:
+            raise CalibrationDataError(f"{self.session.path}: no set step for {role!r}")
+        return float(steps[-1].data["time_s"])
+
+    def has(self, role: str) -> bool:
+        return role in self.steps
+
+
+def _pixel_and_axis(frame: Frame) -> tuple[float, tuple[float, float]]:
+    """The frame's reported angular pixel (rad) and the optic axis's pixel (column, row)."""
+    cals = {c.name: c for c in frame.calibrations if c.units == "rad"}
+    if "theta_x" not in cals or "theta_y" not in cals:
+        raise CalibrationDataError("the Ronchigram frames carry no theta_x/theta_y calibration")
+    x, y = cals["theta_x"], cals["theta_y"]
+    return float(x.scale), (-x.offset / x.scale, -y.offset / y.scale)
+
+
+def _mid_exposure(frame: Frame, settle_s: float) -> float:
+    """Simulated/instrument time (s) at the middle of a frame's exposure."""
+    request = frame.request
+    assert isinstance(request, RonchigramRequest)
+    return float(frame.state.time_s) + request.wait_s + settle_s + request.exposure_s / 2
+
+
+def _plan(session: Session) -> CalibrationPlan:
+    raw = session.start.get(PLAN_METADATA_KEY)
+    if raw is None:
+        raise CalibrationDataError(
+            f"{session.path}: the start document has no {PLAN_METADATA_KEY!r} (not a "
+            "calibration session)"
+        )
+    try:
+        return validate_model(raw, CalibrationPlan, source=f"{session.path} start document")
+    except ConfigError as exc:
+        raise CalibrationDataError(str(exc)) from exc
+
+
+# ---------------------------------------------------------------------- the fit
+
+
+def fit_session(path: str | Path | Session) -> CalibrationResult:
+    """Fit every parameter the session's calibration frames allow; a
+    `CalibrationDataError` when the frames the camera fit needs (the flat frames) are
+    missing. Later parts (lag, drift, axis signs) that lack their frames are left out with
+    a note."""
+    session = path if isinstance(path, Session) else Session(path)
+    plan = _plan(session)
+    frames = _Frames(session)
+    result = CalibrationResult(energy_eV=float(session.description.energy_eV))
+    settle_s = float(session.description.scan.settle_s)
+    t_low, t_high = plan.flat_exposures_s
+    low = frames.data(f"flat/{t_low:.6g}", 2)
+    high = frames.data(f"flat/{t_high:.6g}", 2)
+    first = frames.frames(f"flat/{t_low:.6g}")[0]
+    reported, axis = _pixel_and_axis(first)
+    result.camera_shape = (int(low[0].shape[0]), int(low[0].shape[1]))
+    e = result.estimates
+
+    disc = est.fit_disc(np.mean(high, axis=0))
+    rows, cols = np.mgrid[0 : low[0].shape[0], 0 : low[0].shape[1]]
+    beyond = np.hypot(cols - disc.centre_x_px.value, rows - disc.centre_y_px.value)
+    outer = beyond > 1.25 * disc.radius_px.value
+    transfer = est.photon_transfer(
+        low, high, (t_low, t_high), outer if outer.sum() >= 200 else None
+    )
+    e["gain_counts_per_e"] = transfer.gain_counts_per_e
+    e["read_noise_counts"] = transfer.read_noise_counts
+    e["dark_offset_counts"] = transfer.dark_offset_counts
+    dark = transfer.dark_offset_counts.value
+    e["beam_current_A"] = est.beam_current(high, t_high, transfer.gain_counts_per_e, dark)
+    mean_image = np.mean(high, axis=0) - dark
+    convergence = float(first.state.knobs.get("convergence_angle", float("nan")))
+    if not math.isfinite(convergence):
+        raise CalibrationDataError("the frames' state has no convergence_angle knob")
+    scale = est.camera_scale(disc, convergence)
+    e["camera_pixel_rad"] = scale
+    e["pixel_angle_error"] = est.Estimate(
+        reported / scale.value - 1.0, reported * scale.sigma / scale.value**2, ""
+    )
+    e["aperture_radius_reported_rad"] = est.Estimate(
+        disc.radius_px.value * reported, disc.radius_px.sigma * reported, "rad"
+    )
+    e["contrast_scale"] = est.contrast(mean_image, disc)
+    window = est.inner_square(disc)
+
+    # camera rotation from the pattern's shifts under probe shifts
+    rotation = est.Estimate(0.0, math.pi, "rad")
+    try:
+        reference = frames.frames("shift/ref")[0]
+        shifts, probes = [], []
+        for name in ("x+", "y+", "x-", "y-"):
+            moved = frames.frames(f"shift/{name}")[0]
+            shifts.append(est.pattern_shift(moved.data, reference.data, window))
+            assert isinstance(moved.request, RonchigramRequest)
+            probes.append(moved.request.probe_position_m)
+        rotation, c10_reversed = est.camera_rotation(shifts, probes)
+        e["camera_rotation_rad"] = rotation
+        if c10_reversed:
+            result.notes.append(
+                "the pattern moved opposite to over-focus: C10 is read as acting with the "
+                "wrong sign (or the camera is turned by more than 90 degrees)"
+            )
+    except CalibrationDataError as exc:
+        result.notes.append(f"camera rotation not fitted: {exc}")
+    ax, ay = est.aperture_offset(
+        disc,
+        axis,
+        scale,
+        rotation,
+        (first.state.knobs.get("beam_tilt_x", 0.0), first.state.knobs.get("beam_tilt_y", 0.0)),
+    )
+    e["aperture_offset_x_rad"], e["aperture_offset_y_rad"] = ax, ay
+
+    # drift
+    try:
+        drift = [frames.frames(f"drift/{i}")[0] for i in range(len(plan.drift_waits_s) + 1)]
+        times = [_mid_exposure(f, settle_s) for f in drift]
+        shifts = [est.pattern_shift(f.data, drift[0].data, window) for f in drift]
+        e["drift_speed_m_per_s"] = est.drift_speed(shifts, times, scale, plan.defocus_m)
+    except CalibrationDataError as exc:
+        result.notes.append(f"drift not fitted: {exc}")
+
+    # lens lag: the fraction of the C10 step still to go at each delay. At each delay two
+    # cycles, the probe at 0 and at +x: the pattern's shift between them is delta / D, so
+    # ratios of shifts are ratios of defocus; the drift between the cycles is the same for
+    # the high, delayed and settled pairs (the same timing) and cancels in the ratios
+    try:
+        delays, remaining = [], []
+        for index in range(len(plan.lag_delays_s)):
+            if not frames.has(f"lag/{index}/b/settled"):
+                continue
+            pair = {
+                name: est.pattern_shift(
+                    frames.one(f"lag/{index}/b/{name}"), frames.one(f"lag/{index}/a/{name}"), window
+                )
+                for name in ("high", "delayed", "settled")
+            }
+            settled = pair["settled"]
+            norm = float(settled @ settled)
+            # D / D_settled = |s_settled| / |s| (projected on the settled shift)
+            ratio = {n: norm / float(pair[n] @ settled) for n in ("high", "delayed")}
+            step = ratio["high"] - 1.0
+            if abs(step) < 0.02:
+                raise CalibrationDataError("lens lag: the C10 step did not change the pattern")
+            remaining.append((ratio["delayed"] - 1.0) / step)
+            delayed = frames.frames(f"lag/{index}/a/delayed")[0]
+            delays.append(
+                _mid_exposure(delayed, settle_s) - frames.set_time(f"lag/{index}/a/step")
+            )
+        tau, amplitude = est.lens_lag(delays, remaining)
+        e["lens_tau_s"] = tau
+        e["lens_lag_amplitude"] = amplitude
+    except CalibrationDataError as exc:
+        result.notes.append(f"lens lag not fitted: {exc}")
+
+    # corrector axes' signs
+    _fit_signs(result, frames, plan, rotation, scale, axis)
+    result.notes.append(
+        "not fitted: hysteresis (the twin's default C10 band, 0.2 nm, is below the "
+        "measurement's precision), gain non-uniformity"
+    )
+    return result
+
+
+def _measure(
+    data: Sequence[np.ndarray],
+    rotation: est.Estimate,
+    scale: est.Estimate,
+    axis: tuple[float, float],
+    delta_m: float,
+) -> tuple[dict[str, float], float]:
+    turned = [est.derotate(d, rotation.value, axis) for d in data]
+    theta, jacobians = shift_jacobians(
+        turned[0],
+        turned[1],
+        turned[2],
+        scale.value,
+        delta_m,
+        0.029,
+        patch=max(8, round(0.030 / scale.value)),
+        stride=max(1, round(3.75e-3 / scale.value)),
+    )
+    return fit_aberrations(theta, jacobians, SIGN_NAMES)
+
+
+def _fit_signs(
+    result: CalibrationResult,
+    frames: _Frames,
+    plan: CalibrationPlan,
+    rotation: est.Estimate,
+    scale: est.Estimate,
+    axis: tuple[float, float],
+) -> None:
+    for knob, step in plan.sign_steps_m.items():
+        if not frames.has(f"signs/{knob}/+/ref"):
+            continue
+        try:
+            readings, misfits = [], []
+            for symbol in ("+", "-"):
+                data = [frames.one(f"signs/{knob}/{symbol}/{n}") for n in ("ref", "x", "y")]
+                fit, misfit = _measure(data, rotation, scale, axis, plan.probe_shift_m)
+                readings.append(fit.get(knob, float("nan")))
+                misfits.append(misfit)
+        except (CalibrationDataError, MeasurementRefusedError) as exc:
+            result.notes.append(f"{knob}: sign not read: {exc}")
+            continue
+        response = (readings[0] - readings[1]) / (2 * step)
+        # the fit's Hessian misfit (m) as the reading's uncertainty, scaled by the basis'
+        # order: coefficients of order n carry the misfit over theta^(n-1)
+        order = int(knob[1]) + 1 - 2
+        sigma_reading = math.hypot(*misfits) / max(0.029 / 2, 1e-3) ** order
+        sigma = sigma_reading / (2 * step)
+        result.responses[knob] = est.Estimate(response, sigma, "")
+        if abs(response) >= SIGN_SIGMAS * sigma:
+            result.signs[knob] = 1 if response > 0 else -1
+        else:
+            result.signs[knob] = 0
+            result.notes.append(f"{knob}: sign undetermined (response {response:.2g} ± {sigma:.2g})")
