@@ -277,19 +277,24 @@ def inner_square(disc: Disc, fraction: float = 0.68) -> tuple[slice, slice]:
 
 
 def pattern_shift(
-    moved: np.ndarray, reference: np.ndarray, window: tuple[slice, slice], iterations: int = 3
+    moved: np.ndarray,
+    reference: np.ndarray,
+    window: tuple[slice, slice],
+    guess_px: Sequence[float] = (0.0, 0.0),
+    iterations: int = 4,
 ) -> np.ndarray:
     """Shift (columns, rows) in pixels of the pattern in ``window`` of ``moved`` against
     ``reference``: phase correlation (1/50 pixel) of the tapered windows, repeated on
-    ``moved`` shifted back by the estimate so far (the taper biases one estimate towards
-    zero)."""
+    ``moved`` shifted back by the estimate so far, starting from ``guess_px`` (columns,
+    rows: what the plan expects; the taper biases one estimate towards zero, and a shift
+    of a third of the window can lock onto a wrong peak)."""
     ref = np.asarray(reference, dtype=np.float64)
     mov = np.asarray(moved, dtype=np.float64)
     a = ref[window]
     if a.size == 0 or a.shape != mov[window].shape or min(a.shape) < 8:
         raise CalibrationDataError(f"pattern shift: window of shape {a.shape} is too small")
     taper = np.outer(np.hanning(a.shape[0]), np.hanning(a.shape[1]))
-    total = np.zeros(2)  # rows, columns
+    total = np.array([guess_px[1], guess_px[0]], dtype=np.float64)  # rows, columns
     for _ in range(iterations):
         back = ndimage.shift(mov, -total, order=3, mode="nearest") if total.any() else mov
         b = back[window]
@@ -387,12 +392,22 @@ def lens_lag(
     # start: the first delay where less than 1/e remains
     below = t[f < 1 / math.e]
     tau0 = float(below.min()) if below.size else float(t.max())
+    def residual(p: np.ndarray) -> np.ndarray:
+        return model(t, float(np.exp(p[0])), float(p[1])) - f
+
+    fit = optimize.least_squares(
+        residual, np.array([math.log(max(tau0, 1e-4)), 1.0]), loss="soft_l1", f_scale=0.1
+    )
+    if not fit.success:
+        raise CalibrationDataError(f"lens lag: the exponential fit failed: {fit.message}")
+    dof = max(len(t) - 2, 1)
+    noise = float(np.median(np.abs(fit.fun)) * 1.4826) ** 2  # robust residual variance
     try:
-        popt, pcov = optimize.curve_fit(model, t, f, p0=(max(tau0, 1e-4), 1.0),
-                                        bounds=([1e-5, 0.0], [1e3, 2.0]))
-    except (RuntimeError, ValueError) as exc:
-        raise CalibrationDataError(f"lens lag: the exponential fit failed: {exc}") from exc
-    sig = np.sqrt(np.maximum(np.diag(pcov), 0.0))
+        cov_log = np.linalg.inv(fit.jac.T @ fit.jac) * max(noise, 1e-12) * len(t) / dof
+    except np.linalg.LinAlgError as exc:
+        raise CalibrationDataError("lens lag: the exponential fit is singular") from exc
+    popt = np.array([math.exp(fit.x[0]), fit.x[1]])
+    sig = np.sqrt(np.maximum(np.diag(cov_log), 0.0)) * np.array([popt[0], 1.0])
     return Estimate(float(popt[0]), float(sig[0]), "s"), Estimate(float(popt[1]), float(sig[1]), "")
 
 

@@ -242,9 +242,12 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
         shifts, probes = [], []
         for name in ("x+", "y+", "x-", "y-"):
             moved = frames.frames(f"shift/{name}")[0]
-            shifts.append(est.pattern_shift(moved.data, reference.data, window))
             assert isinstance(moved.request, RonchigramRequest)
-            probes.append(moved.request.probe_position_m)
+            probe = moved.request.probe_position_m
+            # the plan's expectation (no rotation): -delta / D, in reported pixels
+            guess = -np.asarray(probe) / (plan.rotation_defocus_m * reported)
+            shifts.append(est.pattern_shift(moved.data, reference.data, window, guess))
+            probes.append(probe)
         rotation, c10_reversed = est.camera_rotation(shifts, probes)
         e["camera_rotation_rad"] = rotation
         if c10_reversed:
@@ -281,11 +284,21 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
         for index in range(len(plan.lag_delays_s)):
             if not frames.has(f"lag/{index}/b/settled"):
                 continue
+            # the plan's expectation (no rotation) at the low and the high defocus
+            low_guess = np.array([-plan.lag_shift_m / (plan.defocus_m * reported), 0.0])
+            high_guess = low_guess * plan.defocus_m / (plan.defocus_m + plan.lag_step_m)
             pair = {
                 name: est.pattern_shift(
-                    frames.one(f"lag/{index}/b/{name}"), frames.one(f"lag/{index}/a/{name}"), window
+                    frames.one(f"lag/{index}/b/{name}"),
+                    frames.one(f"lag/{index}/a/{name}"),
+                    window,
+                    guess,
                 )
-                for name in ("high", "delayed", "settled")
+                for name, guess in (
+                    ("high", high_guess),
+                    ("delayed", (low_guess + high_guess) / 2),
+                    ("settled", low_guess),
+                )
             }
             settled = pair["settled"]
             norm = float(settled @ settled)

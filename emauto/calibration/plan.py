@@ -44,6 +44,8 @@ DEFAULT_SIGN_STEPS: dict[str, float] = {
 class CalibrationPlan(StrictModel):
     """Settings of the calibration plan (SI units).
 
+    - ``exposure_s``: every frame's exposure but the flat and lens-lag frames', whose are
+      ``flat_exposures_s`` and ``lag_exposure_s`` (short against the lens time constant).
     - ``flat_frames`` frames at each of ``flat_exposures_s`` at the starting optics (in
       focus: a nearly flat bright-field disc): photon transfer (gain, read noise, dark
       offset), dose, contrast, and the disc's edge (camera scale, aperture).
@@ -60,7 +62,8 @@ class CalibrationPlan(StrictModel):
       shifts) after each (the axes' signs).
     """
 
-    exposure_s: float = Field(default=2e-3, gt=0, le=1.0)
+    exposure_s: float = Field(default=10e-3, gt=0, le=1.0)
+    lag_exposure_s: float = Field(default=2e-3, gt=0, le=1.0)
     flat_frames: int = Field(default=8, ge=2, le=64)
     flat_exposures_s: tuple[float, float] = (1e-3, 4e-3)
     defocus_m: float = Field(default=40e-9, gt=0, le=2e-6)
@@ -68,7 +71,7 @@ class CalibrationPlan(StrictModel):
     rotation_defocus_m: float = Field(default=80e-9, gt=0, le=2e-6)
     rotation_shift_m: float = Field(default=0.8e-9, gt=0, le=5e-9)
     lag_step_m: float = Field(default=30e-9, gt=0, le=2e-6)
-    lag_shift_m: float = Field(default=0.5e-9, gt=0, le=5e-9)
+    lag_shift_m: float = Field(default=0.4e-9, gt=0, le=5e-9)
     lag_delays_s: tuple[float, ...] = tuple(float(x) for x in np.geomspace(1e-3, 3.0, 14))
     settle_s: float = Field(default=3.0, gt=0, le=60)
     drift_waits_s: tuple[float, ...] = (10.0, 10.0, 10.0)
@@ -152,10 +155,11 @@ def run_calibration_plan(
         for index, delay in enumerate(plan.lag_delays_s):
             for name, position in (("a", (0.0, 0.0)), ("b", shift)):
                 set_knobs(f"lag/{index}/{name}/up", {"C10": over + plan.lag_step_m})
-                acquire(f"lag/{index}/{name}/high", position, wait_s=plan.settle_s)
+                lag = {"exposure_s": plan.lag_exposure_s}
+                acquire(f"lag/{index}/{name}/high", position, wait_s=plan.settle_s, **lag)
                 set_knobs(f"lag/{index}/{name}/step", {"C10": over})
-                acquire(f"lag/{index}/{name}/delayed", position, wait_s=delay)
-                acquire(f"lag/{index}/{name}/settled", position, wait_s=plan.settle_s)
+                acquire(f"lag/{index}/{name}/delayed", position, wait_s=delay, **lag)
+                acquire(f"lag/{index}/{name}/settled", position, wait_s=plan.settle_s, **lag)
         # 5. corrector axes: measure after a + and a - step of each
         for knob, step in plan.sign_steps_m.items():
             if knob not in knobs:
