@@ -282,14 +282,16 @@ def pattern_shift(
     window: tuple[slice, slice],
     guess_px: Sequence[float] = (0.0, 0.0),
     iterations: int = 4,
+    smooth_px: float = 1.5,
 ) -> np.ndarray:
     """Shift (columns, rows) in pixels of the pattern in ``window`` of ``moved`` against
     ``reference``: phase correlation (1/50 pixel) of the tapered windows, repeated on
     ``moved`` shifted back by the estimate so far, starting from ``guess_px`` (columns,
     rows: what the plan expects; the taper biases one estimate towards zero, and a shift
-    of a third of the window can lock onto a wrong peak)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    mov = np.asarray(moved, dtype=np.float64)
+    of a third of the window can lock onto a wrong peak). Both frames are smoothed by a
+    Gaussian of ``smooth_px`` first (shot and read noise)."""
+    ref = ndimage.gaussian_filter(np.asarray(reference, dtype=np.float64), smooth_px)
+    mov = ndimage.gaussian_filter(np.asarray(moved, dtype=np.float64), smooth_px)
     a = ref[window]
     if a.size == 0 or a.shape != mov[window].shape or min(a.shape) < 8:
         raise CalibrationDataError(f"pattern shift: window of shape {a.shape} is too small")

@@ -250,6 +250,8 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
             probes.append(probe)
         rotation, c10_reversed = est.camera_rotation(shifts, probes)
         e["camera_rotation_rad"] = rotation
+        result.signs["C10"] = -1 if c10_reversed else 1
+        result.responses["C10"] = est.Estimate(-1.0 if c10_reversed else 1.0, 0.0, "")
         if c10_reversed:
             result.notes.append(
                 "the pattern moved opposite to over-focus: C10 is read as acting with the "
@@ -266,11 +268,17 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
     )
     e["aperture_offset_x_rad"], e["aperture_offset_y_rad"] = ax, ay
 
-    # drift
+    # drift: each frame against the one before (the waits grow, each guessed from the
+    # velocity so far), the shifts summed
+    drift_px_per_s = np.zeros(2)
     try:
         drift = [frames.frames(f"drift/{i}")[0] for i in range(len(plan.drift_waits_s) + 1)]
         times = [_mid_exposure(f, settle_s) for f in drift]
-        shifts = [est.pattern_shift(f.data, drift[0].data, window) for f in drift]
+        shifts = [np.zeros(2)]
+        for before, after, t0, t1 in zip(drift, drift[1:], times, times[1:], strict=False):
+            step = est.pattern_shift(after.data, before.data, window, drift_px_per_s * (t1 - t0))
+            shifts.append(shifts[-1] + step)
+            drift_px_per_s = shifts[-1] / (t1 - times[0])
         e["drift_speed_m_per_s"] = est.drift_speed(shifts, times, scale, plan.defocus_m)
     except CalibrationDataError as exc:
         result.notes.append(f"drift not fitted: {exc}")
@@ -278,43 +286,11 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
     # lens lag: the fraction of the C10 step still to go at each delay. At each delay two
     # cycles, the probe at 0 and at +x: the pattern's shift between them is delta / D, so
     # ratios of shifts are ratios of defocus; the drift between the cycles is the same for
-    # the high, delayed and settled pairs (the same timing) and cancels in the ratios
+    # the high, delayed and settled pairs (the same timing) and cancels in the ratios. The
+    # settled and high shifts are the medians over the cycles; a delayed pair whose shift
+    # is not along the settled one (a wrong correlation peak) is left out.
     try:
-        delays, remaining = [], []
-        for index in range(len(plan.lag_delays_s)):
-            if not frames.has(f"lag/{index}/b/settled"):
-                continue
-            # the plan's expectation (no rotation) at the low and the high defocus
-            low_guess = np.array([-plan.lag_shift_m / (plan.defocus_m * reported), 0.0])
-            high_guess = low_guess * plan.defocus_m / (plan.defocus_m + plan.lag_step_m)
-            pair = {
-                name: est.pattern_shift(
-                    frames.one(f"lag/{index}/b/{name}"),
-                    frames.one(f"lag/{index}/a/{name}"),
-                    window,
-                    guess,
-                )
-                for name, guess in (
-                    ("high", high_guess),
-                    ("delayed", (low_guess + high_guess) / 2),
-                    ("settled", low_guess),
-                )
-            }
-            settled = pair["settled"]
-            norm = float(settled @ settled)
-            # D / D_settled = |s_settled| / |s| (projected on the settled shift)
-            ratio = {n: norm / float(pair[n] @ settled) for n in ("high", "delayed")}
-            step = ratio["high"] - 1.0
-            if abs(step) < 0.02:
-                raise CalibrationDataError("lens lag: the C10 step did not change the pattern")
-            remaining.append((ratio["delayed"] - 1.0) / step)
-            delayed = frames.frames(f"lag/{index}/a/delayed")[0]
-            delays.append(
-                _mid_exposure(delayed, settle_s) - frames.set_time(f"lag/{index}/a/step")
-            )
-        tau, amplitude = est.lens_lag(delays, remaining)
-        e["lens_tau_s"] = tau
-        e["lens_lag_amplitude"] = amplitude
+        e.update(_lens_lag(frames, plan, window, reported, drift_px_per_s, settle_s, result))
     except CalibrationDataError as exc:
         result.notes.append(f"lens lag not fitted: {exc}")
 
@@ -325,6 +301,70 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
         "measurement's precision), gain non-uniformity"
     )
     return result
+
+
+def _lens_lag(
+    frames: _Frames,
+    plan: CalibrationPlan,
+    window: tuple[slice, slice],
+    reported: float,
+    drift_px_per_s: np.ndarray,
+    settle_s: float,
+    result: CalibrationResult,
+) -> dict[str, est.Estimate]:
+    cycles = [i for i in range(len(plan.lag_delays_s)) if frames.has(f"lag/{i}/b/settled")]
+    if len(cycles) < 4:
+        raise CalibrationDataError(f"{len(cycles)} lens-lag cycles in the session, need 4")
+    low_guess = np.array([-plan.lag_shift_m / (plan.defocus_m * reported), 0.0])
+    high_guess = low_guess * plan.defocus_m / (plan.defocus_m + plan.lag_step_m)
+    pairs: dict[str, list[np.ndarray]] = {"high": [], "delayed": [], "settled": []}
+    delays = []
+    for index in cycles:
+        apart_s = float(
+            frames.frames(f"lag/{index}/b/settled")[0].state.time_s
+            - frames.frames(f"lag/{index}/a/settled")[0].state.time_s
+        )
+        drifted = drift_px_per_s * apart_s  # the drift between the two cycles
+        for name, guess in (
+            ("high", high_guess),
+            ("delayed", (low_guess + high_guess) / 2),
+            ("settled", low_guess),
+        ):
+            pairs[name].append(
+                est.pattern_shift(
+                    frames.one(f"lag/{index}/b/{name}"),
+                    frames.one(f"lag/{index}/a/{name}"),
+                    window,
+                    guess + drifted,
+                )
+            )
+        delayed = frames.frames(f"lag/{index}/a/delayed")[0]
+        delays.append(_mid_exposure(delayed, settle_s) - frames.set_time(f"lag/{index}/a/step"))
+    settled = np.median(np.array(pairs["settled"]), axis=0)
+    high = np.median(np.array(pairs["high"]), axis=0)
+    norm = float(settled @ settled)
+    if norm < 1.0:
+        raise CalibrationDataError("the probe shift did not move the pattern")
+    ratio_high = norm / float(high @ settled)  # D_high / D_settled
+    step = ratio_high - 1.0
+    if abs(step) < 0.02:
+        raise CalibrationDataError("the C10 step did not change the pattern")
+    unit = settled / math.sqrt(norm)
+    kept_t, kept_f = [], []
+    for delay, shift in zip(delays, pairs["delayed"], strict=True):
+        along = float(shift @ unit)
+        across = abs(float(shift[0] * unit[1] - shift[1] * unit[0]))
+        if along <= 0 or across > 0.25 * math.sqrt(norm):
+            continue
+        remaining = (math.sqrt(norm) / along - 1.0) / step
+        if -0.5 <= remaining <= 1.5:
+            kept_t.append(delay)
+            kept_f.append(remaining)
+    left_out = len(delays) - len(kept_t)
+    if left_out:
+        result.notes.append(f"lens lag: {left_out} of {len(delays)} delayed readings left out")
+    tau, amplitude = est.lens_lag(kept_t, kept_f)
+    return {"lens_tau_s": tau, "lens_lag_amplitude": amplitude}
 
 
 def _measure(

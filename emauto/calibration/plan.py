@@ -29,9 +29,10 @@ ROLE_PREFIX = "calibration/"
 #: The key of the plan's settings in the session's start document.
 PLAN_METADATA_KEY = "calibration_plan"
 #: Corrector axes whose sign the plan checks by default, and their step (m): a few times the
-#: probe-shift measurement's precision at 40 nm over-focus (C1/A1 ~1 nm, A2 ~10 nm, B2 ~20 nm).
+#: probe-shift measurement's precision at 40 nm over-focus (A1 ~1 nm, A2 ~10 nm, B2 ~20 nm).
+#: C10's sign is read from the direction the pattern moves under a probe shift (the camera
+#: rotation's frames).
 DEFAULT_SIGN_STEPS: dict[str, float] = {
-    "C10": 10e-9,
     "C12a": 6e-9,
     "C12b": 6e-9,
     "C21a": 150e-9,
@@ -62,19 +63,19 @@ class CalibrationPlan(StrictModel):
       shifts) after each (the axes' signs).
     """
 
-    exposure_s: float = Field(default=10e-3, gt=0, le=1.0)
-    lag_exposure_s: float = Field(default=2e-3, gt=0, le=1.0)
+    exposure_s: float = Field(default=30e-3, gt=0, le=1.0)
+    lag_exposure_s: float = Field(default=10e-3, gt=0, le=1.0)
     flat_frames: int = Field(default=8, ge=2, le=64)
     flat_exposures_s: tuple[float, float] = (1e-3, 4e-3)
     defocus_m: float = Field(default=40e-9, gt=0, le=2e-6)
     probe_shift_m: float = Field(default=0.3e-9, gt=0, le=5e-9)
     rotation_defocus_m: float = Field(default=80e-9, gt=0, le=2e-6)
     rotation_shift_m: float = Field(default=0.8e-9, gt=0, le=5e-9)
-    lag_step_m: float = Field(default=30e-9, gt=0, le=2e-6)
+    lag_step_m: float = Field(default=60e-9, gt=0, le=2e-6)
     lag_shift_m: float = Field(default=0.4e-9, gt=0, le=5e-9)
     lag_delays_s: tuple[float, ...] = tuple(float(x) for x in np.geomspace(1e-3, 3.0, 14))
     settle_s: float = Field(default=3.0, gt=0, le=60)
-    drift_waits_s: tuple[float, ...] = (10.0, 10.0, 10.0)
+    drift_waits_s: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0)
     sign_steps_m: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGN_STEPS))
 
     @model_validator(mode="after")
