@@ -33,7 +33,6 @@ from emauto.drivers.sim.specimens import load_specimen
 from emauto.drivers.sim.twin import SimulatedMicroscope
 from emauto.errors import ConfigError
 
-
 #: name -> (tolerance, kind): ``relative`` (fraction), ``absolute`` (in the unit) or
 #: ``degrees``.
 TOLERANCES: dict[str, tuple[float, str]] = {

@@ -23,6 +23,9 @@ from skimage.registration import phase_cross_correlation
 
 from emauto.errors import CalibrationDataError
 
+#: A short vector of numbers: a sequence or a 1-D array.
+Numbers = Sequence[float] | np.ndarray
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -76,8 +79,10 @@ def photon_transfer(
     the pixels beyond the bright-field disc) extrapolates to at zero exposure. Each pixel's
     variance over the repeats is ``g (mean - d) + r^2`` (shot noise through the gain, plus
     read noise): pixels are binned by the signal the *other* exposure predicts for them (so
-    that a bin's variance is not picked by its own noise), and a weighted straight line
-    through the bins' mean variance against mean signal gives ``g`` and ``r``.
+    that a bin's variance is not picked by its own noise), and a weighted least-squares
+    fit of the bins' mean variance against mean signal, ``g s + r^2 + q s^2`` (``q``: the
+    pattern's own change between repeats, from scan jitter and drift), gives ``g`` and
+    ``r``.
     """
     a = _stack(low, "photon transfer (low dose)")
     b = _stack(high, "photon transfer (high dose)")
@@ -93,8 +98,7 @@ def photon_transfer(
     r2 = b[:, region].mean(axis=1)
     dark = float((t2 * r1.mean() - t1 * r2.mean()) / (t2 - t1))
     dark_sigma = float(
-        math.sqrt(t2**2 * r1.var(ddof=1) / len(r1) + t1**2 * r2.var(ddof=1) / len(r2))
-        / (t2 - t1)
+        math.sqrt(t2**2 * r1.var(ddof=1) / len(r1) + t1**2 * r2.var(ddof=1) / len(r2)) / (t2 - t1)
     )
     m1, m2 = a.mean(0) - dark, b.mean(0) - dark
     v1, v2 = a.var(0, ddof=1), b.var(0, ddof=1)
@@ -110,17 +114,21 @@ def photon_transfer(
             n = int(sel.sum())
             if n < 20:
                 continue
-            y = float(var[sel].mean())
+            level = float(var[sel].mean())
             xs.append(float(mean[sel].mean()))
-            ys.append(y)
+            ys.append(level)
             # the sample variance of ``count`` repeats scatters by sqrt(2 / (count - 1))
-            ws.append(math.sqrt(n * (count - 1) / 2.0) / max(y, 1e-9))
+            ws.append(math.sqrt(n * (count - 1) / 2.0) / max(level, 1e-9))
     if len(xs) < 3 or np.ptp(xs) <= 0:
         raise CalibrationDataError("photon transfer: the frames hold too narrow a range of signal")
     x, y, w = np.asarray(xs), np.asarray(ys), np.asarray(ws)
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    coef, *_ = np.linalg.lstsq(design * w[:, None], y * w, rcond=None)
-    chi2 = float(np.sum(((design @ coef - y) * w) ** 2)) / max(len(x) - 2, 1)
+    # signal, offset and signal^2 (the pattern's own change between repeats: scan jitter,
+    # drift), with r^2 >= 0 and q >= 0: excess variance, never less
+    design = np.stack([x, np.ones_like(x), x**2], axis=1)
+    coef = optimize.lsq_linear(
+        design * w[:, None], y * w, bounds=([-np.inf, 0.0, 0.0], [np.inf, np.inf, np.inf])
+    ).x
+    chi2 = float(np.sum(((design @ coef - y) * w) ** 2)) / max(len(x) - 3, 1)
     covariance = np.linalg.inv((design * w[:, None]).T @ (design * w[:, None])) * max(chi2, 1.0)
     gain, read_var = float(coef[0]), float(coef[1])
     if not gain > 0:
@@ -217,7 +225,9 @@ def camera_scale(disc: Disc, convergence_rad: float) -> Estimate:
     """The camera's true angular pixel (rad/px): the probe-forming aperture's semi-angle
     (rad, the microscope's) over the disc's radius in pixels."""
     if not convergence_rad > 0:
-        raise CalibrationDataError(f"camera scale: convergence angle must be > 0, got {convergence_rad}")
+        raise CalibrationDataError(
+            f"camera scale: convergence angle must be > 0, got {convergence_rad}"
+        )
     r = disc.radius_px
     scale = convergence_rad / r.value
     return Estimate(scale, scale * r.sigma / r.value, "rad/px")
@@ -280,7 +290,7 @@ def pattern_shift(
     moved: np.ndarray,
     reference: np.ndarray,
     window: tuple[slice, slice],
-    guess_px: Sequence[float] = (0.0, 0.0),
+    guess_px: Numbers = (0.0, 0.0),
     iterations: int = 4,
     smooth_px: float = 1.5,
 ) -> np.ndarray:
@@ -301,13 +311,72 @@ def pattern_shift(
         back = ndimage.shift(mov, -total, order=3, mode="nearest") if total.any() else mov
         b = back[window]
         step, _, _ = phase_cross_correlation(
-            (a - a.mean()) * taper, (b - b.mean()) * taper, upsample_factor=50,
+            (a - a.mean()) * taper,
+            (b - b.mean()) * taper,
+            upsample_factor=50,
             normalization=None,
         )
         total -= step  # phase_cross_correlation: the shift that registers b onto a
         if np.all(np.abs(step) < 0.02):
             break
     return np.array([total[1], total[0]])
+
+
+def pattern_shift_between(
+    moved: np.ndarray,
+    reference: np.ndarray,
+    window: tuple[slice, slice],
+    start_px: Numbers,
+    end_px: Numbers,
+    width_px: float = 1.5,
+    smooth_px: float = 1.5,
+) -> np.ndarray:
+    """Shift (columns, rows) in pixels of the pattern of ``moved`` against ``reference``,
+    known to lie near the segment from ``start_px`` to ``end_px`` (columns, rows): the
+    cross-correlation's highest point within ``width_px`` of the segment, refined by
+    `pattern_shift` when that stays near the segment. A pattern whose correlation has
+    several peaks (little texture, much noise) cannot then lock onto one the physics rules
+    out."""
+    p0, p1 = np.asarray(start_px, dtype=np.float64), np.asarray(end_px, dtype=np.float64)
+    middle = (p0 + p1) / 2  # moved is shifted back by this first: the taper's bias is small
+    ref = ndimage.gaussian_filter(np.asarray(reference, dtype=np.float64), smooth_px)[window]
+    full = ndimage.gaussian_filter(np.asarray(moved, dtype=np.float64), smooth_px)
+    mov = ndimage.shift(full, (-middle[1], -middle[0]), order=3, mode="nearest")[window]
+    if ref.size == 0 or ref.shape != mov.shape or min(ref.shape) < 8:
+        raise CalibrationDataError(f"pattern shift: window of shape {ref.shape} is too small")
+    taper = np.outer(np.hanning(ref.shape[0]), np.hanning(ref.shape[1]))
+    fa = np.fft.fft2((ref - ref.mean()) * taper)
+    fb = np.fft.fft2((mov - mov.mean()) * taper)
+    corr = np.fft.fftshift(np.fft.ifft2(np.conj(fa) * fb).real)  # peak at moved's shift
+    n0, n1 = corr.shape
+    rows, cols = np.mgrid[0:n0, 0:n1]
+    lag = np.stack([cols - n1 // 2, rows - n0 // 2], axis=-1).astype(np.float64) + middle
+
+    def distance(points: np.ndarray) -> np.ndarray:
+        d = p1 - p0
+        length2 = float(d @ d)
+        t = np.clip(((points - p0) @ d) / length2, 0.0, 1.0) if length2 > 0 else 0.0
+        return np.asarray(np.linalg.norm(points - (p0 + np.multiply.outer(t, d)), axis=-1))
+
+    near = distance(lag) <= width_px
+    if not near.any():
+        raise CalibrationDataError("pattern shift: the expected segment lies outside the window")
+    masked = np.where(near, corr, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(masked)), corr.shape)
+    peak = lag[i, j].copy()
+    for axis, (before, centre, after) in enumerate(
+        (
+            (corr[i, j - 1], corr[i, j], corr[i, (j + 1) % n1]),
+            (corr[i - 1, j], corr[i, j], corr[(i + 1) % n0, j]),
+        )
+    ):
+        curvature = before - 2 * centre + after
+        if curvature < 0:
+            peak[axis] += float(np.clip(0.5 * (before - after) / curvature, -0.5, 0.5))
+    refined = pattern_shift(moved, reference, window, peak, smooth_px=smooth_px)
+    if float(distance(refined[None, :])[0]) <= width_px:
+        return refined
+    return peak
 
 
 def camera_rotation(
@@ -324,7 +393,9 @@ def camera_rotation(
     rotation is given for that case.
     """
     if len(shifts_px) < 2 or len(shifts_px) != len(probe_shifts_m):
-        raise CalibrationDataError("camera rotation: need two or more probe shifts and their frames")
+        raise CalibrationDataError(
+            "camera rotation: need two or more probe shifts and their frames"
+        )
     angles, weights = [], []
     for measured, probe in zip(shifts_px, probe_shifts_m, strict=True):
         expected = -np.asarray(probe, dtype=np.float64)
@@ -349,7 +420,7 @@ def camera_rotation(
 
 
 def drift_speed(
-    shifts_px: Sequence[np.ndarray], times_s: Sequence[float], scale: Estimate, defocus_m: float
+    shifts_px: Sequence[np.ndarray], times_s: Numbers, scale: Estimate, defocus_m: float
 ) -> Estimate:
     """Specimen drift speed (m/s) from the pattern's shifts (pixels) at times (s) at the
     same probe position and over-focus ``defocus_m``: a straight-line fit of each
@@ -373,13 +444,24 @@ def drift_speed(
 
 
 def lens_lag(
-    delays_s: Sequence[float], remaining: Sequence[float]
+    delays_s: Numbers,
+    remaining: Numbers,
+    sigmas: Numbers | None = None,
 ) -> tuple[Estimate, Estimate]:
     """Lens time constant (s) from the fraction of a C10 step still to go at delays (s)
-    after it: a least-squares fit of ``a exp(-t / tau)``; returns ``tau`` and ``a`` (1:
-    the optics started from the settled value before the step)."""
+    after it.
+
+    ``tau``: a least-squares fit of ``exp(-t / tau)`` (the fraction starts at 1: the plan
+    reads the settled values before and after the step). ``a``: a second fit of
+    ``a exp(-t / tau)`` with ``a`` free, as a check (near 1 for an exponential lens).
+    Both use the soft-L1 loss (one misread frame does not pull them), each reading weighted
+    by ``1 / sigma`` (relative; default equal).
+    """
     t = np.asarray(delays_s, dtype=np.float64)
     f = np.asarray(remaining, dtype=np.float64)
+    sig = np.ones_like(t) if sigmas is None else np.asarray(sigmas, dtype=np.float64)
+    if sig.shape != t.shape or not np.all(sig > 0):
+        raise CalibrationDataError("lens lag: one positive sigma per reading")
     if len(t) < 4 or not np.all(np.isfinite(f)):
         raise CalibrationDataError("lens lag: need four or more finite readings after the step")
     if np.max(f) < 0.3:
@@ -387,30 +469,31 @@ def lens_lag(
             f"lens lag: the optics had settled by the first reading ({t.min():.3g} s after the "
             "step); take readings sooner"
         )
-
-    def model(x: np.ndarray, tau: float, amplitude: float) -> np.ndarray:
-        return amplitude * np.exp(-x / tau)
-
-    # start: the first delay where less than 1/e remains
+    weight = float(np.median(sig)) / sig
     below = t[f < 1 / math.e]
-    tau0 = float(below.min()) if below.size else float(t.max())
-    def residual(p: np.ndarray) -> np.ndarray:
-        return model(t, float(np.exp(p[0])), float(p[1])) - f
+    tau0 = max(float(below.min()) if below.size else float(t.max()), 1e-4)
 
-    fit = optimize.least_squares(
-        residual, np.array([math.log(max(tau0, 1e-4)), 1.0]), loss="soft_l1", f_scale=0.1
-    )
-    if not fit.success:
-        raise CalibrationDataError(f"lens lag: the exponential fit failed: {fit.message}")
-    dof = max(len(t) - 2, 1)
-    noise = float(np.median(np.abs(fit.fun)) * 1.4826) ** 2  # robust residual variance
-    try:
-        cov_log = np.linalg.inv(fit.jac.T @ fit.jac) * max(noise, 1e-12) * len(t) / dof
-    except np.linalg.LinAlgError as exc:
-        raise CalibrationDataError("lens lag: the exponential fit is singular") from exc
-    popt = np.array([math.exp(fit.x[0]), fit.x[1]])
-    sig = np.sqrt(np.maximum(np.diag(cov_log), 0.0)) * np.array([popt[0], 1.0])
-    return Estimate(float(popt[0]), float(sig[0]), "s"), Estimate(float(popt[1]), float(sig[1]), "")
+    def fit(free: bool) -> tuple[np.ndarray, np.ndarray]:
+        def residual(p: np.ndarray) -> np.ndarray:
+            amplitude = float(p[1]) if free else 1.0
+            return (amplitude * np.exp(-t / math.exp(float(p[0]))) - f) * weight
+
+        start = np.array([math.log(tau0), 1.0]) if free else np.array([math.log(tau0)])
+        result = optimize.least_squares(residual, start, loss="soft_l1", f_scale=0.1)
+        if not result.success:
+            raise CalibrationDataError(f"lens lag: the exponential fit failed: {result.message}")
+        dof = max(len(t) - len(start), 1)
+        noise = (float(np.median(np.abs(result.fun))) * 1.4826) ** 2  # robust variance
+        try:
+            cov = np.linalg.inv(result.jac.T @ result.jac) * max(noise, 1e-12) * len(t) / dof
+        except np.linalg.LinAlgError as exc:
+            raise CalibrationDataError("lens lag: the exponential fit is singular") from exc
+        return result.x, np.sqrt(np.maximum(np.diag(cov), 0.0))
+
+    x, sx = fit(free=False)
+    tau = math.exp(float(x[0]))
+    xa, sa = fit(free=True)
+    return Estimate(tau, tau * float(sx[0]), "s"), Estimate(float(xa[1]), float(sa[1]), "")
 
 
 def derotate(image: np.ndarray, rotation_rad: float, axis_px: tuple[float, float]) -> np.ndarray:

@@ -100,7 +100,9 @@ def write_sim_config(result: CalibrationResult, path: str | Path) -> Path:
     config = result.sim_config()
     validate_model(config, SimConfig, source="the fitted calibration")
     path = Path(path)
-    header = "# The twin's instrument parameters fitted by `emauto calibrate` (a partial SimConfig).\n"
+    header = (
+        "# The twin's instrument parameters fitted by `emauto calibrate` (a partial SimConfig).\n"
+    )
     path.write_text(header + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path
 
@@ -175,7 +177,15 @@ def _mid_exposure(frame: Frame, settle_s: float) -> float:
 
 
 def _plan(session: Session) -> CalibrationPlan:
+    """The plan's settings: the start document's ``calibration_plan`` (`record_calibration`)
+    or the daemon's ``calibrate`` step in its ``plan``."""
     raw = session.start.get(PLAN_METADATA_KEY)
+    steps = session.start.get("plan")
+    if raw is None and isinstance(steps, list):
+        found = [
+            s.get("plan") for s in steps if isinstance(s, dict) and s.get("kind") == "calibrate"
+        ]
+        raw = found[0] if len(found) == 1 else None
     if raw is None:
         raise CalibrationDataError(
             f"{session.path}: the start document has no {PLAN_METADATA_KEY!r} (not a "
@@ -317,19 +327,16 @@ def _lens_lag(
         raise CalibrationDataError(f"{len(cycles)} lens-lag cycles in the session, need 4")
     low_guess = np.array([-plan.lag_shift_m / (plan.defocus_m * reported), 0.0])
     high_guess = low_guess * plan.defocus_m / (plan.defocus_m + plan.lag_step_m)
-    pairs: dict[str, list[np.ndarray]] = {"high": [], "delayed": [], "settled": []}
-    delays = []
+    pairs: dict[str, list[np.ndarray]] = {"high": [], "settled": []}
+    delays: list[float] = []
+    delayed_frames: list[int] = []
     for index in cycles:
         apart_s = float(
             frames.frames(f"lag/{index}/b/settled")[0].state.time_s
             - frames.frames(f"lag/{index}/a/settled")[0].state.time_s
         )
         drifted = drift_px_per_s * apart_s  # the drift between the two cycles
-        for name, guess in (
-            ("high", high_guess),
-            ("delayed", (low_guess + high_guess) / 2),
-            ("settled", low_guess),
-        ):
+        for name, guess in (("high", high_guess), ("settled", low_guess)):
             pairs[name].append(
                 est.pattern_shift(
                     frames.one(f"lag/{index}/b/{name}"),
@@ -338,6 +345,7 @@ def _lens_lag(
                     guess + drifted,
                 )
             )
+        delayed_frames.append(index)
         delayed = frames.frames(f"lag/{index}/a/delayed")[0]
         delays.append(_mid_exposure(delayed, settle_s) - frames.set_time(f"lag/{index}/a/step"))
     settled = np.median(np.array(pairs["settled"]), axis=0)
@@ -349,8 +357,21 @@ def _lens_lag(
     step = ratio_high - 1.0
     if abs(step) < 0.02:
         raise CalibrationDataError("the C10 step did not change the pattern")
+    # each delayed pair's shift lies between the high and the settled one (the optics move
+    # monotonically from one to the other): searched on that segment, a little beyond
+    margin = 0.15 * (settled - high)
+    for index in delayed_frames:
+        pairs.setdefault("delayed", []).append(
+            est.pattern_shift_between(
+                frames.one(f"lag/{index}/b/delayed"),
+                frames.one(f"lag/{index}/a/delayed"),
+                window,
+                high - margin,
+                settled + margin,
+            )
+        )
     unit = settled / math.sqrt(norm)
-    kept_t, kept_f = [], []
+    kept_t, kept_f, kept_sigma = [], [], []
     for delay, shift in zip(delays, pairs["delayed"], strict=True):
         along = float(shift @ unit)
         across = abs(float(shift[0] * unit[1] - shift[1] * unit[0]))
@@ -360,10 +381,11 @@ def _lens_lag(
         if -0.5 <= remaining <= 1.5:
             kept_t.append(delay)
             kept_f.append(remaining)
+            kept_sigma.append(norm / along**2)  # d remaining / d along, in relative units
     left_out = len(delays) - len(kept_t)
     if left_out:
         result.notes.append(f"lens lag: {left_out} of {len(delays)} delayed readings left out")
-    tau, amplitude = est.lens_lag(kept_t, kept_f)
+    tau, amplitude = est.lens_lag(kept_t, kept_f, kept_sigma)
     return {"lens_tau_s": tau, "lens_lag_amplitude": amplitude}
 
 
@@ -420,4 +442,6 @@ def _fit_signs(
             result.signs[knob] = 1 if response > 0 else -1
         else:
             result.signs[knob] = 0
-            result.notes.append(f"{knob}: sign undetermined (response {response:.2g} ± {sigma:.2g})")
+            result.notes.append(
+                f"{knob}: sign undetermined (response {response:.2g} ± {sigma:.2g})"
+            )

@@ -45,8 +45,8 @@ DEFAULT_SIGN_STEPS: dict[str, float] = {
 class CalibrationPlan(StrictModel):
     """Settings of the calibration plan (SI units).
 
-    - ``exposure_s``: every frame's exposure but the flat and lens-lag frames', whose are
-      ``flat_exposures_s`` and ``lag_exposure_s`` (short against the lens time constant).
+    - ``exposure_s``: every frame's exposure but the flat frames' (``flat_exposures_s``)
+      and the frames just after a C10 step (`lag_exposure`: at least ``lag_exposure_s``).
     - ``flat_frames`` frames at each of ``flat_exposures_s`` at the starting optics (in
       focus: a nearly flat bright-field disc): photon transfer (gain, read noise, dark
       offset), dose, contrast, and the disc's edge (camera scale, aperture).
@@ -64,16 +64,16 @@ class CalibrationPlan(StrictModel):
     """
 
     exposure_s: float = Field(default=30e-3, gt=0, le=1.0)
-    lag_exposure_s: float = Field(default=10e-3, gt=0, le=1.0)
-    flat_frames: int = Field(default=8, ge=2, le=64)
-    flat_exposures_s: tuple[float, float] = (1e-3, 4e-3)
+    lag_exposure_s: float = Field(default=5e-3, gt=0, le=1.0)
+    flat_frames: int = Field(default=16, ge=2, le=64)
+    flat_exposures_s: tuple[float, float] = (1e-3, 10e-3)
     defocus_m: float = Field(default=40e-9, gt=0, le=2e-6)
     probe_shift_m: float = Field(default=0.3e-9, gt=0, le=5e-9)
     rotation_defocus_m: float = Field(default=80e-9, gt=0, le=2e-6)
     rotation_shift_m: float = Field(default=0.8e-9, gt=0, le=5e-9)
     lag_step_m: float = Field(default=60e-9, gt=0, le=2e-6)
     lag_shift_m: float = Field(default=0.4e-9, gt=0, le=5e-9)
-    lag_delays_s: tuple[float, ...] = tuple(float(x) for x in np.geomspace(1e-3, 3.0, 14))
+    lag_delays_s: tuple[float, ...] = tuple(float(x) for x in np.geomspace(1e-3, 3.0, 18))
     settle_s: float = Field(default=3.0, gt=0, le=60)
     drift_waits_s: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0)
     sign_steps_m: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGN_STEPS))
@@ -95,14 +95,25 @@ class CalibrationPlan(StrictModel):
 Label = Callable[[str], None]
 
 
+def lag_exposure(plan: CalibrationPlan, delay_s: float) -> float:
+    """The exposure (s) of the frame taken ``delay_s`` after the C10 step: half the delay,
+    within [``lag_exposure_s``, ``exposure_s``] (short where the optics move fast, long for
+    signal where they move slowly; its middle is the reading's time)."""
+    return min(max(delay_s / 2, plan.lag_exposure_s), max(plan.exposure_s, plan.lag_exposure_s))
+
+
 def run_calibration_plan(
-    microscope: Microscope, plan: CalibrationPlan | None = None, label: Label | None = None
+    microscope: Microscope,
+    plan: CalibrationPlan | None = None,
+    label: Label | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Drive ``microscope`` through the calibration ``plan``; return the frames taken.
 
-    ``label(role)`` is called before each group of calls (a recorder's ``task``, see
-    `record_calibration`). Knobs the plan does not have on this microscope are skipped
-    (a corrector axis it cannot step); every knob moved is put back, also on an error.
+    ``label(role)`` is called before each call (a recorder's ``task``, see
+    `record_calibration`), ``progress(frames)`` after each frame. Knobs the plan does not
+    have on this microscope are skipped (a corrector axis it cannot step); every knob moved
+    is put back, also on an error.
     """
     plan = plan or CalibrationPlan()
     tell = label or (lambda _role: None)
@@ -119,8 +130,11 @@ def run_calibration_plan(
         nonlocal frames
         tell(ROLE_PREFIX + role)
         request = {"exposure_s": plan.exposure_s, "probe_position_m": position, **kw}
+        frame = microscope.acquire(RonchigramRequest(**request))
         frames += 1
-        return microscope.acquire(RonchigramRequest(**request))
+        if progress is not None:
+            progress(frames)
+        return frame
 
     def set_knobs(role: str, values: dict[str, float]) -> None:
         tell(ROLE_PREFIX + role)
@@ -156,11 +170,15 @@ def run_calibration_plan(
         for index, delay in enumerate(plan.lag_delays_s):
             for name, position in (("a", (0.0, 0.0)), ("b", shift)):
                 set_knobs(f"lag/{index}/{name}/up", {"C10": over + plan.lag_step_m})
-                lag = {"exposure_s": plan.lag_exposure_s}
-                acquire(f"lag/{index}/{name}/high", position, wait_s=plan.settle_s, **lag)
+                acquire(f"lag/{index}/{name}/high", position, wait_s=plan.settle_s)
                 set_knobs(f"lag/{index}/{name}/step", {"C10": over})
-                acquire(f"lag/{index}/{name}/delayed", position, wait_s=delay, **lag)
-                acquire(f"lag/{index}/{name}/settled", position, wait_s=plan.settle_s, **lag)
+                acquire(
+                    f"lag/{index}/{name}/delayed",
+                    position,
+                    wait_s=delay,
+                    exposure_s=lag_exposure(plan, delay),
+                )
+                acquire(f"lag/{index}/{name}/settled", position, wait_s=plan.settle_s)
         # 5. corrector axes: measure after a + and a - step of each
         for knob, step in plan.sign_steps_m.items():
             if knob not in knobs:

@@ -45,7 +45,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     for name, sign in result.signs.items():
         response = result.responses[name]
         word = {1: "+", -1: "- (flipped)", 0: "undetermined"}[sign]
-        print(f"{'axis ' + name:32s} {word}  (response {response.value:.3g} ± {response.sigma:.2g})")
+        print(
+            f"{'axis ' + name:32s} {word}  (response {response.value:.3g} ± {response.sigma:.2g})"
+        )
     for note in result.notes:
         print(f"note: {note}")
     if args.out is not None:
