@@ -277,11 +277,13 @@ def aperture_offset(
 # ---------------------------------------------------------------------- the shadow image
 
 
-def inner_square(disc: Disc, fraction: float = 0.68) -> tuple[slice, slice]:
-    """Rows and columns of the largest square within ``fraction`` of the disc's radius
-    (a pattern there moves with the probe; the disc's edge does not)."""
-    half = max(4, int(fraction * disc.radius_px.value / math.sqrt(2) * math.sqrt(2)))
-    half = max(4, int(fraction * disc.radius_px.value))
+def inner_square(disc: Disc, fraction: float = 0.68, shift_px: float = 0.0) -> tuple[slice, slice]:
+    """Rows and columns of a square about the disc's centre, its half-side ``fraction`` of
+    the disc's radius, and less where a pattern shifted by up to ``shift_px`` pixels would
+    bring the disc's edge into it (a pattern there moves with the probe; the edge does
+    not, and with little texture it can pull a correlation)."""
+    radius = disc.radius_px.value
+    half = max(4, int(min(fraction * radius, radius - abs(shift_px) - 2.0)))
     cx, cy = round(disc.centre_x_px.value), round(disc.centre_y_px.value)
     return slice(cy - half, cy + half), slice(cx - half, cx + half)
 
@@ -470,8 +472,15 @@ def lens_lag(
             "step); take readings sooner"
         )
     weight = float(np.median(sig)) / sig
-    below = t[f < 1 / math.e]
-    tau0 = max(float(below.min()) if below.size else float(t.max()), 1e-4)
+
+    def soft_l1(tau: float) -> float:  # the fits' loss, for the start
+        z = ((np.exp(-t / tau) - f) * weight / 0.1) ** 2
+        return float(np.sum(2.0 * (np.sqrt(1.0 + z) - 1.0)))
+
+    # the start: the best of a grid over the delays' range (a misread frame cannot put the
+    # fit into a local minimum)
+    grid = np.geomspace(max(float(t.min()), 1e-4) / 3, float(t.max()) * 3, 80)
+    tau0 = float(min(grid, key=soft_l1))
 
     def fit(free: bool) -> tuple[np.ndarray, np.ndarray]:
         def residual(p: np.ndarray) -> np.ndarray:

@@ -176,6 +176,14 @@ def _mid_exposure(frame: Frame, settle_s: float) -> float:
     return float(frame.state.time_s) + request.wait_s + settle_s + request.exposure_s / 2
 
 
+def _defocus(frame: Frame, nominal_m: float) -> float:
+    """The over-focus (m) a frame was taken at: its C10 setpoint where that is at least the
+    plan's ``nominal_m`` (a microscope that started over-focused, as usim does at 500 nm),
+    else the plan's (the start taken as focus)."""
+    setpoint = float(frame.state.knobs.get("C10", 0.0))
+    return setpoint if setpoint >= nominal_m else nominal_m
+
+
 def _plan(session: Session) -> CalibrationPlan:
     """The plan's settings: the start document's ``calibration_plan`` (`record_calibration`)
     or the daemon's ``calibrate`` step in its ``plan``."""
@@ -218,32 +226,43 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
     result.camera_shape = (int(low[0].shape[0]), int(low[0].shape[1]))
     e = result.estimates
 
-    disc = est.fit_disc(np.mean(high, axis=0))
-    rows, cols = np.mgrid[0 : low[0].shape[0], 0 : low[0].shape[1]]
-    beyond = np.hypot(cols - disc.centre_x_px.value, rows - disc.centre_y_px.value)
-    outer = beyond > 1.25 * disc.radius_px.value
-    transfer = est.photon_transfer(
-        low, high, (t_low, t_high), outer if outer.sum() >= 200 else None
-    )
+    disc: est.Disc | None = None
+    try:
+        disc = est.fit_disc(np.mean(high, axis=0))
+    except CalibrationDataError as exc:  # e.g. an aperture larger than the camera
+        result.notes.append(f"camera scale, aperture and contrast not fitted: {exc}")
+    outer = None
+    if disc is not None:
+        rows, cols = np.mgrid[0 : low[0].shape[0], 0 : low[0].shape[1]]
+        beyond = np.hypot(cols - disc.centre_x_px.value, rows - disc.centre_y_px.value)
+        outer = beyond > 1.25 * disc.radius_px.value
+        outer = outer if outer.sum() >= 200 else None
+    transfer = est.photon_transfer(low, high, (t_low, t_high), outer)
     e["gain_counts_per_e"] = transfer.gain_counts_per_e
     e["read_noise_counts"] = transfer.read_noise_counts
     e["dark_offset_counts"] = transfer.dark_offset_counts
     dark = transfer.dark_offset_counts.value
     e["beam_current_A"] = est.beam_current(high, t_high, transfer.gain_counts_per_e, dark)
     mean_image = np.mean(high, axis=0) - dark
-    convergence = float(first.state.knobs.get("convergence_angle", float("nan")))
-    if not math.isfinite(convergence):
-        raise CalibrationDataError("the frames' state has no convergence_angle knob")
-    scale = est.camera_scale(disc, convergence)
-    e["camera_pixel_rad"] = scale
-    e["pixel_angle_error"] = est.Estimate(
-        reported / scale.value - 1.0, reported * scale.sigma / scale.value**2, ""
-    )
-    e["aperture_radius_reported_rad"] = est.Estimate(
-        disc.radius_px.value * reported, disc.radius_px.sigma * reported, "rad"
-    )
-    e["contrast_scale"] = est.contrast(mean_image, disc)
-    window = est.inner_square(disc)
+    if disc is not None:
+        convergence = float(first.state.knobs.get("convergence_angle", float("nan")))
+        if not math.isfinite(convergence):
+            raise CalibrationDataError("the frames' state has no convergence_angle knob")
+        scale = est.camera_scale(disc, convergence)
+        e["camera_pixel_rad"] = scale
+        e["pixel_angle_error"] = est.Estimate(
+            reported / scale.value - 1.0, reported * scale.sigma / scale.value**2, ""
+        )
+        e["aperture_radius_reported_rad"] = est.Estimate(
+            disc.radius_px.value * reported, disc.radius_px.sigma * reported, "rad"
+        )
+        e["contrast_scale"] = est.contrast(mean_image, disc)
+        window = est.inner_square(disc)
+    else:  # the reported scale, and a window about the optic axis
+        scale = est.Estimate(reported, math.nan, "rad/px")
+        half = max(8, min(result.camera_shape) // 4)
+        cx, cy = round(axis[0]), round(axis[1])
+        window = (slice(cy - half, cy + half), slice(cx - half, cx + half))
 
     # camera rotation from the pattern's shifts under probe shifts
     rotation = est.Estimate(0.0, math.pi, "rad")
@@ -255,8 +274,9 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
             assert isinstance(moved.request, RonchigramRequest)
             probe = moved.request.probe_position_m
             # the plan's expectation (no rotation): -delta / D, in reported pixels
-            guess = -np.asarray(probe) / (plan.rotation_defocus_m * reported)
-            shifts.append(est.pattern_shift(moved.data, reference.data, window, guess))
+            guess = -np.asarray(probe) / (_defocus(moved, plan.rotation_defocus_m) * reported)
+            inside = window if disc is None else est.inner_square(disc, shift_px=np.hypot(*guess))
+            shifts.append(est.pattern_shift(moved.data, reference.data, inside, guess))
             probes.append(probe)
         rotation, c10_reversed = est.camera_rotation(shifts, probes)
         e["camera_rotation_rad"] = rotation
@@ -269,14 +289,15 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
             )
     except CalibrationDataError as exc:
         result.notes.append(f"camera rotation not fitted: {exc}")
-    ax, ay = est.aperture_offset(
-        disc,
-        axis,
-        scale,
-        rotation,
-        (first.state.knobs.get("beam_tilt_x", 0.0), first.state.knobs.get("beam_tilt_y", 0.0)),
-    )
-    e["aperture_offset_x_rad"], e["aperture_offset_y_rad"] = ax, ay
+    if disc is not None:
+        ax, ay = est.aperture_offset(
+            disc,
+            axis,
+            scale,
+            rotation,
+            (first.state.knobs.get("beam_tilt_x", 0.0), first.state.knobs.get("beam_tilt_y", 0.0)),
+        )
+        e["aperture_offset_x_rad"], e["aperture_offset_y_rad"] = ax, ay
 
     # drift: each frame against the one before (the waits grow, each guessed from the
     # velocity so far), the shifts summed
@@ -289,7 +310,8 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
             step = est.pattern_shift(after.data, before.data, window, drift_px_per_s * (t1 - t0))
             shifts.append(shifts[-1] + step)
             drift_px_per_s = shifts[-1] / (t1 - times[0])
-        e["drift_speed_m_per_s"] = est.drift_speed(shifts, times, scale, plan.defocus_m)
+        defocus = _defocus(drift[0], plan.defocus_m)
+        e["drift_speed_m_per_s"] = est.drift_speed(shifts, times, scale, defocus)
     except CalibrationDataError as exc:
         result.notes.append(f"drift not fitted: {exc}")
 
@@ -300,7 +322,7 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
     # settled and high shifts are the medians over the cycles; a delayed pair whose shift
     # is not along the settled one (a wrong correlation peak) is left out.
     try:
-        e.update(_lens_lag(frames, plan, window, reported, drift_px_per_s, settle_s, result))
+        e.update(_lens_lag(frames, plan, window, disc, reported, drift_px_per_s, settle_s, result))
     except CalibrationDataError as exc:
         result.notes.append(f"lens lag not fitted: {exc}")
 
@@ -317,6 +339,7 @@ def _lens_lag(
     frames: _Frames,
     plan: CalibrationPlan,
     window: tuple[slice, slice],
+    disc: est.Disc | None,
     reported: float,
     drift_px_per_s: np.ndarray,
     settle_s: float,
@@ -325,10 +348,14 @@ def _lens_lag(
     cycles = [i for i in range(len(plan.lag_delays_s)) if frames.has(f"lag/{i}/b/settled")]
     if len(cycles) < 4:
         raise CalibrationDataError(f"{len(cycles)} lens-lag cycles in the session, need 4")
-    low_guess = np.array([-plan.lag_shift_m / (plan.defocus_m * reported), 0.0])
-    high_guess = low_guess * plan.defocus_m / (plan.defocus_m + plan.lag_step_m)
+    low_defocus = _defocus(frames.frames(f"lag/{cycles[0]}/a/settled")[0], plan.defocus_m)
+    low_guess = np.array([-plan.lag_shift_m / (low_defocus * reported), 0.0])
+    high_guess = low_guess * low_defocus / (low_defocus + plan.lag_step_m)
+    if disc is not None:
+        window = est.inner_square(disc, shift_px=float(np.hypot(*low_guess)))
     pairs: dict[str, list[np.ndarray]] = {"high": [], "settled": []}
     delays: list[float] = []
+    exposures: list[float] = []
     delayed_frames: list[int] = []
     for index in cycles:
         apart_s = float(
@@ -348,6 +375,7 @@ def _lens_lag(
         delayed_frames.append(index)
         delayed = frames.frames(f"lag/{index}/a/delayed")[0]
         delays.append(_mid_exposure(delayed, settle_s) - frames.set_time(f"lag/{index}/a/step"))
+        exposures.append(delayed.exposure_s)
     settled = np.median(np.array(pairs["settled"]), axis=0)
     high = np.median(np.array(pairs["high"]), axis=0)
     norm = float(settled @ settled)
@@ -372,7 +400,8 @@ def _lens_lag(
         )
     unit = settled / math.sqrt(norm)
     kept_t, kept_f, kept_sigma = [], [], []
-    for delay, shift in zip(delays, pairs["delayed"], strict=True):
+    longest = max(exposures)
+    for delay, exposure, shift in zip(delays, exposures, pairs["delayed"], strict=True):
         along = float(shift @ unit)
         across = abs(float(shift[0] * unit[1] - shift[1] * unit[0]))
         if along <= 0 or across > 0.25 * math.sqrt(norm):
@@ -381,7 +410,9 @@ def _lens_lag(
         if -0.5 <= remaining <= 1.5:
             kept_t.append(delay)
             kept_f.append(remaining)
-            kept_sigma.append(norm / along**2)  # d remaining / d along, in relative units
+            # d remaining / d along (relative units), over the signal: a shorter exposure
+            # reads the shift less precisely
+            kept_sigma.append(norm / along**2 / math.sqrt(exposure / longest))
     left_out = len(delays) - len(kept_t)
     if left_out:
         result.notes.append(f"lens lag: {left_out} of {len(delays)} delayed readings left out")
