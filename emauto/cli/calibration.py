@@ -21,7 +21,10 @@ def _format(value: float, sigma: float, unit: str) -> str:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from emauto.calibration.fit import fit_session, write_sim_config
+    from emauto.errors import ConfigError
 
+    if args.plan is not None and args.record is None:
+        raise ConfigError("--plan goes with --record (the plan of a recorded session is in it)")
     if args.record is not None:
         import emauto
         from emauto.calibration.plan import CalibrationPlan, record_calibration

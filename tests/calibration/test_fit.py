@@ -187,3 +187,19 @@ def test_the_daemon_step_records_a_session_that_fits(tmp_path: Path) -> None:
     assert out["frames"] == planned_frames(short, twin.describe().knobs) == reports[-1][0]
     fitted = fit_session(path)
     assert fitted.estimates["camera_rotation_rad"].value == pytest.approx(0.1, abs=0.02)
+
+
+def test_the_cli_records_and_fits_and_refuses_a_plan_without_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "flat_frames: 3\nlag_delays_s: [0.0, 0.05, 0.1, 0.2]\nsign_steps_m: {}\n", encoding="utf-8"
+    )
+    session = tmp_path / "recorded"
+    assert main(["calibrate", str(session), "--plan", str(plan)]) == 2
+    assert "--plan goes with --record" in capsys.readouterr().err
+    args = ["calibrate", str(session), "--record", "sim://?seed=3", "--plan", str(plan), "--json"]
+    assert main(args) == 0
+    assert "camera_pixel_rad" in json.loads(capsys.readouterr().out)["estimates"]
+    assert main(args) == 2  # the session folder exists now: nothing is overwritten
