@@ -399,7 +399,7 @@ def _lens_lag(
             )
         )
     unit = settled / math.sqrt(norm)
-    kept_t, kept_f, kept_sigma = [], [], []
+    kept_t, kept_f, kept_exposure = [], [], []
     longest = max(exposures)
     for delay, exposure, shift in zip(delays, exposures, pairs["delayed"], strict=True):
         along = float(shift @ unit)
@@ -410,13 +410,18 @@ def _lens_lag(
         if -0.5 <= remaining <= 1.5:
             kept_t.append(delay)
             kept_f.append(remaining)
-            # d remaining / d along (relative units), over the signal: a shorter exposure
-            # reads the shift less precisely
-            kept_sigma.append(norm / along**2 / math.sqrt(exposure / longest))
+            kept_exposure.append(exposure / longest)
     left_out = len(delays) - len(kept_t)
     if left_out:
         result.notes.append(f"lens lag: {left_out} of {len(delays)} delayed readings left out")
-    tau, amplitude = est.lens_lag(kept_t, kept_f, kept_sigma)
+    # each reading's uncertainty: d remaining / d along (relative units) over the signal (a
+    # shorter exposure reads the shift less precisely), taken at the shift a first fit
+    # predicts, not at the one read (a misread would weigh itself)
+    t = np.asarray(kept_t)
+    signal = np.sqrt(np.asarray(kept_exposure))
+    first, _ = est.lens_lag(kept_t, kept_f, 1.0 / signal)
+    predicted = math.sqrt(norm) / (1.0 + step * np.exp(-t / first.value))
+    tau, amplitude = est.lens_lag(kept_t, kept_f, norm / predicted**2 / signal)
     return {"lens_tau_s": tau, "lens_lag_amplitude": amplitude}
 
 

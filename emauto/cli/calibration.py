@@ -110,7 +110,7 @@ def add_bench(bench_tasks: Any) -> None:
         "--seeds",
         choices=SEED_SET_NAMES,
         default="report",
-        help="the seed set: dev (for developing) or report (the figures reported)",
+        help="the seed set: dev, dev2 (for developing) or report (the figures reported)",
     )
     bench.add_argument(
         "--twins", type=int, default=20, help="hidden-parameter twins (default: %(default)s)"

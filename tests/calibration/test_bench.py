@@ -10,7 +10,7 @@ from emauto.errors import ConfigError
 
 
 def test_the_seed_sets_are_disjoint_and_the_draws_deterministic() -> None:
-    assert SEED_SETS["dev"] + 1000 <= SEED_SETS["report"]
+    assert len(set(SEED_SETS.values())) == len(SEED_SETS)
     assert draw_hidden(SEED_SETS["dev"]) == draw_hidden(SEED_SETS["dev"])
     assert draw_hidden(SEED_SETS["dev"]) != draw_hidden(SEED_SETS["dev"] + 1)
 
