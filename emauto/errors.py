@@ -199,3 +199,9 @@ class ConsoleSecurityError(ConfigError):
 class LinkLostError(TransportError):
     """The daemon's link to the microscope is gone (the server stopped answering heartbeats
     within the bound, or its connection dropped)."""
+
+
+class CalibrationDataError(SessionError):
+    """A session holds too little of the calibration plan for a fit (frames missing, of the
+    wrong kind or shape), or its frames do not support the fit (no bright-field disc, no
+    pattern to follow)."""

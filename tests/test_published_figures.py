@@ -37,6 +37,7 @@ SAVED = (
     "fewshot-latest.json",
     "recorder-latest.json",
     "security-latest.json",
+    "calibration-latest.json",
 )
 #: Files with one result per command, each under its command line.
 KEYED = ("sparse-scan-latest.json",)
@@ -152,6 +153,9 @@ def test_a_command_that_saves_it_is_named(file: str) -> None:
     elif file == "recorder-latest.json":
         assert args.task == "recorder" and result["kill_trials"] == args.trials
         assert result["power_cut_trials"] == args.power_cuts
+    elif file == "calibration-latest.json":
+        assert args.task == "calibration"
+        assert (result["seed_set"], result["twins"]) == (args.seeds, args.twins)
 
 
 @pytest.mark.parametrize("file", KEYED)

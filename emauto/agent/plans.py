@@ -23,11 +23,14 @@ STEP_KINDS = Registry(
     {
         "align_probe": "emauto.tasks.probe_tuning.plan:AlignProbeTask",
         "acquire_image": "emauto.agent.survey:SurveyTask",
+        "calibrate": "emauto.calibration.step:CalibrateTask",
     },
 )
 
 if TYPE_CHECKING:
-    Task = AlignProbeTask | SurveyTask
+    from emauto.calibration.step import CalibrateTask
+
+    Task = AlignProbeTask | SurveyTask | CalibrateTask
 else:  # one model per registered kind, told apart by ``kind``
     Task = Annotated[
         Union[tuple(STEP_KINDS.load(kind) for kind in STEP_KINDS)],  # noqa: UP007

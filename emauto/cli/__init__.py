@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "emauto.tasks.sparse_scan.cli",
     "emauto.cli.analysis",
     "emauto.tasks.region_search.cli",
+    "emauto.cli.calibration",
 )
 
 
