@@ -499,7 +499,8 @@ def test_each_robustness_run_names_the_command_that_saved_it(file: str) -> None:
     assert args.task == "robustness" and args.save == Path("benchmarks") / file
     assert run["seeds"] == [args.seed * 100_000, args.seed * 100_000 + args.episodes - 1]
     assert all(
-        list(methods) == args.methods and all(f["episodes"] == args.episodes for f in methods.values())
+        list(methods) == args.methods
+        and all(f["episodes"] == args.episodes for f in methods.values())
         for methods in run["results"].values()
     )
 
