@@ -24,7 +24,11 @@ from emauto.microscope import Frame, RonchigramRequest
 from emauto.sessions.reader import Session, Step
 from emauto.tasks.probe_tuning.policies.probe_shift import fit_aberrations, shift_jacobians
 from emauto.units import validate_model
+from emauto.wrappers.calibrated import InstrumentCalibration
 
+#: Lens time constants waited after a knob change before a frame (`instrument_calibration`):
+#: e^-5, under 1 % of a step left.
+SETTLE_TIME_CONSTANTS = 5.0
 #: The aberrations measured to read each corrector axis's sign.
 SIGN_NAMES = ("C10", "C12a", "C12b", "C21a", "C21b", "C23a", "C23b")
 #: An axis's sign is called only when its measured response is at least this many standard
@@ -81,6 +85,26 @@ class CalibrationResult:
         config["flipped_knobs"] = sorted(k for k, s in self.signs.items() if s < 0)
         return config
 
+    def instrument_calibration(self) -> InstrumentCalibration:
+        """What the driver reports wrong, for `CalibratedMicroscope`: the camera's true over
+        reported angular pixel (``1 / (1 + pixel_angle_error)``), the corrector axes read
+        as flipped, and a settling wait of `SETTLE_TIME_CONSTANTS` lens time constants
+        after a knob change. What was not fitted stays as the driver reports it. C1's sign
+        (read with the camera's rotation, ambiguous by 180 degrees) is not used."""
+        e = self.estimates
+        scale = 1.0 / (1.0 + e["pixel_angle_error"].value) if "pixel_angle_error" in e else 1.0
+        settle = SETTLE_TIME_CONSTANTS * e["lens_tau_s"].value if "lens_tau_s" in e else 0.0
+        flipped = tuple(sorted(k for k, s in self.signs.items() if s < 0 and k != "C10"))
+        return validate_model(
+            {
+                "camera_pixel_scale": scale,
+                "flipped_knobs": flipped,
+                "lens_settle_s": min(max(settle, 0.0), 60.0),
+            },
+            InstrumentCalibration,
+            source="the fitted calibration",
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON."""
         return {
@@ -90,6 +114,17 @@ class CalibrationResult:
             "notes": list(self.notes),
             "sim_config": self.sim_config(),
         }
+
+
+def write_instrument_calibration(result: CalibrationResult, path: str | Path) -> Path:
+    """Write `CalibrationResult.instrument_calibration` as YAML (for
+    `emauto.wrappers.calibrated.CalibratedMicroscope`, e.g. `bench robustness
+    --calibrations`)."""
+    path = Path(path)
+    header = "# What `emauto calibrate` found the driver reports wrong (InstrumentCalibration).\n"
+    body = result.instrument_calibration().model_dump(mode="json")
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def write_sim_config(result: CalibrationResult, path: str | Path) -> Path:

@@ -20,7 +20,11 @@ def _format(value: float, sigma: float, unit: str) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from emauto.calibration.fit import fit_session, write_sim_config
+    from emauto.calibration.fit import (
+        fit_session,
+        write_instrument_calibration,
+        write_sim_config,
+    )
     from emauto.errors import ConfigError
 
     if args.plan is not None and args.record is None:
@@ -39,6 +43,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.out is not None:
         write_sim_config(result, args.out)
         out["out"] = str(args.out)
+    if args.instrument is not None:
+        write_instrument_calibration(result, args.instrument)
+        out["instrument"] = str(args.instrument)
     if args.json:
         print(json.dumps(out))
         return 0
@@ -55,6 +62,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if args.out is not None:
         print(f"wrote {args.out}")
+    if args.instrument is not None:
+        print(f"wrote {args.instrument}")
     return 0
 
 
@@ -94,6 +103,13 @@ def add_commands(commands: Any) -> None:
         type=Path,
         default=None,
         help="with --record: a YAML CalibrationPlan (default: the built-in plan)",
+    )
+    calibrate.add_argument(
+        "--instrument",
+        type=Path,
+        default=None,
+        help="write what the driver reports wrong (camera scale, flipped axes, lens settling) "
+        "as an InstrumentCalibration YAML for emauto.wrappers.calibrated.CalibratedMicroscope",
     )
     calibrate.add_argument("--json", action="store_true", help="print one JSON object")
     calibrate.set_defaults(handler=_calibrate)

@@ -203,3 +203,30 @@ def test_the_cli_records_and_fits_and_refuses_a_plan_without_record(
     assert main(args) == 0
     assert "camera_pixel_rad" in json.loads(capsys.readouterr().out)["estimates"]
     assert main(args) == 2  # the session folder exists now: nothing is overwritten
+
+
+def test_the_cli_writes_what_the_driver_reports_wrong(
+    session: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--instrument`: the InstrumentCalibration that `CalibratedMicroscope` applies; with it
+    the hidden twin's frames report the true angular pixel and C12a follows its setpoint."""
+    from emauto.drivers.sim.twin import SimulatedMicroscope
+    from emauto.microscope import RonchigramRequest
+    from emauto.units import load_yaml
+    from emauto.wrappers.calibrated import CalibratedMicroscope, InstrumentCalibration
+
+    out = tmp_path / "instrument.yaml"
+    assert main(["calibrate", str(session), "--instrument", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["instrument"] == str(out)
+    calibration = load_yaml(out, InstrumentCalibration)
+    assert calibration.flipped_knobs == ("C12a",)
+    assert calibration.camera_pixel_scale == pytest.approx(1 / 1.06, rel=0.01)
+    assert calibration.lens_settle_s == pytest.approx(5 * 0.08, rel=0.2)
+    twin = SimulatedMicroscope(HIDDEN)
+    scope = CalibratedMicroscope(twin, calibration)
+    frame = scope.acquire(RonchigramRequest(exposure_s=1e-3))
+    pixel = next(c.scale for c in frame.calibrations if c.units == "rad")
+    assert pixel == pytest.approx(twin.grid.camera_pixel_rad, rel=0.01)
+    scope.set({"C12a": 4e-9})
+    scope.acquire(RonchigramRequest(exposure_s=1e-3))  # waits for the lens to settle
+    assert twin.true_aberrations().C12a == pytest.approx(4e-9, abs=0.3e-9)
