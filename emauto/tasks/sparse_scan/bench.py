@@ -35,6 +35,8 @@ strategy (means over the images; ``per_image`` holds each image's):
   the adaptive strategy's whole time on that image (scan and compute; at most coverage 1:
   a full raster), reconstructed the same way (`equal_time_static`, with each pattern's
   coverage, time and dose fractions). At equal time a static pattern may spend more dose.
+  ``per_image_margin_pct`` compares each image with its own best static pattern. A margin
+  is None where that static error is 0 (noise-free samples of every pixel).
 
 Adaptive strategies: ``uncertainty`` (ensemble variance, `scanning.adaptive`) and ``rl``
 (the shipped PPO policy on `emauto/SparseScan-v0`; skipped with a note if none is shipped).
@@ -238,8 +240,11 @@ def headline_error(
     return 100 * float(np.sqrt(np.mean((image - truth) ** 2))), method
 
 
-def _margin(adaptive: float, static: float) -> float:
-    """``100 x (1 - adaptive / static)``: positive when the adaptive error is lower."""
+def _margin(adaptive: float, static: float) -> float | None:
+    """``100 x (1 - adaptive / static)``: positive when the adaptive error is lower; None
+    when the static error is 0 (a full raster of noise-free samples: no finite margin)."""
+    if static <= 0:
+        return None
     return round(100 * (1 - adaptive / static), 2)
 
 
@@ -407,9 +412,9 @@ def run_sparse_scan_benchmark(
                 "time_fraction": round(time_s / cost.full_raster_time_s, 5),
                 "scan_time_fraction": round(cost.time_fraction, 5),
                 "time_s": round(time_s, 6),
-                "compute_s": round(run.compute_s, 4),
+                "compute_s": round(run.compute_s, 6),
                 "batches": len(run.gaps_s) + 1,
-                "decision_s": round(statistics.median(run.gaps_s), 4) if run.gaps_s else 0.0,
+                "decision_s": round(statistics.median(run.gaps_s), 6) if run.gaps_s else 0.0,
                 "jumps": cost.jumps,
                 "reconstruction_s": {k: round(v, 3) for k, v in seconds.items()},
                 "scan_s": round(scan_s, 3),

@@ -41,7 +41,12 @@ def test_bench_on_a_user_file(
         assert figures["psnr_db"] == pytest.approx(-20 * np.log10(error), abs=0.01)
         assert 0 < figures["ssim"] <= 1
         assert figures["dose_fraction"] == pytest.approx(0.05, abs=1e-3)
-        assert 0.04 < figures["time_fraction"] < 1
+        assert 0.04 < figures["scan_time_fraction"] < 1
+        # the computing between an adaptive scan's batches is charged on top, nothing else
+        image = figures["per_image"]["mine.npy"]
+        assert (figures["time_fraction"] > figures["scan_time_fraction"]) == (name == "uncertainty")
+        assert image["batches"] == (5 if name == "uncertainty" else 1)
+        assert image["time_fraction"] * image["time_s"] > 0
         assert set(figures["rms_error_pct_by_reconstruction"]) == {"linear", "tv"}
         assert figures["per_image"]["mine.npy"]["positions"] == round(0.05 * 64 * 64)
     assert (tmp_path / "pictures" / "sparse_scan_mine.png").is_file()
