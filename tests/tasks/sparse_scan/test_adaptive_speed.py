@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -28,7 +29,8 @@ from emauto.tasks.sparse_scan.bench import (
     equal_time_coverage,
     run_sparse_scan_benchmark,
 )
-from emauto.tasks.sparse_scan.strategies import jittered_plan, make_plan, scan_cost
+from emauto.tasks.sparse_scan.reconstruct import linear
+from emauto.tasks.sparse_scan.strategies import ScanCost, jittered_plan, make_plan, scan_cost
 
 
 def _edge_image(n: int = 128) -> np.ndarray:
@@ -72,11 +74,11 @@ def test_delta_std_is_much_cheaper_than_the_ensemble(one_thread: None) -> None:
     values, mask = _samples(_edge_image(256), 0.05)
     rng = np.random.default_rng(0)
 
-    def seconds(run: object) -> float:
+    def seconds(run: Callable[[], object]) -> float:
         times = []
         for _ in range(5):
             start = time.perf_counter()
-            run()  # type: ignore[operator]
+            run()
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
@@ -89,7 +91,6 @@ def test_the_fast_proxy_scans_as_well_as_the_ensemble() -> None:
     """Both proxies' scans (same budget) beat a jittered grid of the whole budget on the edge
     image, and the fast one's error is within 10 % of the ensemble's."""
     truth = _edge_image()
-    from emauto.tasks.sparse_scan.reconstruct import linear
 
     def rms(values: np.ndarray, mask: np.ndarray) -> float:
         return float(np.sqrt(np.mean((linear(values, mask) - truth) ** 2)))
@@ -116,7 +117,7 @@ def test_the_fast_proxy_scans_as_well_as_the_ensemble() -> None:
 def test_equal_time_coverage_spends_the_time_given(strategy: str) -> None:
     shape = (64, 64)
 
-    def cost(coverage: float):
+    def cost(coverage: float) -> ScanCost:
         plan = make_plan(strategy, shape, coverage, 0)
         return scan_cost(plan, TWIN_SCAN, TWIN_DWELL_S, TWIN_CURRENT_A)
 

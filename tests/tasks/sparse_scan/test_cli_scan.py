@@ -122,3 +122,19 @@ def test_scan_on_the_twin_writes_png_and_array(
     assert summary["positions"] == np.load(out / "mask.npy").sum() == round(0.1 * 64 * 64)
     assert summary["dose_e"] > 0 and summary["backend_duration_s"] > 0
     assert summary["strategy"] == "line_hop"
+
+
+def test_adaptive_scan_is_charged_its_computing_between_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scan"
+    args = ["scan", "--microscope", "sim://?specimen=srtio3&effects=none", "--coverage", "0.1"]
+    args += ["--strategy", "uncertainty", "--size", "64", "--fov", "2e-9"]
+    assert main([*args, "--reconstruction", "linear", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["acquisitions"] == 5  # the initial grid and four batches
+    assert summary["compute_s"] > 0
+    full = summary["model_time_s"] / summary["scan_time_fraction"]
+    assert summary["time_fraction"] == pytest.approx(
+        (summary["model_time_s"] + summary["compute_s"]) / full
+    )
