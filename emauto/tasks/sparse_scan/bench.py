@@ -33,12 +33,13 @@ strategy (means over the images; ``per_image`` holds each image's):
   adaptive better), at equal dose (the static patterns as run, the same positions count)
   and at equal time: each static pattern re-run per image at the coverage whose scan takes
   the adaptive strategy's whole time on that image (scan and compute; at most coverage 1:
-  a full raster), reconstructed the same way (`equal_time_static`, with each pattern's
-  coverage, time and dose fractions). At equal time a static pattern may spend more dose.
-  ``per_image_margin_pct`` compares each image with its own best static pattern. A margin
-  is None where that static error is 0 (noise-free samples of every pixel).
+  a full raster, taken as it is: ``samples``), reconstructed the same way
+  (`equal_time_static`, with each pattern's coverage, time and dose fractions). At equal
+  time a static pattern may spend more dose. ``per_image_margin_pct`` compares each image
+  with its own best static pattern. A margin is None where that static error is 0
+  (noise-free samples of every pixel).
 
-Adaptive strategies: ``uncertainty`` (ensemble variance, `scanning.adaptive`) and ``rl``
+Adaptive strategies: ``uncertainty`` (ensemble spread, `adaptive`) and ``rl``
 (the shipped PPO policy on `emauto/SparseScan-v0`; skipped with a note if none is shipped).
 """
 
@@ -232,7 +233,10 @@ def headline_error(
     values: np.ndarray, mask: np.ndarray, truth: np.ndarray, reconstruction: str, seed: int = 0
 ) -> tuple[float, str]:
     """RMS error (%) of the ``reconstruction`` of the samples and the method it used (a
-    choosing reconstruction's pick)."""
+    choosing reconstruction's pick); a scan of every pixel is its own image (``samples``:
+    nothing to reconstruct, and a smoothing method would only blur it)."""
+    if mask.all():
+        return 100 * float(np.sqrt(np.mean((values - truth) ** 2))), "samples"
     method = reconstruction
     if reconstruction in CHOOSING_RECONSTRUCTIONS:
         method = validate(values, mask, seed=seed).method
