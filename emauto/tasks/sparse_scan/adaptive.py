@@ -13,9 +13,13 @@ smooth):
   barycentric weight of ``v`` and ``d_v`` the sample minus the mean of its Delaunay
   neighbours; the variance is ``1/4 x 3/4 x sum_v (w_v d_v)^2``, evaluated on a grid of
   stride ``floor(radius)`` (at most the picks' spacing) and interpolated back (bilinear).
-  About 50-70 ms a batch on a 512x512 raster at 1/20 on one core.
+  A batch decision (score and picks) on a 512x512 raster, one thread: 78-82 ms median at
+  1/20 and 24-25 ms at 1/100 on a lightly loaded core (twin images of the seed-1 training
+  specimens), 110-160 ms and 41-53 ms with the 2 cores shared by about eight processes.
 - ``proxy="ensemble"`` (`ensemble_std`): the ensemble itself, ``members`` (4) triangulations
-  and interpolations of every pixel: 3-5 times slower.
+  and interpolations of every pixel: 205-224 ms and 87-90 ms on the same light load
+  (400-760 ms and 140-220 ms shared), for the same errors (twin benchmark images at
+  512x512, ``validated``: 4.84 % vs 4.63 % mean at 1/20, 8.92 % vs 9.02 % at 1/100).
 
 Picks are greedy with a minimum spacing ``radius`` of half the mean sample spacing, so one
 bright feature does not take a whole batch.
