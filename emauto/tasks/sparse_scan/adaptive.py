@@ -13,13 +13,14 @@ smooth):
   barycentric weight of ``v`` and ``d_v`` the sample minus the mean of its Delaunay
   neighbours; the variance is ``1/4 x 3/4 x sum_v (w_v d_v)^2``, evaluated on a grid of
   stride ``floor(radius)`` (at most the picks' spacing) and interpolated back (bilinear).
-  A batch decision (score and picks) on a 512x512 raster, one thread: 78-82 ms median at
-  1/20 and 24-25 ms at 1/100 on a lightly loaded core (twin images of the seed-1 training
-  specimens), 110-160 ms and 41-53 ms with the 2 cores shared by about eight processes.
+  A batch decision (score and picks) on the twin benchmark images at 512x512 (the 12
+  decisions of their scans, 3 times, with another process on the 2 cores): median 83 ms
+  (90th percentile 0.13 s) at 1/20, 28 ms at 1/100, with 1 or 2 BLAS threads (the decision
+  runs on one, `one_blas_thread`); 115 ms and 35 ms with about five processes on them.
 - ``proxy="ensemble"`` (`ensemble_std`): the ensemble itself, ``members`` (4) triangulations
-  and interpolations of every pixel: 205-224 ms and 87-90 ms on the same light load
-  (400-760 ms and 140-220 ms shared), for the same errors (twin benchmark images at
-  512x512, ``validated``: 4.84 % vs 4.63 % mean at 1/20, 8.92 % vs 9.02 % at 1/100).
+  and interpolations of every pixel: 259-266 ms and 112-115 ms in the same runs (355 ms and
+  130 ms with five processes), for the same errors (the same images, ``validated``: 4.84 %
+  vs 4.63 % mean at 1/20, 8.92 % vs 9.02 % at 1/100).
 
 Picks are greedy with a minimum spacing ``radius`` of half the mean sample spacing, so one
 bright feature does not take a whole batch.
