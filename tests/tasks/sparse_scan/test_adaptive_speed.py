@@ -169,3 +169,18 @@ def test_bench_margins_at_equal_dose_and_equal_time(smooth_image: np.ndarray) ->
     assert equal["margin_pct"] == pytest.approx(
         100 * (1 - adaptive["rms_error_pct"] / statics[best]["rms_error_pct"]), abs=0.01
     )
+
+
+def test_bench_without_equal_time_leaves_the_margins_out(smooth_image: np.ndarray) -> None:
+    result = run_sparse_scan_benchmark(
+        {"smooth": smooth_image},
+        0.05,
+        strategies=["jittered", "uncertainty"],
+        reconstruction="linear",
+        reconstructions=["linear"],
+        progress=False,
+        equal_time=False,
+    )
+    assert "margin" not in result["uncertainty"]
+    assert "equal_time_static" not in result["uncertainty"]
+    assert result["uncertainty"]["compute_s"] > 0  # the computing is charged all the same
