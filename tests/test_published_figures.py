@@ -374,11 +374,28 @@ def _sparse_scan(d: dict[str, Any]) -> list[tuple[str, str]]:
     gain = pct(1 - adaptive / region[best_static]["rms_error_pct"])
     headline = fixed(twins["uncertainty"]["rms_error_pct"], 2)
     cs = fixed(twins["uncertainty"]["rms_error_pct_by_reconstruction"]["cs"], 2)
+    margins = [
+        (
+            "benchmarks/README.md",
+            f"| {coverage} | `{strategy}` | {fixed(m['equal_dose']['margin_pct'], 1)} % "
+            f"(`{m['equal_dose']['best_static']}`) | "
+            + (
+                "none finite"
+                if m["equal_time"]["margin_pct"] is None
+                else f"{fixed(m['equal_time']['margin_pct'], 1)} %"
+            )
+            + f" (`{m['equal_time']['best_static']}`) |",
+        )
+        for coverage, result in (("1/20", twins), ("1/100", sparse))
+        for strategy, m in ((s, f["margin"]) for s, f in result.items() if "margin" in f)
+    ]
     return [
         *figures,
+        *margins,
         (
             "README.md",
-            f"{headline} % RMS at 1/20 (adaptive `uncertainty` + completion network; `cs` {cs} %)",
+            f"{headline} % RMS at 1/20 (adaptive `uncertainty`, `validated` reconstruction; "
+            f"`cs` {cs} %)",
         ),
         ("README.md", f"{fixed(sparse['uncertainty']['rms_error_pct'], 2)} % at 1/100"),
         (

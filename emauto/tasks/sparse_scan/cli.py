@@ -46,6 +46,7 @@ def _bench_sparse_scan(args: argparse.Namespace) -> int:
         reconstructions=args.reconstructions or DEFAULT_RECONSTRUCTIONS,
         keep=keep,
         timing_repeats=args.timing_repeats,
+        equal_time=args.equal_time,
     )
     if args.out and keep is not None:
         from emauto.tasks.sparse_scan.pictures import save_reconstructions
@@ -163,6 +164,13 @@ def add_bench(bench_tasks: Any) -> None:
         type=int,
         default=1,
         help="runs of each reconstruction; its median time is reported (default: 1)",
+    )
+    bench.add_argument(
+        "--no-equal-time",
+        dest="equal_time",
+        action="store_false",
+        help="leave out the adaptive strategies' margins (the static patterns' re-runs at "
+        "each adaptive scan's time)",
     )
     bench.add_argument("--size", type=int, default=256, help="twin image size (pixels)")
     bench.add_argument("--out", help="folder for PNGs of the reconstructions")

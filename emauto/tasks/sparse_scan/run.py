@@ -4,16 +4,20 @@ The plan's positions (or line segments) go to the backend as one acquisition per
 (static strategies: one acquisition; adaptive ones: one per batch), over a ``size x size``
 raster of the field of view (``--fov`` or the backend's ``scan_fov`` knob). The samples are
 min-max normalised (by the samples' own range) for the reconstruction and scaled back to
-detector counts afterwards. The default reconstruction, ``validated``, chooses the method
-from held-out samples (`validation`); the summary names it and its validation error (% of
-the samples' range). Written to ``out``: ``reconstruction.npy`` (counts),
-``reconstruction.png``, ``mask.npy``, ``samples.npy`` and ``summary.json``.
+detector counts afterwards. ``time_fraction`` in the summary is the scan system's time (the
+model of `strategies.scan_cost`) plus the computing between batches (``compute_s``, wall
+clock), over a full raster's; ``scan_time_fraction`` the first alone. The default
+reconstruction, ``validated``, chooses the method from held-out samples (`validation`); the
+summary names it and its validation error (% of the samples' range). Written to ``out``:
+``reconstruction.npy`` (counts), ``reconstruction.png``, ``mask.npy``, ``samples.npy`` and
+``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,9 @@ __all__ = ["microscope_measure", "run_scan"]
 
 
 class _Acquirer:
-    """Measures pixels by acquiring them on a microscope; totals dose and time."""
+    """Measures pixels by acquiring them on a microscope; totals dose and time, and the
+    wall-clock computing between acquisitions (``compute_s``: from the end of one to the
+    start of the next)."""
 
     def __init__(
         self, scope: Microscope, shape: tuple[int, int], fov_m: float, dwell_s: float | None
@@ -56,9 +62,15 @@ class _Acquirer:
         self.dose_e = 0.0
         self.duration_s = 0.0
         self.acquisitions = 0
+        self.compute_s = 0.0
+        self._last_end: float | None = None
 
     def plan(self, plan: ScanPlan) -> np.ndarray:
+        start = time.perf_counter()
+        if self._last_end is not None:
+            self.compute_s += start - self._last_end
         frame = self.scope.acquire(to_request(plan, self.fov_m, self.dwell_s))
+        self._last_end = time.perf_counter()
         self._count(frame.dose_e, frame.duration_s)
         return np.asarray(frame.data, dtype=np.float64)
 
@@ -145,8 +157,10 @@ def run_scan(
         "dose_e": acquirer.dose_e,
         "backend_duration_s": acquirer.duration_s,
         "model_time_s": cost.time_s,
+        "compute_s": acquirer.compute_s,
         "dose_fraction": cost.dose_fraction,
-        "time_fraction": cost.time_fraction,
+        "time_fraction": (cost.time_s + acquirer.compute_s) / cost.full_raster_time_s,
+        "scan_time_fraction": cost.time_fraction,
         "reconstruction": reconstruction,
         "reconstructed_with": method,
         **({"validation": validation} if validation is not None else {}),

@@ -41,7 +41,12 @@ def test_bench_on_a_user_file(
         assert figures["psnr_db"] == pytest.approx(-20 * np.log10(error), abs=0.01)
         assert 0 < figures["ssim"] <= 1
         assert figures["dose_fraction"] == pytest.approx(0.05, abs=1e-3)
-        assert 0.04 < figures["time_fraction"] < 1
+        assert 0.04 < figures["scan_time_fraction"] < 1
+        # the computing between an adaptive scan's batches is charged on top, nothing else
+        image = figures["per_image"]["mine.npy"]
+        assert (figures["time_fraction"] > figures["scan_time_fraction"]) == (name == "uncertainty")
+        assert image["batches"] == (5 if name == "uncertainty" else 1)
+        assert image["time_fraction"] * image["time_s"] > 0
         assert set(figures["rms_error_pct_by_reconstruction"]) == {"linear", "tv"}
         assert figures["per_image"]["mine.npy"]["positions"] == round(0.05 * 64 * 64)
     assert (tmp_path / "pictures" / "sparse_scan_mine.png").is_file()
@@ -117,3 +122,19 @@ def test_scan_on_the_twin_writes_png_and_array(
     assert summary["positions"] == np.load(out / "mask.npy").sum() == round(0.1 * 64 * 64)
     assert summary["dose_e"] > 0 and summary["backend_duration_s"] > 0
     assert summary["strategy"] == "line_hop"
+
+
+def test_adaptive_scan_is_charged_its_computing_between_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scan"
+    args = ["scan", "--microscope", "sim://?specimen=srtio3&effects=none", "--coverage", "0.1"]
+    args += ["--strategy", "uncertainty", "--size", "64", "--fov", "2e-9"]
+    assert main([*args, "--reconstruction", "linear", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["acquisitions"] == 5  # the initial grid and four batches
+    assert summary["compute_s"] > 0
+    full = summary["model_time_s"] / summary["scan_time_fraction"]
+    assert summary["time_fraction"] == pytest.approx(
+        (summary["model_time_s"] + summary["compute_s"]) / full
+    )
