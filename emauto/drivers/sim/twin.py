@@ -54,6 +54,8 @@ from emauto.microscope import (
 )
 from emauto.units import ELECTRON_CHARGE_C
 
+#: Lens time constants after which the lenses count as settled (`settling_time_s`).
+SETTLING_TIME_CONSTANTS = 5.0
 #: Knobs whose optical value lags and shows hysteresis (lenses and deflectors).
 LENS_KNOBS = (
     *ABERRATION_KNOBS,
@@ -114,6 +116,7 @@ class SimulatedMicroscope:
         widths = {name: scale * HYSTERESIS_WIDTH[name] for name in LENS_KNOBS}
         tau = cfg.effects.lens_tau_s if cfg.effects.lens_lag else 0.0
         self._lenses = LensModel(tau_s=tau, widths=widths)
+        self._lens_tau_s = tau
         self._lenses.reset({name: self._optical(name, v) for name, v in values.items()}, 0.0)
         self._stage = np.array([values["stage_x"], values["stage_y"]])
         self._stage_target = self._stage.copy()
@@ -311,6 +314,12 @@ class SimulatedMicroscope:
             lenses.command(name, lenses.channels[name].setpoint + float(change), time_s)
         lens = lenses.values(time_s + wait_s)
         return optics.Aberrations.from_mapping({n: lens[n] for n in ABERRATION_KNOBS})
+
+    def settling_time_s(self) -> float:
+        """Five lens time constants (s; 0 without lens lag): the lenses within e^-5 (0.7 %)
+        of a step. Twin-only: scoring waits this long (the default twin's 0.1 s, the
+        frames' own wait)."""
+        return SETTLING_TIME_CONSTANTS * self._lens_tau_s
 
     def strehl_ratio_after(self, wait_s: float) -> float:
         """The Strehl ratio of `aberrations_after` ``wait_s``. Twin-only."""

@@ -119,7 +119,7 @@ def record_episode(
     """
     from emauto.drivers import connect
     from emauto.drivers.sim.twin import SimulatedMicroscope
-    from emauto.tasks.probe_tuning.env import ProbeTuningEnv
+    from emauto.tasks.probe_tuning.env import ProbeTuningEnv, scoring_wait_s
     from emauto.tasks.probe_tuning.policies.base import run_episode
     from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
     from emauto.wrappers.base import unwrap
@@ -140,7 +140,7 @@ def record_episode(
     def stop_outcome() -> float:
         """The true Strehl ratio a stop now leaves: the settled lenses plus the final move."""
         move = dict(zip(policy.knobs, policy.stop_point() - policy.x, strict=True))
-        left = twin.aberrations_after_move(move, config.lens_wait_s)
+        left = twin.aberrations_after_move(move, scoring_wait_s(twin, config))
         return optics.strehl_ratio(left, wavelength, config.convergence_rad)
 
     def decide(features: np.ndarray, can_measure: bool) -> Choice:

@@ -49,11 +49,16 @@ if TYPE_CHECKING:
     from emauto.wrappers.recording import RecordingMicroscope
 
 Observation = dict[str, np.ndarray]
-#: The state an episode leaves is scored this long (s) after the last command: settled
-#: lenses. The default twin's lenses settle in 0.1 s (5 time constants, the frames' wait);
-#: the robustness suite's slow lens (0.2 s) would otherwise be scored halfway through the
-#: last move, a state no policy left.
-SCORE_AFTER_S = 10.0
+
+
+def scoring_wait_s(twin: object, config: ProbeTuningConfig) -> float:
+    """How long (s) after the last command the state an episode leaves is scored: the
+    frames' wait, or the twin's lens settling time (``settling_time_s``, an in-process
+    twin's) if longer. The default twin settles in the frames' 0.1 s; a slow lens (the
+    robustness suite's 0.2 s time constant) is not scored halfway through the last move."""
+    settling = getattr(twin, "settling_time_s", None)
+    return max(config.lens_wait_s, float(settling()) if callable(settling) else 0.0)
+
 
 #: Predicts the Strehl ratio from the observation's Ronchigram pair (uint8 (2, S, S)) and the
 #: knob change (m) made between its two frames.
@@ -243,12 +248,12 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
 
     def true_strehl(self) -> float | None:
         """The twin's true Strehl ratio of the state the knobs are left in, once the lenses
-        have settled (`SCORE_AFTER_S` after the last command), for scoring once an episode
+        have settled (`scoring_wait_s` after the last command), for scoring once an episode
         is over; None without ground truth (a real microscope). A twin that cannot look
         ahead (over the wire, a replay) is read as it is now."""
         twin = unwrap(self.microscope)
         if isinstance(twin, SettlingGroundTruth):
-            return float(twin.strehl_ratio_after(SCORE_AFTER_S))
+            return float(twin.strehl_ratio_after(scoring_wait_s(twin, self.config)))
         return None if self._ground_truth is None else float(self._ground_truth())
 
     def true_phase_variance(self) -> float | None:
@@ -257,7 +262,7 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         twin = unwrap(self.microscope)
         if not isinstance(twin, SettlingGroundTruth):
             return None
-        aberrations = twin.aberrations_after(SCORE_AFTER_S)
+        aberrations = twin.aberrations_after(scoring_wait_s(twin, self.config))
         return optics.phase_variance(aberrations, self._wavelength, self.config.convergence_rad)
 
     def render(self) -> np.ndarray | None:
