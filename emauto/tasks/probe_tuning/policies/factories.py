@@ -161,10 +161,10 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
     if factory is reinforcement_learning:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_ppo")
         return {"weights": folder / POLICY_FILE, "estimator": estimator}
-    if factory is decision_rl or factory is handoff:
+    if factory is decision_rl:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_decider")
         return {"weights": folder / "actor.pt"}
-    if factory is belief_stop:
+    if factory is belief_stop or factory is handoff:
         folder = Path(policy_path) if policy_path else shipped_path("probe_tuning_belief")
         return {"weights": folder / "actor.pt"}
     if factory in _READS_ESTIMATOR:
@@ -173,15 +173,16 @@ def weights_used(name: str, policy_path: str | None = None) -> dict[str, Path]:
 
 
 def handoff(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPolicy:
-    """``handoff``: the learned decision policy (``rl_decide``, its actor from
-    ``policy_path`` or the shipped one) while its measurement is confident, then `bo`; the
-    operator when neither makes progress."""
-    from emauto.tasks.probe_tuning.policies.bayesopt import BayesOptPolicy
-    from emauto.tasks.probe_tuning.policies.decider import DecisionPolicy
+    """``handoff``: ``rl_belief`` (the shipped actor or the ``actor.pt`` in the folder
+    ``policy_path``) while it is sure, then `bo`'s own stop rule; the operator when neither
+    is."""
+    from emauto.tasks.probe_tuning.policies.belief_stop import (
+        DEFAULT_STOP_ACTOR,
+        StopActor,
+        actor_decide,
+    )
     from emauto.tasks.probe_tuning.policies.handoff import HandoffPolicy
-    from emauto.tasks.probe_tuning.policies.registry import make_policy
 
-    primary = make_policy("rl_decide", env, seed, policy_path)
-    fallback = bayesian_optimisation(env, seed, policy_path)
-    assert isinstance(primary, DecisionPolicy) and isinstance(fallback, BayesOptPolicy)
-    return HandoffPolicy(primary, fallback)
+    path = Path(policy_path) / "actor.pt" if policy_path else DEFAULT_STOP_ACTOR
+    decide = actor_decide(StopActor.load(path))
+    return HandoffPolicy(env.knobs, env.step_limits, _meter(env), decide, seed=seed)

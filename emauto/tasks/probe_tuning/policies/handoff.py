@@ -1,156 +1,76 @@
-"""``handoff``: the learned decision policy while its measurement is confident, Bayesian
-optimisation when it is not, and the operator when neither makes progress.
+"""``handoff``: the learned policy while it is sure, Bayesian optimisation when it is not,
+and the operator when neither is.
 
-The primary is a decision policy (`decider.DecisionPolicy`: ``rl_decide`` from the
-registry, or any policy on a `decisions.DecisionCore`, e.g. the expert ``shift_decide``).
-Its measurement is judged by what the core knows, no ground truth:
+The primary is the shipped RL policy, ``rl_belief`` (`belief_stop.BeliefStopPolicy`): a
+learned actor that reads `bo`'s posterior and chooses, at every decision point, to measure
+again, to declare the probe aligned, or to hand over. Here a hand-over while the budget
+still has room for an evaluation is not the end: `bo` goes on from the same belief (the
+same posterior, nothing measured twice) with its own, conservative stop rule
+(`bayesopt.STOP_STREHL`: declared aligned when the posterior expects that Strehl ratio).
+When the budget has no room for another evaluation and neither has declared, the policy
+stops at `bo`'s aligned point without declaring and says the probe needs the operator;
+the state it leaves is still scored, like every method's.
 
-- `MAX_REFUSALS` measurements refused in a row (the patches disagree: folding optics or a
-  strong scatterer), or
-- `STALL_MEASUREMENTS` accepted measurements in a row that predict no higher a Strehl ratio
-  than the best before them (its corrections make no progress), or
-- a declared stop whose measurement predicts less than `CONFIDENT_STREHL`
-
-hand the episode to the fallback (`bayesopt.BayesOptPolicy.take_over`, from the knobs as
-they are, the core's probe defocus and its latest accepted measurement included). The
-fallback's own stop ends the episode when it is confident (declared aligned). When it
-cannot make progress either (`FALLBACK_REFUSALS` refused before it has accepted one,
-or the budget has no room for another evaluation before it is confident) the policy stops
-with ``aligned=False`` and a reason that says the probe needs the operator; its final move
-still leaves the fallback's best state. A primary that ends the episode without declaring
-(no frames left) also hands it to the operator.
+No ground truth is read: the actor's features and `bo`'s posterior come from the
+measurements only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 
-from emauto.tasks.probe_tuning.policies.base import Observation, StopDecision
-from emauto.tasks.probe_tuning.policies.bayesopt import BayesOptPolicy
-from emauto.tasks.probe_tuning.policies.decider import DecisionPolicy
+from emauto.tasks.probe_tuning.policies.base import StopDecision
+from emauto.tasks.probe_tuning.policies.bayesopt import STOP_STREHL
+from emauto.tasks.probe_tuning.policies.belief_stop import BeliefStopPolicy, Choice, Decide
+from emauto.tasks.probe_tuning.policies.objective import AberrationMeter, MeasuringOptimiser
 
-#: Refused measurements in a row that end trust in a measurement.
-MAX_REFUSALS = 2
-#: Accepted measurements in a row without a better predicted Strehl ratio: no progress.
-STALL_MEASUREMENTS = 2
-#: Refused measurements of the fallback before its first accepted one (each probes further
-#: out of focus) after which it cannot make progress.
-FALLBACK_REFUSALS = 3
-#: A declared stop is trusted when its measurement predicts at least this Strehl ratio;
-#: below it `bo` finishes the episode from there. Chosen on tuning episodes 7000-7019 with
-#: the expert as the primary: 0.7 (the expert's own threshold) 12/20 aligned, 5 false dones;
-#: 0.9 15/20, 1.
-CONFIDENT_STREHL = 0.9
 #: Start of the reason of every stop that hands the probe to a person.
 NEEDS_OPERATOR = "needs the operator"
 
 
-class HandoffPolicy:
-    """Primary decision policy, fallback optimiser, then the operator: ``name = "handoff"``."""
+class HandoffPolicy(BeliefStopPolicy):
+    """``rl_belief``, with `bo`'s own stop rule where the actor would hand over early."""
 
-    name = "handoff"
-
-    def __init__(self, primary: DecisionPolicy, fallback: BayesOptPolicy) -> None:
-        self.primary = primary
-        self.fallback = fallback
+    def __init__(
+        self,
+        knobs: Sequence[str],
+        step_limits_m: Sequence[float] | np.ndarray,
+        meter: AberrationMeter,
+        decide: Decide,
+        seed: int = 0,
+    ) -> None:
+        self._actor_decide = decide
         self.mode: Literal["primary", "fallback"] = "primary"
-        self.handed_over_because = ""
-        self._info: dict[str, Any] = {}
-        self._predictions: list[float] = []
-        self._measurements = 0
+        super().__init__(knobs, step_limits_m, meter, self._primary, name="handoff", seed=seed)
 
-    def reset(self, observation: Observation, info: dict[str, Any]) -> None:
-        self.primary.reset(observation, info)
+    def reset(self, observation: Any, info: dict[str, Any]) -> None:
+        super().reset(observation, info)
         self.mode = "primary"
-        self.handed_over_because = ""
-        self._info = dict(info)
-        self._predictions, self._measurements = [], 0
+        self.stop_strehl = np.inf  # the actor decides while it is the primary
+
+    def _primary(self, features: np.ndarray, can_measure: bool) -> Choice:
+        """The actor's choice, except that a hand-over with room to measure hands the
+        episode to `bo` (which then measures)."""
+        choice = self._actor_decide(features, can_measure)
+        if choice == Choice.OPERATOR and can_measure:
+            self.mode = "fallback"
+            self.stop_strehl = STOP_STREHL
+            return Choice.MEASURE
+        return choice
 
     def stop(self) -> StopDecision | None:
         if self.mode == "primary":
-            reason = self._distrust()
-            if reason is None:
-                decision = self.primary.stop()
-                if decision is None:
-                    return None
-                if decision.aligned and decision.confidence >= CONFIDENT_STREHL:
-                    return decision
-                if not decision.aligned:  # out of frames under the primary
-                    return StopDecision(
-                        False,
-                        decision.confidence,
-                        f"{NEEDS_OPERATOR}: {decision.reason}",
-                        needs_operator=True,
-                    )
-                reason = f"a stop predicting Strehl {decision.confidence:.2f} only"
-            self._hand_over(reason)
-        return self._fallback_stop()
-
-    def suggest(self) -> np.ndarray:
-        policy = self.primary if self.mode == "primary" else self.fallback
-        return policy.suggest()
-
-    def ingest(
-        self, action: np.ndarray, observation: Observation, reward: float, info: dict[str, Any]
-    ) -> None:
-        self._info = dict(info)
-        if self.mode == "fallback":
-            self.fallback.ingest(action, observation, reward, info)
-            return
-        self.primary.ingest(action, observation, reward, info)
-        core = self.primary.core
-        if core.measurements > self._measurements and core.estimate is not None:
-            self._predictions.append(core.predicted_strehl())
-        self._measurements = core.measurements
-
-    def final_action(self) -> np.ndarray | None:
-        policy = self.primary if self.mode == "primary" else self.fallback
-        return policy.final_action()
-
-    # ------------------------------------------------------------------ internals
-
-    def _distrust(self) -> str | None:
-        """Why the primary's measurement is not to be trusted now (None: it is)."""
-        core = self.primary.core
-        if core.refused >= MAX_REFUSALS:
-            return f"{core.refused} measurements refused in a row"
-        history = self._predictions
-        if len(history) > STALL_MEASUREMENTS:
-            before = max(history[:-STALL_MEASUREMENTS])
-            if max(history[-STALL_MEASUREMENTS:]) <= before:
-                return f"{STALL_MEASUREMENTS} measurements without progress"
-        return None
-
-    def _hand_over(self, reason: str) -> None:
-        core = self.primary.core
-        reading = None
-        if core.estimate is not None:  # accepted at the present knobs: the defocus back on
-            reading = core.estimate.copy()
-            reading[0] += core.offset_m
-        self.fallback.take_over(self._info, core.offset_m, reading)
-        self.mode = "fallback"
-        self.handed_over_because = reason
-
-    def _fallback_stop(self) -> StopDecision | None:
-        fallback = self.fallback
-        if fallback.accepted == 0 and fallback.refusals >= FALLBACK_REFUSALS:
-            confidence = fallback.confidence() or 0.0
-            return StopDecision(
-                False,
-                confidence,
-                f"{NEEDS_OPERATOR}: the learned policy handed over ({self.handed_over_because}) "
-                f"and Bayesian optimisation had {fallback.refusals} measurements refused",
-                needs_operator=True,
-            )
-        decision = fallback.stop()
+            return super().stop()
+        decision = MeasuringOptimiser.stop(self)  # bo's own rule from here on
         if decision is None or decision.aligned:
             return decision
         return StopDecision(
             False,
             decision.confidence,
-            f"{NEEDS_OPERATOR}: the learned policy handed over ({self.handed_over_because}) "
-            f"and Bayesian optimisation is not confident ({decision.reason})",
+            f"{NEEDS_OPERATOR}: the learned policy handed over and Bayesian optimisation is "
+            f"not confident ({decision.reason})",
             needs_operator=True,
         )

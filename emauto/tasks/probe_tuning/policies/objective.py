@@ -269,29 +269,6 @@ class MeasuringOptimiser:
         self.start()
         self.target = self._defocused(self.x)
 
-    def take_over(
-        self,
-        info: dict[str, Any],
-        probe_offset_m: float = 0.0,
-        reading: np.ndarray | None = None,
-    ) -> None:
-        """Continue an episode another policy started (`handoff`), from the knobs as they
-        are now, which carry ``probe_offset_m`` of deliberate over-focus (m). ``reading``:
-        a measurement accepted at the present knobs (m, knob order, probe defocus
-        included), used as this optimiser's first evaluation (no frame)."""
-        self.meter.reset(info)
-        self.x = np.zeros(len(self.knobs))
-        self.x[self._c1] = probe_offset_m
-        measured_at = reading is not None and probe_offset_m > 0  # the reading's defocus
-        self.defocus_m = probe_offset_m if measured_at else self.probe_defocus_m
-        self.accepted = self.refusals = self.evaluations = 0
-        self._settling = False
-        self.start()
-        if reading is not None:
-            self.accepted = 1
-            self.observe(self.x.copy(), np.asarray(reading, dtype=np.float64))
-        self.target = self._defocused(self._next_or_here())
-
     def stop(self) -> StopDecision | None:
         confidence = self.confidence()
         declared = confidence is not None and confidence >= self.stop_strehl
