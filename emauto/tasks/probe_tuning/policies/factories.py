@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from emauto.tasks.probe_tuning.env import ProbeTuningEnv
     from emauto.tasks.probe_tuning.policies.base import TuningPolicy
+    from emauto.tasks.probe_tuning.policies.belief_stop import Decide
     from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
 
 
@@ -105,15 +106,9 @@ def belief_stop(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> Tuni
     """``rl_belief``: `bo`'s evaluations with the learned stop (measure again, declare
     aligned, or hand over to the operator), the shipped actor or the ``actor.pt`` in the
     folder ``policy_path``."""
-    from emauto.tasks.probe_tuning.policies.belief_stop import (
-        DEFAULT_STOP_ACTOR,
-        BeliefStopPolicy,
-        StopActor,
-        actor_decide,
-    )
+    from emauto.tasks.probe_tuning.policies.belief_stop import BeliefStopPolicy
 
-    path = Path(policy_path) / "actor.pt" if policy_path else DEFAULT_STOP_ACTOR
-    decide = actor_decide(StopActor.load(path))
+    decide = _stop_actor_decide(policy_path)
     return BeliefStopPolicy(env.knobs, env.step_limits, _meter(env), decide, seed=seed)
 
 
@@ -176,13 +171,20 @@ def handoff(env: ProbeTuningEnv, seed: int, policy_path: str | None) -> TuningPo
     """``handoff``: ``rl_belief`` (the shipped actor or the ``actor.pt`` in the folder
     ``policy_path``) while it is sure, then `bo`'s own stop rule; the operator when neither
     is."""
+    from emauto.tasks.probe_tuning.policies.handoff import HandoffPolicy
+
+    decide = _stop_actor_decide(policy_path)
+    return HandoffPolicy(env.knobs, env.step_limits, _meter(env), decide, seed=seed)
+
+
+def _stop_actor_decide(policy_path: str | None) -> Decide:
+    """The learned stop's choices: the shipped actor, or the ``actor.pt`` in the folder
+    ``policy_path``."""
     from emauto.tasks.probe_tuning.policies.belief_stop import (
         DEFAULT_STOP_ACTOR,
         StopActor,
         actor_decide,
     )
-    from emauto.tasks.probe_tuning.policies.handoff import HandoffPolicy
 
     path = Path(policy_path) / "actor.pt" if policy_path else DEFAULT_STOP_ACTOR
-    decide = actor_decide(StopActor.load(path))
-    return HandoffPolicy(env.knobs, env.step_limits, _meter(env), decide, seed=seed)
+    return actor_decide(StopActor.load(path))
