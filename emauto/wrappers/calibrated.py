@@ -49,7 +49,7 @@ class InstrumentCalibration(StrictModel):
         default=(), description="knobs whose optics follow minus the setpoint"
     )
     lens_settle_s: float = Field(
-        default=0.0, ge=0.0, le=60.0, description="least wait before a Ronchigram (s)"
+        default=0.0, ge=0.0, le=60.0, description="least wait after a knob change (s)"
     )
 
     @field_validator("flipped_knobs")
