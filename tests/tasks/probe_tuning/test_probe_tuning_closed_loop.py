@@ -219,8 +219,9 @@ def test_rl_does_not_improve_the_probe(carbon: SimulatedMicroscope) -> None:
     """The honest figure: the shipped `rl` policy does NOT improve the true objective
     (measured: median final 0.0022, median gain -0.001, 3/12 improved; the best final
     0.14 on one machine and below 0.1 on another: its episodes are chaotic across
-    platforms): no episode aligns, none gets halfway to it, and the median change is nil. When it starts working this
-    test fails, and should be replaced by a margin like `test_shift_aligns`'s. (`simplex`
+    platforms): no episode aligns, none gets halfway to it, and the median change is nil.
+    When it starts working this test fails, and should be replaced by a margin like
+    `test_shift_aligns`'s. (`simplex`
     and `bo` were here until they optimised the probe-shift measurement: see
     `test_bo_aligns`, `test_simplex_aligns`.)"""
     episodes = run_policy("rl", carbon)
