@@ -32,6 +32,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "estimator_training.yaml": EstimatorTrainingConfig,
     "estimator_training_gpu.yaml": EstimatorTrainingConfig,
     "conditions/tenth_dose.yaml": ProbeTuningConfig,
+    "conditions/auto_exposure.yaml": ProbeTuningConfig,
     "probe_tuning_belief.yaml": BeliefTrainingConfig,
     "probe_tuning_decider.yaml": DeciderTrainingConfig,
     "probe_tuning_ppo.yaml": RLTrainingConfig,
