@@ -190,16 +190,24 @@ def _calibrate_fewshot(
     return _fit_temperature(logits, labels), float((logits.argmax(1) == labels).mean())
 
 
+def _training_and_calibration_patches(
+    config: PatchTrainingConfig, progress: bool
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Labelled patches (x, y) of the training fields and of the calibration fields."""
+    x, y, _ = make_patch_dataset(config.train_seeds, config.per_class, sample_seed=config.seed,
+                                 progress=progress)  # fmt: skip
+    xc, yc, _ = make_patch_dataset(config.calibration_seeds, config.per_class,
+                                   sample_seed=config.seed + 1)  # fmt: skip
+    return (x, y), (xc, yc)
+
+
 def add_fewshot_head(
     classifier: PatchClassifier, config: PatchTrainingConfig, *, progress: bool = True
 ) -> PatchClassifier:
     """``classifier`` with a head trained on ``config.train_seeds`` and its temperature and
     5-shot figure from ``config.calibration_seeds`` (the CNN and its figures are kept)."""
     start = time.perf_counter()
-    x, y, _ = make_patch_dataset(config.train_seeds, config.per_class, sample_seed=config.seed,
-                                 progress=progress)  # fmt: skip
-    xc, yc, _ = make_patch_dataset(config.calibration_seeds, config.per_class,
-                                   sample_seed=config.seed + 1)  # fmt: skip
+    (x, y), (xc, yc) = _training_and_calibration_patches(config, progress)
     data_s = time.perf_counter() - start
     head = train_fewshot_head(classifier, x, y, config.head, progress=progress)
     train_s = time.perf_counter() - start - data_s
@@ -225,10 +233,7 @@ def train_classifier(config: PatchTrainingConfig, *, progress: bool = True) -> P
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     start = time.perf_counter()
-    x, y, _ = make_patch_dataset(config.train_seeds, config.per_class, sample_seed=config.seed,
-                                 progress=progress)  # fmt: skip
-    xc, yc, _ = make_patch_dataset(config.calibration_seeds, config.per_class,
-                                   sample_seed=config.seed + 1)  # fmt: skip
+    (x, y), (xc, yc) = _training_and_calibration_patches(config, progress)
     data_s = time.perf_counter() - start
     net = PatchNet(len(CLASSES), config.width, config.embedding_dim)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)

@@ -116,7 +116,6 @@ class SimulatedMicroscope:
         widths = {name: scale * HYSTERESIS_WIDTH[name] for name in LENS_KNOBS}
         tau = cfg.effects.lens_tau_s if cfg.effects.lens_lag else 0.0
         self._lenses = LensModel(tau_s=tau, widths=widths)
-        self._lens_tau_s = tau
         self._lenses.reset({name: self._optical(name, v) for name, v in values.items()}, 0.0)
         self._stage = np.array([values["stage_x"], values["stage_y"]])
         self._stage_target = self._stage.copy()
@@ -319,7 +318,7 @@ class SimulatedMicroscope:
         """Five lens time constants (s; 0 without lens lag): the lenses within e^-5 (0.7 %)
         of a step. Twin-only: scoring waits this long (the default twin's 0.1 s, the
         frames' own wait)."""
-        return SETTLING_TIME_CONSTANTS * self._lens_tau_s
+        return SETTLING_TIME_CONSTANTS * self._lenses.tau_s
 
     def strehl_ratio_after(self, wait_s: float) -> float:
         """The Strehl ratio of `aberrations_after` ``wait_s``. Twin-only."""

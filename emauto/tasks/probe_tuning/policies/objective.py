@@ -88,6 +88,7 @@ class AberrationMeter:
             raise ValueError(f"max_exposure_s must be a positive time (s), got {max_exposure_s}")
         self.knobs = tuple(knobs)
         self.max_exposure_s = max_exposure_s
+        self._exposure_for: tuple[Frame | None, float | None] = (None, None)
         self.microscope = microscope
         self.last_frame = last_frame
         self.aperture_rad = aperture_rad
@@ -123,9 +124,15 @@ class AberrationMeter:
         return EVALUATION_FRAMES + (1 if self._longer_exposure() is not None else 0)
 
     def _longer_exposure(self) -> float | None:
-        """`probe_shift.auto_exposure_s` for the env's last frame."""
+        """`probe_shift.auto_exposure_s` for the env's last frame (judged once a frame:
+        `stop` and `measure` both ask)."""
         frame = self.last_frame() if self.last_frame is not None else None
-        return auto_exposure_s(frame, self.aperture_rad, self.max_exposure_s)
+        if frame is None or frame is not self._exposure_for[0]:
+            self._exposure_for = (
+                frame,
+                auto_exposure_s(frame, self.aperture_rad, self.max_exposure_s),
+            )
+        return self._exposure_for[1]
 
     def measure(self, relocate: bool = False) -> np.ndarray | None:
         """The aberrations (m, knob order) at the present optics, None when refused.
