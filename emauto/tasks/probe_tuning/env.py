@@ -42,7 +42,11 @@ from emauto.microscope import (
     SettlingGroundTruth,
 )
 from emauto.tasks.probe_tuning.config import TUNING_KNOB_GROUPS, ProbeTuningConfig
-from emauto.tasks.probe_tuning.observations import aperture_crop_px, ronchigram_image
+from emauto.tasks.probe_tuning.observations import (
+    aperture_crop_px,
+    background_counts,
+    ronchigram_image,
+)
 from emauto.wrappers.base import unwrap
 
 if TYPE_CHECKING:
@@ -338,8 +342,10 @@ class ProbeTuningEnv(gym.Env[Observation, np.ndarray]):
         return {"ronchigram": pair, "history": self._history.ravel().copy()}
 
     def _image(self, frame: Frame) -> np.ndarray:
-        crop = aperture_crop_px(frame, self.config.convergence_rad, self.config.observation_margin)
-        return ronchigram_image(frame.data, self.config.observation_size, crop)
+        aperture = self.config.convergence_rad
+        crop = aperture_crop_px(frame, aperture, self.config.observation_margin)
+        background = background_counts(frame, aperture)
+        return ronchigram_image(frame.data, self.config.observation_size, crop, background)
 
     def _wavefront_potential(self) -> float:
         """``-ln(phase variance + 0.01) / ln(100)`` of the true aberrations: about -1 for a
