@@ -1,13 +1,16 @@
 """The daemon's control socket: ``status``, ``pause``, ``resume``, ``abort``, ``reset``,
-``submit`` (a plan for the queue), ``answer`` (to a hand-off question) and ``shutdown``.
+``submit`` (a plan for the queue), ``answer`` (to a hand-off question), ``label`` (an
+operator's class for a patch, for the few-shot classifier) and ``shutdown``.
 
 A ZeroMQ ROUTER socket on loopback (or ipc://), spoken to by REQ clients. A request is one
 single-part JSON object ``{"command": NAME}`` (``submit`` adds ``"name"`` and ``"plan"``,
-``answer`` adds ``"choice"``); the reply is ``{"ok": true, "status": {...}}``
-or ``{"ok": false, "error": {"type": ..., "message": ...}}``. Malformed requests (several
-parts, bad JSON, unknown commands) get an error reply and change nothing. A ROUTER socket has
-no send/receive state machine, so no message can wedge it (a REP socket raised EFSM on a
-two-part request and stopped answering).
+``answer`` adds ``"choice"``; ``label`` adds ``"label"`` and either ``"x_px"``, ``"y_px"``
+(the patch of the latest image centred on that pixel) or ``"counts"`` (32x32 raw counts),
+``"electrons_per_pixel"`` and optionally ``"x_m"``, ``"y_m"``); the reply is
+``{"ok": true, "status": {...}}`` or ``{"ok": false, "error": {"type": ..., "message":
+...}}``. Malformed requests (several parts, bad JSON, unknown commands) get an error reply
+and change nothing. A ROUTER socket has no send/receive state machine, so no message can
+wedge it (a REP socket raised EFSM on a two-part request and stopped answering).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emauto.errors import DeadlineExceededError, EmautoError, ProtocolError
 
-Command = Literal["status", "pause", "resume", "abort", "reset", "submit", "answer", "shutdown"]
+Command = Literal[
+    "status", "pause", "resume", "abort", "reset", "submit", "answer", "label", "shutdown"
+]
 MAX_REQUEST_BYTES = 256 * 1024  # a submitted plan
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,13 @@ class ControlRequest(BaseModel):
     name: str | None = Field(default=None, max_length=64)
     plan: list[dict[str, Any]] | None = Field(default=None, max_length=64)
     choice: str | None = Field(default=None, max_length=32)
+    label: str | None = Field(default=None, max_length=64)
+    x_px: float | None = None
+    y_px: float | None = None
+    counts: list[list[float]] | None = Field(default=None, max_length=64)
+    electrons_per_pixel: float | None = None
+    x_m: float | None = None
+    y_m: float | None = None
 
     def payload(self) -> dict[str, Any]:
         """The arguments given (none for the plain commands)."""

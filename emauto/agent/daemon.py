@@ -23,11 +23,11 @@ stop that says it needs the operator, a stop not declared aligned, two refused m
 the daemon blanks the beam, pauses and asks the operator (approve, take over, abort); the
 question and the answer are events of the session's ``operator`` stream.
 
-Operator labels (`Daemon.label`, ``handle("label", ...)``; the control socket and the console
-do not send them yet): a labelled patch joins the support set of the running few-shot
-classifier at once (`emauto.models.labels.OnlineLabels`, kept in ``sessions/labels.npz``)
-and is written into the running plan's session (the next plan's when none runs) as an
-``operator`` event of kind ``label``.
+Operator labels (`Daemon.label`, ``handle("label", ...)``, sent by ``emauto ctl label``
+and by a click on the console's picture): a labelled patch joins the support set of the
+running few-shot classifier at once (`emauto.models.labels.OnlineLabels`, kept in
+``sessions/labels.npz``) and is written into the running plan's session (the next plan's
+when none runs) as an ``operator`` event of kind ``label``.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ from typing import Any
 from emauto.agent.live import LiveMicroscope, LiveState
 from emauto.agent.plans import DaemonConfig, PlanRequest, Task
 from emauto.agent.state import CHOICES, State, StateMachine
-from emauto.errors import AbortedError, AgentStateError, ConfigError
+from emauto.errors import AbortedError, AgentStateError, ConfigError, LabelError
 from emauto.microscope import Microscope
-from emauto.models.labels import OnlineLabels
+from emauto.models.labels import OnlineLabels, frame_label_payload
 from emauto.sessions.recorder import ExitStatus, SessionRecorder
 from emauto.tasks.steps import StepContext
 from emauto.units import validate_model
@@ -280,9 +280,18 @@ class Daemon:
             self._lock.notify_all()
 
     def label(self, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """An operator's label ``{"counts": 32x32 raw counts, "electrons_per_pixel",
-        "label", "x_m", "y_m"}``: the few-shot classifier updates now; the session records
-        it from the plan's thread (the recorder is not shared between threads)."""
+        """An operator's label: ``{"counts": 32x32 raw counts, "electrons_per_pixel",
+        "label", "x_m", "y_m"}``, or ``{"label", "x_px", "y_px"}`` for the patch of the latest
+        image centred on that pixel (column, row). The few-shot classifier updates now; the
+        session records it from the plan's thread (the recorder is not shared between
+        threads)."""
+        if "counts" not in payload and ("x_px" in payload or "y_px" in payload):
+            latest = self.live.latest()
+            if latest is None:
+                raise LabelError("no image to label yet: acquire one first")
+            payload = frame_label_payload(
+                latest.frame, payload.get("x_px"), payload.get("y_px"), payload.get("label")
+            )
         with self._label_lock:
             entry = self.labels.add_payload(payload)
             self._unrecorded_labels.append(entry)

@@ -254,6 +254,68 @@ def contrast(image: np.ndarray, disc: Disc, margin: float = 1.25) -> Estimate:
     return Estimate(value, sigma, "")
 
 
+@dataclass(frozen=True)
+class FlatField:
+    """The camera's relative pixel gains (``gains``, the frames' shape, mean 1 inside the
+    disc, 1 where not measured), with the rms of the non-uniformity the frames show
+    (``signal_rms``) and of the estimate's own noise (``noise_rms``), both fractions."""
+
+    gains: np.ndarray
+    signal_rms: float
+    noise_rms: float
+
+
+#: A flat field is kept only when the non-uniformity is this many times its estimate's noise.
+FLAT_FIELD_MIN_SNR = 2.0
+
+
+def flat_field(
+    frames: Sequence[np.ndarray],
+    dark_counts: float,
+    disc: Disc,
+    smooth_px: float = 32.0,
+    inner: float = 0.9,
+) -> FlatField:
+    """Pixel gains from Ronchigrams of different specimen areas (probe positions, defocus).
+
+    Each frame (dark-subtracted) is divided by its mean within ``inner`` disc radii; their
+    average keeps the fixed gain pattern while the moving specimen pattern averages out. The
+    gains are that average over its own Gaussian smoothing (``smooth_px``, normalised
+    within the disc): what varies faster than ``smooth_px`` in every frame alike.
+    Two half-averages (even and odd frames) give the noise: their covariance is the
+    non-uniformity's variance, a quarter of their difference's variance the estimate's. The
+    gains are shrunk towards 1 by ``S / (S + N)`` (variances), a Wiener weight, so a uniform
+    camera gets back gains near 1 rather than the frames' own speckle."""
+    stack = _stack(frames, "flat field", minimum=4)
+    ny, nx = stack.shape[1:]
+    rows, cols = np.mgrid[0:ny, 0:nx]
+    rho = np.hypot(cols - disc.centre_x_px.value, rows - disc.centre_y_px.value)
+    inside = rho < inner * disc.radius_px.value
+    if inside.sum() < 100:
+        raise CalibrationDataError("flat field: fewer than 100 pixels inside the disc")
+    signal = stack - dark_counts
+    means = signal[:, inside].mean(axis=1)
+    if not np.all(means > 0):
+        raise CalibrationDataError("flat field: a frame has no signal in the disc")
+    normalised = signal / means[:, None, None]
+    weight = ndimage.gaussian_filter(inside.astype(np.float64), smooth_px)
+
+    def relative(average: np.ndarray) -> np.ndarray:
+        smooth = ndimage.gaussian_filter(np.where(inside, average, 0.0), smooth_px)
+        envelope = np.maximum(smooth / np.maximum(weight, 1e-9), 1e-12)
+        ratio = np.where(inside, average / envelope, 1.0)
+        return ratio / ratio[inside].mean()
+
+    half_a = relative(normalised[0::2].mean(axis=0))[inside] - 1.0
+    half_b = relative(normalised[1::2].mean(axis=0))[inside] - 1.0
+    noise_var = float(np.var(half_a - half_b)) / 4.0
+    signal_var = max(float(np.mean(half_a * half_b)), 0.0)
+    gains = relative(normalised.mean(axis=0))
+    shrink = signal_var / (signal_var + noise_var) if signal_var + noise_var > 0 else 0.0
+    gains = np.where(inside, 1.0 + shrink * (gains - 1.0), 1.0)
+    return FlatField(gains.astype(np.float32), math.sqrt(signal_var), math.sqrt(noise_var))
+
+
 def aperture_offset(
     disc: Disc,
     axis_px: tuple[float, float],

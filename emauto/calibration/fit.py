@@ -47,6 +47,8 @@ class CalibrationResult:
     notes: list[str] = field(default_factory=list)
     camera_shape: tuple[int, int] = (0, 0)
     energy_eV: float = 0.0
+    #: the camera's relative pixel gains, when the frames show a non-uniformity
+    flat_field: np.ndarray | None = None
 
     def sim_config(self) -> dict[str, Any]:
         """The partial `SimConfig` (a mapping of the fields fitted, nothing else)."""
@@ -85,12 +87,13 @@ class CalibrationResult:
         config["flipped_knobs"] = sorted(k for k, s in self.signs.items() if s < 0)
         return config
 
-    def instrument_calibration(self) -> InstrumentCalibration:
+    def instrument_calibration(self, flat_field_file: str | None = None) -> InstrumentCalibration:
         """What the driver reports wrong, for `CalibratedMicroscope`: the camera's true over
         reported angular pixel (``1 / (1 + pixel_angle_error)``), the corrector axes read
         as flipped, and a settling wait of `SETTLE_TIME_CONSTANTS` lens time constants
         after a knob change. What was not fitted stays as the driver reports it. C1's sign
-        (read with the camera's rotation, ambiguous by 180 degrees) is not used."""
+        (read with the camera's rotation, ambiguous by 180 degrees) is not used.
+        ``flat_field_file``: where `flat_field` is saved (`write_instrument_calibration`)."""
         e = self.estimates
         scale = 1.0 / (1.0 + e["pixel_angle_error"].value) if "pixel_angle_error" in e else 1.0
         settle = SETTLE_TIME_CONSTANTS * e["lens_tau_s"].value if "lens_tau_s" in e else 0.0
@@ -100,6 +103,10 @@ class CalibrationResult:
                 "camera_pixel_scale": scale,
                 "flipped_knobs": flipped,
                 "lens_settle_s": min(max(settle, 0.0), 60.0),
+                "flat_field": flat_field_file,
+                "dark_offset_counts": (
+                    max(e["dark_offset_counts"].value, 0.0) if "dark_offset_counts" in e else 0.0
+                ),
             },
             InstrumentCalibration,
             source="the fitted calibration",
@@ -122,7 +129,11 @@ def write_instrument_calibration(result: CalibrationResult, path: str | Path) ->
     --calibrations`)."""
     path = Path(path)
     header = "# What `emauto calibrate` found the driver reports wrong (InstrumentCalibration).\n"
-    body = result.instrument_calibration().model_dump(mode="json")
+    flat_file = None
+    if result.flat_field is not None:  # beside the YAML: NAME.flat.npy (float32, no pickle)
+        flat_file = f"{path.stem}.flat.npy"
+        np.save(path.parent / flat_file, result.flat_field.astype(np.float32), allow_pickle=False)
+    body = result.instrument_calibration(flat_file).model_dump(mode="json")
     path.write_text(header + yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
     return path
 
@@ -363,11 +374,35 @@ def fit_session(path: str | Path | Session) -> CalibrationResult:
 
     # corrector axes' signs
     _fit_signs(result, frames, plan, rotation, scale, axis)
+    _fit_flat_field(result, frames, dark, disc)
     result.notes.append(
         "not fitted: hysteresis (the twin's default C10 band, 0.2 nm, is below the "
-        "measurement's precision), gain non-uniformity"
+        "measurement's precision)"
     )
     return result
+
+
+def _fit_flat_field(
+    result: CalibrationResult, frames: _Frames, dark: float, disc: est.Disc | None
+) -> None:
+    """The camera's pixel gains from the flat-field frames; kept (``result.flat_field``)
+    when the non-uniformity is `FLAT_FIELD_MIN_SNR` times the estimate's noise."""
+    if not frames.has("flatfield") or disc is None:
+        result.notes.append("gain non-uniformity not fitted: no flat-field frames or no disc")
+        return
+    try:
+        flat = est.flat_field(frames.data("flatfield", 4), dark, disc)
+    except CalibrationDataError as exc:
+        result.notes.append(f"gain non-uniformity not fitted: {exc}")
+        return
+    result.estimates["gain_nonuniformity_rms"] = est.Estimate(flat.signal_rms, flat.noise_rms, "")
+    if flat.signal_rms >= est.FLAT_FIELD_MIN_SNR * flat.noise_rms:
+        result.flat_field = flat.gains
+    else:
+        result.notes.append(
+            f"no flat field: the pixel gains' non-uniformity ({flat.signal_rms:.2%} rms) is "
+            f"below {est.FLAT_FIELD_MIN_SNR:g} x its estimate's noise ({flat.noise_rms:.2%})"
+        )
 
 
 def _lens_lag(

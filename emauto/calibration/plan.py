@@ -61,6 +61,10 @@ class CalibrationPlan(StrictModel):
     - ``drift_waits_s``: frames at the same position after these waits (specimen drift).
     - ``sign_steps_m``: corrector axis -> +/- step; the aberrations are measured (probe
       shifts) after each (the axes' signs).
+    - ``flat_field_grid`` x ``flat_field_grid`` frames at ``defocus_m`` with the probe on a
+      square grid of ``flat_field_pitch_m`` (different specimen areas; 0: none): the
+      camera's pixel gains, a flat field (`estimators.flat_field`). Without a specimen-free
+      area to go to, the specimen's pattern is averaged away over the positions.
     """
 
     exposure_s: float = Field(default=30e-3, gt=0, le=1.0)
@@ -77,6 +81,8 @@ class CalibrationPlan(StrictModel):
     settle_s: float = Field(default=3.0, gt=0, le=60)
     drift_waits_s: tuple[float, ...] = (2.0, 4.0, 8.0, 16.0)
     sign_steps_m: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_SIGN_STEPS))
+    flat_field_grid: int = Field(default=8, ge=0, le=16)
+    flat_field_pitch_m: float = Field(default=1.25e-9, gt=0, le=1e-6)
 
     @model_validator(mode="after")
     def _checks(self) -> CalibrationPlan:
@@ -100,6 +106,13 @@ def lag_exposure(plan: CalibrationPlan, delay_s: float) -> float:
     within [``lag_exposure_s``, ``exposure_s``] (short where the optics move fast, long for
     signal where they move slowly; its middle is the reading's time)."""
     return min(max(delay_s / 2, plan.lag_exposure_s), max(plan.exposure_s, plan.lag_exposure_s))
+
+
+def flat_field_positions(plan: CalibrationPlan) -> list[tuple[float, float]]:
+    """The flat-field frames' probe positions (m): a centred square grid, row by row."""
+    n, pitch = plan.flat_field_grid, plan.flat_field_pitch_m
+    offsets = [(i - (n - 1) / 2) * pitch for i in range(n)]
+    return [(x, y) for y in offsets for x in offsets]
 
 
 def run_calibration_plan(
@@ -190,6 +203,12 @@ def run_calibration_plan(
                     wait = plan.settle_s if name == "ref" else 0.0
                     acquire(f"signs/{knob}/{symbol}/{name}", position, wait_s=wait)
             set_knobs(f"signs/{knob}/restore", {knob: base})
+        # 6. the flat field: the same defocus over a grid of specimen areas
+        if plan.flat_field_grid:
+            set_knobs("flatfield", {"C10": over})
+            for index, position in enumerate(flat_field_positions(plan)):
+                wait = plan.settle_s if index == 0 else 0.0
+                acquire("flatfield", position, wait_s=wait)
     finally:
         tell(ROLE_PREFIX + "restore")
         microscope.set({name: start[name] for name in moved if name in start})

@@ -29,6 +29,7 @@ def planned_frames(plan: CalibrationPlan, knobs: Mapping[str, Any]) -> int:
         + 1
         + 6 * len(plan.lag_delays_s)
         + 6 * axes
+        + plan.flat_field_grid**2
     )
 
 

@@ -28,6 +28,7 @@ CONTROL_COMMANDS = (
     "reset",
     "submit",
     "answer",
+    "label",
     "shutdown",
 )
 DEFAULT_CONTROL = "tcp://127.0.0.1:5580"
@@ -86,8 +87,17 @@ def _ctl(args: argparse.Namespace) -> int:
         if args.argument not in CHOICES:
             raise SystemExit(f"emauto ctl answer CHOICE: one of {', '.join(CHOICES)}")
         payload = {"choice": args.argument}
+    elif args.command == "label":
+        if args.argument is None or args.at is None:
+            raise SystemExit(
+                "emauto ctl label CLASS --at X_PX Y_PX: a class name and the pixel (column, "
+                "row) of the latest image the patch is centred on"
+            )
+        payload = {"label": args.argument, "x_px": args.at[0], "y_px": args.at[1]}
     elif args.argument is not None:
         raise SystemExit(f"emauto ctl {args.command} takes no argument")
+    if args.at is not None and args.command != "label":
+        raise SystemExit("emauto ctl: --at is for label")
     reply = send_command(args.control, args.command, timeout_s=args.timeout, payload=payload)
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1
@@ -222,7 +232,14 @@ def add_commands(commands: Any) -> None:
         "argument",
         nargs="?",
         help="submit: a plan file (YAML/JSON: name, plan: [task, ...]); answer: approve, "
-        "take_over or abort",
+        "take_over or abort; label: the class name",
+    )
+    ctl.add_argument(
+        "--at",
+        nargs=2,
+        type=float,
+        metavar=("X_PX", "Y_PX"),
+        help="label: the pixel (column, row) of the latest image the 32x32 patch is centred on",
     )
     ctl.add_argument("--control", default=DEFAULT_CONTROL, help="the daemon's control address")
     ctl.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a reply")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from emauto.errors import AnalysisError, LabelError, ModelFileError
+from emauto.microscope import Frame
 from emauto.models.classifier import FewShotClassifier, PatchClassifier, load_classifier
 from emauto.models.patches import PATCH_PX, to_features
 
@@ -105,6 +106,40 @@ class LabelSession:
         os.close(handle)
         np.savez(tmp, features=self.features, labels=np.array(self.labels, dtype=str))
         os.replace(tmp, self.path)
+
+
+def frame_label_payload(frame: Frame, x_px: Any, y_px: Any, label: Any) -> dict[str, Any]:
+    """The label message for the patch of an image ``frame`` centred on pixel (``x_px``,
+    ``y_px``) (column, row; what an operator clicks on the console's picture): its raw
+    counts, the electrons each pixel received (the frame's dose over its pixels) and its
+    stage position (m: the stage knobs plus the scan-frame offset of the pixel).
+    `LabelError` for a frame that is not a 2-D image or a position that is not a number;
+    `AnalysisError` when the patch does not fit in the image."""
+    data = np.asarray(frame.data)
+    if frame.kind != "image" or data.ndim != 2:
+        raise LabelError(
+            f"labels are patches of a 2-D image; the latest frame is a {frame.kind} "
+            f"of shape {data.shape}"
+        )
+    where = []
+    for name, value in (("x_px", x_px), ("y_px", y_px)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise LabelError(f"{name}: expected a pixel position (a number), got {value!r}")
+        where.append(float(value))
+    x, y = where
+    counts = cut_patch(data, x, y)
+    position_m = []
+    for axis, (knob, pixel) in enumerate((("stage_x", x), ("stage_y", y))):
+        metres = [c for c in frame.calibrations if c.units == "m"]
+        scan = metres[1 - axis].offset + metres[1 - axis].scale * pixel if len(metres) == 2 else 0.0
+        position_m.append(float(frame.state.knobs.get(knob, 0.0)) + scan)
+    return {
+        "counts": counts.tolist(),
+        "electrons_per_pixel": float(frame.dose_e) / data.size,
+        "label": label,
+        "x_m": position_m[0],
+        "y_m": position_m[1],
+    }
 
 
 #: Called with each accepted label's record (the daemon writes it into the session).

@@ -16,12 +16,18 @@ units are true:
   (the request's ``wait_s`` is raised to it): a slow lens is measured settled. Frames
   without a change between them (a probe-shift measurement's) are not delayed, so the
   specimen does not drift between them. It costs time, no dose.
+- ``flat_field``: an ``.npy`` file (float32, the camera's shape; relative paths are read
+  from the calibration file's folder by `load_instrument_calibration`) of the camera's
+  relative pixel gains: each Ronchigram, less ``dark_offset_counts``, is divided by it (a
+  flat-field correction; the offset is added back).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from emauto.errors import ConfigError
@@ -36,7 +42,10 @@ from emauto.microscope import (
 from emauto.units import StrictModel
 from emauto.wrappers.base import MicroscopeWrapper
 
-__all__ = ["CalibratedMicroscope", "InstrumentCalibration"]
+__all__ = ["CalibratedMicroscope", "InstrumentCalibration", "load_instrument_calibration"]
+
+#: Pixel gains a flat field may hold (relative): outside, the file is refused.
+FLAT_FIELD_RANGE = (0.2, 5.0)
 
 
 class InstrumentCalibration(StrictModel):
@@ -51,6 +60,12 @@ class InstrumentCalibration(StrictModel):
     lens_settle_s: float = Field(
         default=0.0, ge=0.0, le=60.0, description="least wait after a knob change (s)"
     )
+    flat_field: str | None = Field(
+        default=None, description="an .npy file of the Ronchigram camera's pixel gains"
+    )
+    dark_offset_counts: float = Field(
+        default=0.0, ge=0.0, le=1e6, description="the camera's dark offset (counts)"
+    )
 
     @field_validator("flipped_knobs")
     @classmethod
@@ -58,6 +73,35 @@ class InstrumentCalibration(StrictModel):
         if len(set(value)) != len(value):
             raise ValueError(f"a knob is listed twice: {list(value)}")
         return value
+
+
+def load_instrument_calibration(path: str | Path) -> InstrumentCalibration:
+    """An `InstrumentCalibration` YAML, its ``flat_field`` file read from the YAML's folder
+    when relative."""
+    from emauto.units import load_yaml
+
+    path = Path(path)
+    calibration = load_yaml(path, InstrumentCalibration)
+    if calibration.flat_field is not None and not Path(calibration.flat_field).is_absolute():
+        resolved = str(path.parent / calibration.flat_field)
+        calibration = calibration.model_copy(update={"flat_field": resolved})
+    return calibration
+
+
+def load_flat_field(path: str | Path) -> np.ndarray:
+    """Pixel gains (2-D float32) from an ``.npy`` file, never unpickled; `ConfigError` for
+    a missing file, another shape or gains outside `FLAT_FIELD_RANGE`."""
+    try:
+        gains = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"flat field {path}: cannot read it as a .npy array: {exc}") from exc
+    low, high = FLAT_FIELD_RANGE
+    if gains.ndim != 2 or not np.issubdtype(gains.dtype, np.floating):
+        raise ConfigError(f"flat field {path}: expected a 2-D float array, got {gains.dtype} "
+                          f"{gains.shape}")  # fmt: skip
+    if not (np.all(np.isfinite(gains)) and gains.min() >= low and gains.max() <= high):
+        raise ConfigError(f"flat field {path}: gains must be finite and within [{low}, {high}]")
+    return gains.astype(np.float32)
 
 
 class CalibratedMicroscope(MicroscopeWrapper):
@@ -71,6 +115,9 @@ class CalibratedMicroscope(MicroscopeWrapper):
                 f"the calibration flips knobs the microscope lacks: {sorted(unknown)}"
             )
         self.calibration = calibration
+        self._gains = (
+            load_flat_field(calibration.flat_field) if calibration.flat_field is not None else None
+        )
         self._flipped = frozenset(calibration.flipped_knobs)
         self._settle_pending = False
 
@@ -103,7 +150,8 @@ class CalibratedMicroscope(MicroscopeWrapper):
 
     def acquire(self, request: RonchigramRequest | ImageRequest) -> Frame:
         """Acquire; the first Ronchigram after a knob change waits at least
-        ``lens_settle_s``; a Ronchigram comes back with its angular calibration corrected."""
+        ``lens_settle_s``; a Ronchigram comes back with its angular calibration corrected
+        and divided by the flat field."""
         if isinstance(request, RonchigramRequest) and self._settle_pending:
             wait = max(request.wait_s, self.calibration.lens_settle_s)
             if wait != request.wait_s:
@@ -112,6 +160,16 @@ class CalibratedMicroscope(MicroscopeWrapper):
         if isinstance(request, RonchigramRequest):
             self._settle_pending = False
         update: dict[str, object] = {"state": self._unflip(frame.state)}
+        if frame.kind == "ronchigram" and self._gains is not None:
+            if np.shape(frame.data) != self._gains.shape:
+                raise ConfigError(
+                    f"the flat field is {self._gains.shape}, the camera's frame "
+                    f"{np.shape(frame.data)}: it was calibrated on another camera setting"
+                )
+            dark = np.float32(self.calibration.dark_offset_counts)
+            update["data"] = ((np.asarray(frame.data) - dark) / self._gains + dark).astype(
+                np.float32
+            )
         scale = self.calibration.camera_pixel_scale
         if frame.kind == "ronchigram" and scale != 1.0:
             update["calibrations"] = tuple(

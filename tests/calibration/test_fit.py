@@ -8,9 +8,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from emauto.calibration.fit import fit_session, write_sim_config
+from emauto.calibration.fit import fit_session, write_instrument_calibration, write_sim_config
 from emauto.calibration.plan import CalibrationPlan, record_calibration, run_calibration_plan
 from emauto.cli import main
 from emauto.drivers.sim.config import EffectsConfig, RonchigramCameraConfig, SimConfig
@@ -230,3 +231,40 @@ def test_the_cli_writes_what_the_driver_reports_wrong(
     scope.set({"C12a": 4e-9})
     scope.acquire(RonchigramRequest(exposure_s=1e-3))  # waits for the lens to settle
     assert twin.true_aberrations().C12a == pytest.approx(4e-9, abs=0.3e-9)
+
+
+def test_the_flat_field_corrects_a_gain_map_and_is_left_out_when_uniform(
+    tmp_path: Path,
+) -> None:
+    """A camera with 10 % rms pixel gains (correlated over 3 px; not a map anything was
+    chosen on): the fitted flat field leaves under half of it. A uniform camera gets no flat
+    field (its speckle is not mistaken for gains)."""
+    from emauto.drivers.sim.effects import camera_gain_map
+    from emauto.wrappers.calibrated import load_instrument_calibration
+
+    short = CalibrationPlan(
+        flat_frames=2,
+        lag_delays_s=(2e-3, 0.03, 0.25, 1.5),
+        drift_waits_s=(2.0,),
+        sign_steps_m={},
+    )
+    camera = RonchigramCameraConfig(
+        gain_nonuniformity_rms=0.1, gain_correlation_px=3.0, gain_map_seed=11
+    )
+    uneven = SimConfig(seed=2, ronchigram=camera)
+    record_calibration(SimulatedMicroscope(uneven), tmp_path / "uneven", short)
+    out = write_instrument_calibration(fit_session(tmp_path / "uneven"), tmp_path / "i.yaml")
+    calibration = load_instrument_calibration(out)
+    assert calibration.flat_field == str(tmp_path / "i.flat.npy")
+    fitted = np.load(tmp_path / "i.flat.npy")
+    truth = camera_gain_map(camera)
+    assert truth is not None
+    inside = fitted != 1.0
+    true_gains = truth[inside] / truth[inside].mean()
+    assert np.std(true_gains / fitted[inside]) < 0.5 * np.std(true_gains)
+
+    record_calibration(SimulatedMicroscope(SimConfig(seed=2)), tmp_path / "even", short)
+    result = fit_session(tmp_path / "even")
+    assert result.flat_field is None and any("no flat field" in n for n in result.notes)
+    out = write_instrument_calibration(result, tmp_path / "even.yaml")
+    assert load_instrument_calibration(out).flat_field is None

@@ -80,3 +80,54 @@ def test_bad_calibrations_are_refused(tiny_carbon: Path, specimen_cache: Path) -
         InstrumentCalibration(camera_pixel_scale=0.0)
     with pytest.raises(ValidationError):
         InstrumentCalibration(lens_settle_s=-1.0)
+
+
+def test_the_flat_field_divides_out_the_pixel_gains(
+    tiny_carbon: Path, specimen_cache: Path, tmp_path: Path
+) -> None:
+    """Noise-free: a camera with a gain map, seen through its flat field, gives the frame of
+    a uniform camera (the dark offset kept)."""
+    import numpy as np
+
+    from emauto.drivers.sim.effects import camera_gain_map
+
+    camera = {"gain_nonuniformity_rms": 0.1, "gain_correlation_px": 3.0, "gain_map_seed": 4,
+              "dark_offset_counts": 50.0}  # fmt: skip
+    effects = EffectsConfig.none().model_dump()
+    uneven = _twin(tiny_carbon, specimen_cache, ronchigram=camera, effects=effects)
+    gains = camera_gain_map(uneven.config.ronchigram)
+    assert gains is not None
+    np.save(tmp_path / "flat.npy", gains.astype(np.float32))
+    calibration = InstrumentCalibration(
+        flat_field=str(tmp_path / "flat.npy"), dark_offset_counts=50.0
+    )
+    even = _twin(
+        tiny_carbon, specimen_cache, ronchigram={"dark_offset_counts": 50.0}, effects=effects
+    )
+    request = RonchigramRequest(exposure_s=1e-3)
+    corrected = CalibratedMicroscope(uneven, calibration).acquire(request).data
+    bare = uneven.acquire(request).data
+    truth = even.acquire(request).data
+    assert np.abs(corrected - truth).max() < 1e-3 * truth.max()
+    assert np.abs(bare - truth).max() > 0.05 * truth.max()
+
+
+def test_bad_flat_fields_are_refused(
+    tiny_carbon: Path, specimen_cache: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    twin = _twin(tiny_carbon, specimen_cache)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "zero.npy", np.zeros((128, 128), dtype=np.float32))
+    np.save(tmp_path / "small.npy", np.ones((8, 8), dtype=np.float32))
+    for name, message in (("objects", "cannot read"), ("zero", "within"), ("missing", "read")):
+        with pytest.raises(ConfigError, match=message):
+            CalibratedMicroscope(
+                twin, InstrumentCalibration(flat_field=str(tmp_path / f"{name}.npy"))
+            )
+    scope = CalibratedMicroscope(
+        twin, InstrumentCalibration(flat_field=str(tmp_path / "small.npy"))
+    )
+    with pytest.raises(ConfigError, match="another camera setting"):
+        scope.acquire(RonchigramRequest(exposure_s=1e-3))

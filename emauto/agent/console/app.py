@@ -9,7 +9,9 @@ Routes (all under the operator token when one is set):
 - ``/frame/{id}.png``: the latest frame, drawn with its scale bar (`render.render_frame_png`);
 - ``GET /api/status``, ``/api/registries`` (plan steps and policies, from the registries),
   ``/api/sessions``; ``POST /api/control/{pause|resume|abort|reset}``, ``/api/answer``,
-  ``/api/submit``;
+  ``/api/submit``, ``/api/label`` (``{"label", "frame_id", "x", "y"}``: the class of the
+  patch where the operator clicked the picture, ``x``, ``y`` in [0, 1) of its width and
+  height; refused when a newer frame has replaced the picture clicked on);
 - ``/sessions/{name}/report``: a session's report page (written on first request).
 
 A POST must carry the header ``X-Emauto: 1`` (a cross-site form or fetch cannot add it without
@@ -39,7 +41,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from emauto.agent.console.render import render_frame_png
 from emauto.agent.live import LiveState
 from emauto.agent.state import CHOICES
-from emauto.errors import EmautoError
+from emauto.errors import EmautoError, LabelError
 
 STATIC = Path(__file__).parent / "static"
 SESSION_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
@@ -159,6 +161,28 @@ class FrameCache:
             return self._id, self._png
 
 
+def picture_pixel(live: LiveState, payload: Mapping[str, Any]) -> dict[str, float]:
+    """``{"x_px", "y_px"}`` of the latest frame for a click at fractions (``x``, ``y``) of
+    its picture; `LabelError` when the click is not on the picture of that frame."""
+    latest = live.latest()
+    frame_id = payload.get("frame_id")
+    if latest is None or np_ndim(latest.frame.data) != 2:
+        raise LabelError("there is no image to label yet")
+    if frame_id != latest.id:
+        raise LabelError(
+            f"the picture clicked on (frame {frame_id!r}) has been replaced by frame "
+            f"{latest.id}; click again"
+        )
+    ny, nx = latest.frame.data.shape
+    pixel = {}
+    for key, size in (("x", nx), ("y", ny)):
+        value = payload.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise LabelError(f"{key}: expected a fraction of the picture in [0, 1), got {value!r}")
+        pixel[f"{key}_px"] = float(int(value * size))
+    return pixel
+
+
 def np_ndim(data: Any) -> int:
     return int(getattr(data, "ndim", 0))
 
@@ -274,6 +298,14 @@ def create_app(
                        "source": "console"}
         )  # fmt: skip
 
+    async def label(request: Request) -> Response:
+        try:
+            payload = await body(request)
+            pixel = picture_pixel(backend.live, payload)
+        except EmautoError as exc:
+            return _error(exc, 400)
+        return await command("label", {"label": payload.get("label"), **pixel})
+
     async def frame(request: Request) -> Response:
         drawn = await asyncio.to_thread(frames.png)
         if drawn is None:
@@ -355,6 +387,7 @@ def create_app(
         Route("/api/control/{command}", control, methods=["POST"]),
         Route("/api/answer", answer, methods=["POST"]),
         Route("/api/submit", submit, methods=["POST"]),
+        Route("/api/label", label, methods=["POST"]),
         Route("/frame/{frame_id:int}.png", frame),
         Route("/frame/latest.png", frame),
         Route("/sessions/{name}/report", report),

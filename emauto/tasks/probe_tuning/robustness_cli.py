@@ -62,15 +62,14 @@ def _bench_robustness(args: argparse.Namespace) -> int:
 def _calibrations(folder: Path | None, perturbations: list[str]) -> dict[str, Any]:
     """``FOLDER/NAME.yaml`` (an `InstrumentCalibration`) for each perturbation that has one."""
     from emauto.errors import ConfigError
-    from emauto.units import load_yaml
-    from emauto.wrappers.calibrated import InstrumentCalibration
+    from emauto.wrappers.calibrated import load_instrument_calibration
 
     if folder is None:
         return {}
     if not folder.is_dir():
         raise ConfigError(f"{folder}: no such folder of calibrations")
     found = {
-        name: load_yaml(folder / f"{name}.yaml", InstrumentCalibration)
+        name: load_instrument_calibration(folder / f"{name}.yaml")
         for name in perturbations
         if (folder / f"{name}.yaml").is_file()
     }

@@ -112,6 +112,27 @@ async function loadFrame() {
   }
 }
 
+// a click on the picture labels the patch there (the class typed above) for the few-shot
+// classifier; the daemon refuses it if a newer frame has replaced this one
+$("label-form").addEventListener("submit", (event) => event.preventDefault());
+$("frame").addEventListener("click", async (event) => {
+  const name = $("label-class").value.trim();
+  if (!name) {
+    $("label-result").textContent = "type a class name first, then click on the picture";
+    return;
+  }
+  const picture = $("frame");
+  const reply = await post("/api/label", {
+    label: name,
+    frame_id: shownFrame,
+    x: event.offsetX / picture.clientWidth,
+    y: event.offsetY / picture.clientHeight,
+  });
+  $("label-result").textContent = reply.ok
+    ? `labelled "${reply.status.label.label}" on frame #${shownFrame}`
+    : `${reply.error.type}: ${reply.error.message}`;
+});
+
 // ------------------------------------------------------------------ plots
 
 function plot(canvas, series, label) {
