@@ -34,6 +34,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "conditions/tenth_dose.yaml": ProbeTuningConfig,
     "conditions/auto_exposure.yaml": ProbeTuningConfig,
     "probe_tuning_belief.yaml": BeliefTrainingConfig,
+    "probe_tuning_belief_randomised.yaml": BeliefTrainingConfig,
     "probe_tuning_decider.yaml": DeciderTrainingConfig,
     "probe_tuning_ppo.yaml": RLTrainingConfig,
     "sparse_scan_completion.yaml": CompletionTrainingConfig,

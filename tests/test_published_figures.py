@@ -65,7 +65,11 @@ PROBE_TUNING = (
     "probe-tuning-unseen-srtio3_thin-learned-stop-latest.json",
 )
 #: Robustness-suite runs (`emauto bench robustness ... --save benchmarks/FILE`).
-ROBUSTNESS = ("robustness-latest.json", "robustness-calibrated-latest.json")
+ROBUSTNESS = (
+    "robustness-latest.json",
+    "robustness-calibrated-latest.json",
+    "robustness-calibrated-randomised-latest.json",
+)
 #: Runs on the abTEM multislice twin (about 1 s a Ronchigram on 2 cores): 30 episodes.
 MULTISLICE_EPISODES = 30
 #: Files an experiment script prints: ``python benchmarks/experiments/X.py ... > benchmarks/FILE``.

@@ -7,19 +7,26 @@ the same seeds. `perturbed_config` lays a perturbation over any base configurati
 robustness suite's default twin, or a training twin that randomises over them).
 
 Names are registered here once; the files, the CLI's choices and the tests derive from it.
+
+`randomised_config` draws a training twin from *ranges* that cover the suite
+(`PerturbationRanges`), not from its exact files: each imperfection on or off at random,
+its size drawn from its range, seeded.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from pydantic import Field, model_validator
 
 from emauto.drivers.sim.config import SimConfig
 from emauto.drivers.sim.uri import specimen_beside
 from emauto.errors import ConfigError
-from emauto.units import validate_model
+from emauto.units import StrictModel, validate_model
 
 #: name -> what the perturbation does (its file: ``configs/robustness/NAME.yaml``).
 PERTURBATIONS: dict[str, str] = {
@@ -95,3 +102,138 @@ def perturbed_config(
 def perturbed_uri(name: str, directory: str | Path | None = None) -> str:
     """``sim://?config=PATH`` of the perturbation over the default twin."""
     return f"sim://?config={perturbation_path(name, directory)}"
+
+
+# ------------------------------------------------------------------ randomised twins
+
+Range = tuple[float, float]
+
+
+class PerturbationRanges(StrictModel):
+    """Ranges a randomised training twin is drawn from (`randomised_config`), SI units.
+
+    Each imperfection is present with probability ``probability`` (independently of the
+    others; the specimen with ``specimen_probability``); when present its size is drawn
+    from its range, else the base twin's value stays. ``(low, high)`` ranges marked
+    log-uniform are drawn log-uniformly (both > 0), the others uniformly; a ``*_max`` is
+    drawn uniformly over ``[-max, max]`` (rotation, residual camera-scale error) or over
+    the disc of that radius (aperture offset).
+
+    The defaults cover the robustness suite's perturbations (contrast 10x lower, 20x read
+    noise with a 100-count dark offset, 10 % gain non-uniformity, 10x drift, 10x lens lag,
+    5 degrees of camera rotation, a 3 mrad aperture offset, a coarser specimen) and the
+    residual errors a calibration leaves (``pixel_angle_error_max``: 1 % of camera scale;
+    the lens-settling residual is the caller's, see `belief_training`), not their exact
+    files: another Au-on-carbon recipe than the suite's, other gain maps.
+    """
+
+    probability: float = Field(default=0.5, ge=0.0, le=1.0)
+    contrast_scale: Range = (0.1, 1.0)  # log-uniform
+    read_noise_counts: Range = (0.5, 10.0)  # log-uniform
+    dark_offset_counts: Range = (0.0, 100.0)
+    gain_nonuniformity_rms: Range = (0.0, 0.1)
+    gain_correlation_px: Range = (1.0, 8.0)
+    drift_speed_m_per_s: Range = (5e-12, 5e-11)  # log-uniform
+    lens_tau_s: Range = (0.02, 0.2)  # log-uniform
+    rotation_rad_max: float = Field(default=0.1, ge=0.0, le=math.pi)
+    pixel_angle_error_max: float = Field(default=0.01, ge=0.0, lt=0.5)
+    aperture_offset_rad_max: float = Field(default=0.004, ge=0.0, le=0.05)
+    specimens: tuple[str, ...] = Field(
+        default=("au_on_carbon",), description="drawn from (uniformly) when the specimen changes"
+    )
+    specimen_probability: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="the specimen's own (not ``probability``)"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PerturbationRanges:
+        for name in (
+            "contrast_scale",
+            "read_noise_counts",
+            "dark_offset_counts",
+            "gain_nonuniformity_rms",
+            "gain_correlation_px",
+            "drift_speed_m_per_s",
+            "lens_tau_s",
+        ):
+            low, high = getattr(self, name)
+            if not 0.0 <= low <= high:
+                raise ValueError(f"{name}: expected 0 <= low <= high, got {(low, high)}")
+            if name in _LOG_UNIFORM and low <= 0.0:
+                raise ValueError(f"{name}: a log-uniform range needs low > 0, got {low}")
+        return self
+
+
+#: Ranges drawn log-uniformly (the others uniformly).
+_LOG_UNIFORM = frozenset(
+    {"contrast_scale", "read_noise_counts", "drift_speed_m_per_s", "lens_tau_s"}
+)
+
+
+def _draw(rng: np.random.Generator, name: str, bounds: Range) -> float:
+    low, high = bounds
+    if name in _LOG_UNIFORM:
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return float(rng.uniform(low, high))
+
+
+def randomised_config(
+    rng: np.random.Generator | int,
+    ranges: PerturbationRanges | None = None,
+    base: SimConfig | None = None,
+) -> SimConfig:
+    """A training twin: ``base`` (default `SimConfig()`) with imperfections drawn from
+    ``ranges`` (default `PerturbationRanges()`), by ``rng`` (a generator, or a seed).
+
+    The same seed gives the same twin. Every imperfection takes the same number of draws
+    whether it is present or not, so adding one to the ranges does not reshuffle the others.
+    """
+    ranges = ranges or PerturbationRanges()
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    config = (base or SimConfig()).model_dump()
+    camera, effects = config["ronchigram"], config["effects"]
+
+    def present() -> bool:
+        return bool(rng.uniform() < ranges.probability)
+
+    # one (present, size...) group per imperfection, always drawn in this order
+    on, value = present(), _draw(rng, "contrast_scale", ranges.contrast_scale)
+    if on:
+        camera["contrast_scale"] = value
+    on = present()
+    noise = _draw(rng, "read_noise_counts", ranges.read_noise_counts)
+    dark = _draw(rng, "dark_offset_counts", ranges.dark_offset_counts)
+    if on:
+        camera["read_noise_counts"], camera["dark_offset_counts"] = noise, dark
+    on = present()
+    gain = _draw(rng, "gain_nonuniformity_rms", ranges.gain_nonuniformity_rms)
+    correlation = _draw(rng, "gain_correlation_px", ranges.gain_correlation_px)
+    gain_seed = int(rng.integers(0, 2**31))
+    if on:
+        camera["gain_nonuniformity_rms"] = gain
+        camera["gain_correlation_px"] = correlation
+        camera["gain_map_seed"] = gain_seed
+    on, value = present(), _draw(rng, "drift_speed_m_per_s", ranges.drift_speed_m_per_s)
+    if on:
+        effects["drift_speed_m_per_s"] = value
+    on, value = present(), _draw(rng, "lens_tau_s", ranges.lens_tau_s)
+    if on:
+        effects["lens_tau_s"] = value
+    on = present()
+    value = float(rng.uniform(-ranges.rotation_rad_max, ranges.rotation_rad_max))
+    if on:
+        camera["rotation_rad"] = value
+    on = present()
+    value = float(rng.uniform(-ranges.pixel_angle_error_max, ranges.pixel_angle_error_max))
+    if on:
+        camera["pixel_angle_error"] = value
+    on = present()
+    radius = ranges.aperture_offset_rad_max * math.sqrt(float(rng.uniform()))
+    angle = float(rng.uniform(0.0, 2.0 * math.pi))
+    if on:
+        config["aperture_offset_rad"] = (radius * math.cos(angle), radius * math.sin(angle))
+    on = bool(rng.uniform() < ranges.specimen_probability)
+    index = int(rng.integers(len(ranges.specimens))) if ranges.specimens else -1
+    if on and index >= 0:
+        config["specimen"] = ranges.specimens[index]
+    return validate_model(config, SimConfig, source="randomised_config")

@@ -45,6 +45,8 @@ from gymnasium import spaces
 from pydantic import Field
 
 from emauto import optics
+from emauto.drivers.sim.config import SimConfig
+from emauto.drivers.sim.perturbations import PerturbationRanges, randomised_config
 from emauto.errors import ConfigError
 from emauto.tasks.probe_tuning.config import ProbeTuningConfig
 from emauto.tasks.probe_tuning.decider_training import (
@@ -97,6 +99,29 @@ class BeliefTrainingConfig(StrictModel):
     workers: int = Field(default=2, ge=1, le=256)
     torch_threads: int = Field(default=1, ge=1, le=256)
     device: str = Field(default="cpu", description="torch device of PPO: cpu, cuda, auto")
+    randomise: PerturbationRanges | None = Field(
+        default=None,
+        description=(
+            "each episode's twin drawn from these ranges (`randomised_config`, over the "
+            "default twin) instead of from ``microscopes``; None: as before"
+        ),
+    )
+    max_measurement_exposure_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=10.0,
+        description="auto-exposure of bo's probe-shift measurements (ProbeTuningConfig's)",
+    )
+    lens_settle_error: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=0.5,
+        description=(
+            "with ``randomise``: each twin seen through a calibration (CalibratedMicroscope) "
+            "whose lens settling time is the twin's own (5 time constants) off by a factor "
+            "1 + U(-e, e): what `emauto calibrate` measures, with its error; None: bare"
+        ),
+    )
 
 
 # ------------------------------------------------------------------ recording
@@ -107,7 +132,14 @@ def _episode_seed(config: BeliefTrainingConfig, index: int) -> int:
 
 
 def record_episode(
-    microscope: str, exposure_s: float, seed: int, budget: int
+    microscope: str,
+    exposure_s: float,
+    seed: int,
+    budget: int,
+    *,
+    sim_config: SimConfig | None = None,
+    max_measurement_exposure_s: float | None = None,
+    lens_settle_s: float | None = None,
 ) -> dict[str, np.ndarray]:
     """Run `bo`'s evaluations to the budget on a twin, recording at every decision point the
     public features, whether another evaluation fits, the acquisitions so far, and what a
@@ -116,6 +148,11 @@ def record_episode(
     Also ``final_strehl`` (the state really left at the budget, after its final move) and
     ``final_predicted`` (the last decision point's counterfactual of it), to measure the
     counterfactual's error.
+
+    ``sim_config``: the twin's configuration (``microscope`` must then be ``sim://``);
+    ``max_measurement_exposure_s``: auto-exposure of the measurements (as the bench's
+    ``configs/conditions/auto_exposure.yaml``); ``lens_settle_s``: the twin is seen through
+    a `CalibratedMicroscope` with that lens settling time (s), as a calibrated instrument.
     """
     from emauto.drivers import connect
     from emauto.drivers.sim.twin import SimulatedMicroscope
@@ -123,10 +160,20 @@ def record_episode(
     from emauto.tasks.probe_tuning.policies.base import run_episode
     from emauto.tasks.probe_tuning.policies.objective import AberrationMeter
     from emauto.wrappers.base import unwrap
+    from emauto.wrappers.calibrated import CalibratedMicroscope, InstrumentCalibration
     from emauto.wrappers.counting import CountingMicroscope
 
-    config = ProbeTuningConfig(max_steps=budget, exposure_s=(exposure_s, exposure_s))
-    counter = CountingMicroscope(connect(microscope))
+    config = ProbeTuningConfig(
+        max_steps=budget,
+        exposure_s=(exposure_s, exposure_s),
+        max_measurement_exposure_s=max_measurement_exposure_s,
+    )
+    if sim_config is not None and microscope != "sim://":
+        raise ConfigError(f"{microscope}: a sim_config needs the plain sim:// twin")
+    inner = connect(microscope) if sim_config is None else connect(microscope, config=sim_config)
+    if lens_settle_s is not None:
+        inner = CalibratedMicroscope(inner, InstrumentCalibration(lens_settle_s=lens_settle_s))
+    counter = CountingMicroscope(inner)
     env = ProbeTuningEnv(counter, config)
     twin = unwrap(counter)
     if not isinstance(twin, SimulatedMicroscope):
@@ -134,7 +181,11 @@ def record_episode(
     wavelength = optics.wavelength(counter.describe().energy_eV)
     rows: dict[str, list[Any]] = {k: [] for k in ("features", "can", "frames", "strehl", "extra")}
     meter = AberrationMeter(
-        env.knobs, counter, last_frame=lambda: env.last_frame, aperture_rad=config.convergence_rad
+        env.knobs,
+        counter,
+        last_frame=lambda: env.last_frame,
+        aperture_rad=config.convergence_rad,
+        max_exposure_s=config.max_measurement_exposure_s,
     )
 
     def stop_outcome() -> float:
@@ -175,6 +226,23 @@ def record_episode(
     }
 
 
+def episode_twin(
+    config: BeliefTrainingConfig, rng: np.random.Generator
+) -> tuple[SimConfig, float | None] | None:
+    """With ``config.randomise``: an episode's twin (`randomised_config`) and the lens
+    settling time (s) its calibration reports (None: seen bare); else None."""
+    from emauto.drivers.sim.twin import SETTLING_TIME_CONSTANTS
+
+    if config.randomise is None:
+        return None
+    sim_config = randomised_config(rng, config.randomise)
+    error = float(rng.uniform(-1.0, 1.0))
+    if config.lens_settle_error is None:
+        return sim_config, None
+    settle = SETTLING_TIME_CONSTANTS * sim_config.effects.lens_tau_s
+    return sim_config, settle * (1.0 + config.lens_settle_error * error)
+
+
 def _record_chunk(payload: str, indices: list[int]) -> list[dict[str, np.ndarray]]:
     config = BeliefTrainingConfig.model_validate_json(payload)
     torch.set_num_threads(1)
@@ -184,8 +252,19 @@ def _record_chunk(payload: str, indices: list[int]) -> list[dict[str, np.ndarray
         microscope = config.microscopes[int(rng.integers(len(config.microscopes)))]
         low, high = config.exposure_s
         exposure = float(math.exp(rng.uniform(math.log(low), math.log(high))))
-        episode = record_episode(microscope, exposure, _episode_seed(config, index), config.budget)
+        twin = episode_twin(config, rng)  # drawn after the above: plain episodes unchanged
+        episode = record_episode(
+            "sim://" if twin is not None else microscope,
+            exposure,
+            _episode_seed(config, index),
+            config.budget,
+            sim_config=None if twin is None else twin[0],
+            max_measurement_exposure_s=config.max_measurement_exposure_s,
+            lens_settle_s=None if twin is None else twin[1],
+        )
         episode["exposure_s"] = np.array(exposure)
+        if twin is not None:
+            episode["twin"] = np.array(twin[0].model_dump_json(exclude_defaults=True))
         episodes.append(episode)
     return episodes
 
