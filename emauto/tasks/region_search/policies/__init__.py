@@ -9,6 +9,7 @@ from emauto.registry import Registry
 POLICIES = Registry(
     "region-search policy",
     {
+        "channelling": "emauto.tasks.region_search.policies.channelling:ChannellingPolicy",
         "rl": "emauto.tasks.region_search.policies.rl:load_region_policy",
         "dkl": "emauto.tasks.region_search.policies.dkl:DKLPolicy",
         "survey": "emauto.tasks.region_search.policies.baselines:SurveyPolicy",

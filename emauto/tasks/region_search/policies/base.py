@@ -43,23 +43,31 @@ def run_episode(
     max_area: float,
     seed: int,
 ) -> dict[str, Any]:
-    """One field, one policy: the curve of ``(area, found, dose)`` fractions and the time
-    of each decision (s, `act` only). Stops when the env ends the episode, once ``max_area``
-    of the field is acquired at high resolution, or after ``2 x max_area`` cells' steps."""
+    """One field, one policy: the curve of ``(area, found, dose)`` fractions, the time
+    of each decision (s, `act` only) and the number of overviews (``zoom <= 0`` steps).
+    Stops when the env ends the episode, once ``max_area`` of the field is acquired at high
+    resolution, or after ``2 x max_area`` cells' steps."""
     observation, info = env.reset(seed=seed, options={"field_seed": field_seed})
     g = env.config.grid
     policy.reset(env, observation, info, seed)
     full_dose = g * g * env.reference_dose_e
     curve = [(0.0, 0.0, info["dose_e"] / full_dose)]
     decisions = []
+    overviews = 0
     max_steps = int(2 * max_area * g * g) + 1
     for _ in range(max_steps):
         start = time.perf_counter()
         action = policy.act(observation)
         decisions.append(time.perf_counter() - start)
+        overviews += int(float(np.asarray(action).reshape(-1)[2]) <= 0)
         observation, _, terminated, _, info = env.step(action)
         policy.observe(action, observation, info)
         curve.append((info["area_fraction"], info["found_fraction"], info["dose_e"] / full_dose))
         if terminated or info["area_fraction"] >= max_area:
             break
-    return {"curve": curve, "decision_s": decisions, "targets": info["targets"]}
+    return {
+        "curve": curve,
+        "decision_s": decisions,
+        "overviews": overviews,
+        "targets": info["targets"],
+    }
