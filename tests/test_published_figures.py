@@ -38,11 +38,10 @@ SAVED = (
     "recorder-latest.json",
     "security-latest.json",
     "calibration-latest.json",
+    "region-search-latest.json",
 )
 #: Files with one result per command, each under its command line.
 KEYED = ("sparse-scan-latest.json",)
-#: Files merged from one run per method; the READMEs name the command and the merge.
-MERGED = ("region-search-latest.json",)
 #: Probe-tuning runs, each written by ``emauto bench probe-tuning ... --save benchmarks/FILE``.
 PROBE_TUNING = (
     "probe-tuning-latest.json",
@@ -125,7 +124,7 @@ def named_commands(file: str) -> list[str]:
 
 def test_every_latest_json_is_accounted_for() -> None:
     files = sorted(p.name for p in BENCHMARKS.glob("*-latest.json"))
-    assert files == sorted([*SAVED, *KEYED, *MERGED, *PROBE_TUNING, *SCRIPTS, *ROBUSTNESS])
+    assert files == sorted([*SAVED, *KEYED, *PROBE_TUNING, *SCRIPTS, *ROBUSTNESS])
 
 
 @pytest.mark.parametrize("file", SAVED)
@@ -181,14 +180,11 @@ def test_each_keyed_result_is_named_with_its_command(file: str) -> None:
             )
 
 
-def test_merged_region_search_names_its_commands() -> None:
+def test_region_search_names_its_fields_and_methods() -> None:
     result = latest("region-search-latest.json")
-    assert "`emauto bench region-search --method M --json`" in readmes()
-    assert "emauto bench region-search --method M --json" in result["note"]
-    single = re.search(r"`(emauto bench region-search --method all [^`]*)`", readmes())
-    assert single
-    args = parse(single.group(1))
-    assert args.save == Path("benchmarks/region-search-latest.json")
+    (command,) = named_commands("region-search-latest.json")
+    args = parse(command)
+    assert args.method == "all"
     assert result["fields"] == [90_000 + 100 * args.seed + i for i in range(args.episodes)]
     assert sorted(result["methods"]) == sorted(POLICIES.names())
 
@@ -333,10 +329,16 @@ def _region_search(d: dict[str, Any]) -> list[tuple[str, str]]:
             area = "not reached"
         figures.append(("benchmarks/README.md", f"| {found} | {area} |"))
     survey, dkl = d["methods"]["survey"], d["methods"]["dkl"]
+    channelling = d["methods"]["channelling"]
     dkl_areas = [a for a in dkl["area_at_90pct_per_field"] if a is not None]
     return [
         *figures,
-        ("README.md", f"90 % of targets after {pct(survey['area_at_90pct'], 0)} % of the area"),
+        (
+            "README.md",
+            f"90 % of targets after {pct(channelling['area_at_90pct'], 1)} % of the area and "
+            f"{pct(channelling['dose_fraction_at_90pct'], 1)} % of the dose",
+        ),
+        ("README.md", f"against {pct(survey['area_at_90pct'], 0)} % for the survey heuristic"),
         (
             "README.md",
             f"DKL {pct(min(dkl_areas), 0)}-{pct(max(dkl_areas), 0)} % "
