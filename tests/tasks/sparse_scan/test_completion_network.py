@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emauto.models.completion import CompletionNet, CompletionModel, load_completion
+from emauto.models.completion import CompletionModel, CompletionNet, load_completion
 from emauto.models.config import CompletionTrainingConfig
 from emauto.tasks.sparse_scan.completion_training import TEST_SEED_BASE, make_examples, train
 from emauto.tasks.sparse_scan.domain_images import domain_image
