@@ -69,6 +69,10 @@ class CompletionTrainingConfig(StrictModel):
     time_budget_s: float | None = Field(
         default=None, gt=0, description="stop after the epoch that passes this training time (s)"
     )
+    loss: Literal["mse", "relative"] = Field(
+        default="relative",
+        description="mse: pooled squared error; relative: each example's over linear's",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> CompletionTrainingConfig:
