@@ -78,6 +78,7 @@ SCRIPTS = (
     "estimator-rounds-latest.json",
     "batched-twin-latest.json",
     "reference-plane-latest.json",
+    "completion-generalisation-latest.json",
 )
 
 

@@ -68,8 +68,9 @@ def test_picks_compressed_sensing_where_it_is_clearly_best_on_a_twin_lattice(
 
 
 def test_never_picks_the_twin_network_on_a_piecewise_constant_image() -> None:
-    """Flat regions with sharp edges: the completion network (trained on twin ADF images) is
-    far off here, and validation must see that without the truth."""
+    """Flat regions with sharp edges: the completion network is off here (the twin-trained
+    one by more than 20 %, the domain-randomised one shipped since by 13 %: 14.07 % against
+    `tv`'s 12.48 %), and validation must see that without the truth."""
     y, x = np.mgrid[0:64, 0:64]
     truth = np.zeros((64, 64))
     truth[(x - 20) ** 2 + (y - 22) ** 2 < 12**2] = 1.0
@@ -79,7 +80,7 @@ def test_never_picks_the_twin_network_on_a_piecewise_constant_image() -> None:
     values, mask = sparse_image(plan, truth, None)
     errors = _true_errors(values, mask, truth)
     choice = validate(values, mask)
-    assert errors["completion"] > 1.2 * min(errors.values())
+    assert errors["completion"] > 1.1 * min(errors.values())
     assert choice.method != "completion"
     assert errors[choice.method] <= 1.05 * min(errors.values()), (choice, errors)
 
