@@ -5,9 +5,9 @@ specimen, the one the benchmark's own twin images use, at another stage position
 rotation than the benchmark's image (drawn from ``--seed``: stage uniform within +-10 nm,
 rotation uniform; the specimen is a periodic 20 nm cell), 16 nm field of view, written as an
 EMD (NCEM/HDF5) file through rosettasciio with its pixel size in nm, as a microscope
-program would. The completion network never saw this specimen (it trains on the seed-1
-recipes), but the image is the twin's: what the sparse-scan benchmark measures on it is
-measured on a twin image.
+program would. The completion network never saw this specimen (it trains on procedural
+images, `tasks/sparse_scan/domain_images.py`), but the image is the twin's: what the
+sparse-scan benchmark measures on it is measured on a twin image.
 
     .venv/bin/python benchmarks/experiments/make_user_emd.py build/twin_au_region.emd
     cd build && ../.venv/bin/python -m emauto bench sparse-scan --image twin_au_region.emd \

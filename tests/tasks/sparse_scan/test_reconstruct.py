@@ -15,8 +15,8 @@ from emauto.tasks.sparse_scan.strategies import make_plan
 
 #: RMS error (fraction of the [0, 1] range) every classical method must reach on the smooth
 #: test image from a 5 % jittered grid without noise. The completion network is not held to
-#: it: trained on twin ADF images only, it biases smooth images (see
-#: `test_completion_network_beats_linear_on_an_unseen_twin_image`).
+#: it: a learned prior (procedural STEM-like images), it is tested against `linear` instead
+#: (`test_completion_network_beats_linear_on_an_unseen_twin_image`).
 TOLERANCE = {"linear": 0.04, "biharmonic": 0.03, "tv": 0.04, "cs": 0.04, "gp": 0.03}
 
 
@@ -46,8 +46,8 @@ def test_gp_uncertainty_grows_away_from_samples(smooth_image: np.ndarray) -> Non
 def test_completion_network_beats_linear_on_an_unseen_twin_image() -> None:
     from emauto.tasks.sparse_scan.twin_images import twin_image
 
-    # the benchmark's SrTiO3 specimen (seed 0; training used seed-1 specimens), a region and
-    # rotation of its own
+    # the benchmark's SrTiO3 specimen, a region and rotation of its own (the network trains on
+    # procedural images only)
     truth = normalise(
         twin_image("sim://?specimen=srtio3&effects=none", (64, 64), 2e-9, (0.7e-9, -1.3e-9), 0.4)
     )
