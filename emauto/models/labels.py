@@ -128,17 +128,19 @@ def frame_label_payload(frame: Frame, x_px: Any, y_px: Any, label: Any) -> dict[
         where.append(float(value))
     x, y = where
     counts = cut_patch(data, x, y)
-    position_m = []
-    for axis, (knob, pixel) in enumerate((("stage_x", x), ("stage_y", y))):
-        metres = [c for c in frame.calibrations if c.units == "m"]
-        scan = metres[1 - axis].offset + metres[1 - axis].scale * pixel if len(metres) == 2 else 0.0
-        position_m.append(float(frame.state.knobs.get(knob, 0.0)) + scan)
+    metres = [c for c in frame.calibrations if c.units == "m"]  # the scan's (y, x)
+    scan_y, scan_x = (
+        (c.offset + c.scale * pixel for c, pixel in zip(metres, (y, x), strict=True))
+        if len(metres) == 2
+        else (0.0, 0.0)
+    )
+    knobs = frame.state.knobs
     return {
         "counts": counts.tolist(),
         "electrons_per_pixel": float(frame.dose_e) / data.size,
         "label": label,
-        "x_m": position_m[0],
-        "y_m": position_m[1],
+        "x_m": float(knobs.get("stage_x", 0.0)) + scan_x,
+        "y_m": float(knobs.get("stage_y", 0.0)) + scan_y,
     }
 
 

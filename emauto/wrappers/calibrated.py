@@ -39,7 +39,7 @@ from emauto.microscope import (
     MicroscopeState,
     RonchigramRequest,
 )
-from emauto.units import StrictModel
+from emauto.units import StrictModel, load_yaml
 from emauto.wrappers.base import MicroscopeWrapper
 
 __all__ = ["CalibratedMicroscope", "InstrumentCalibration", "load_instrument_calibration"]
@@ -78,8 +78,6 @@ class InstrumentCalibration(StrictModel):
 def load_instrument_calibration(path: str | Path) -> InstrumentCalibration:
     """An `InstrumentCalibration` YAML, its ``flat_field`` file read from the YAML's folder
     when relative."""
-    from emauto.units import load_yaml
-
     path = Path(path)
     calibration = load_yaml(path, InstrumentCalibration)
     if calibration.flat_field is not None and not Path(calibration.flat_field).is_absolute():
@@ -97,8 +95,9 @@ def load_flat_field(path: str | Path) -> np.ndarray:
         raise ConfigError(f"flat field {path}: cannot read it as a .npy array: {exc}") from exc
     low, high = FLAT_FIELD_RANGE
     if gains.ndim != 2 or not np.issubdtype(gains.dtype, np.floating):
-        raise ConfigError(f"flat field {path}: expected a 2-D float array, got {gains.dtype} "
-                          f"{gains.shape}")  # fmt: skip
+        raise ConfigError(
+            f"flat field {path}: expected a 2-D float array, got {gains.dtype} {gains.shape}"
+        )
     if not (np.all(np.isfinite(gains)) and gains.min() >= low and gains.max() <= high):
         raise ConfigError(f"flat field {path}: gains must be finite and within [{low}, {high}]")
     return gains.astype(np.float32)
